@@ -1,0 +1,19 @@
+# The two set-up commands of the README: `make demo` (main job) and `make test`.
+# Both create and use the virtual environment .venv/ in the repository root.
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+.PHONY: install demo test
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/merc demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q

