@@ -65,8 +65,16 @@ import numpy as np
 from merc.data.conversation import Corpus
 from merc.data.iemocap import IEMOCAP_LABELS
 from merc.data.meld import MELD_EMOTIONS, MELD_SENTIMENTS
-from merc.data.safe_pickle import (DimCheck, FeatureReader, build_corpus, entry, feature_matrix,
-                                   require_dict, safe_load_pickle, unpack_fields)
+from merc.data.pickle_layout import (
+    DimCheck,
+    FeatureReader,
+    build_corpus,
+    entry,
+    feature_matrix,
+    require_dict,
+    unpack_fields,
+)
+from merc.data.safe_pickle import safe_load_pickle
 from merc.errors import MercInputError
 
 ROBERTA_LAYERS = ("roberta1", "roberta2", "roberta3", "roberta4")

@@ -39,8 +39,8 @@ from pathlib import Path
 
 from merc.data.conversation import Corpus
 from merc.data.iemocap import IEMOCAP_LABELS
-from merc.data.safe_pickle import (DimCheck, build_corpus, field_feature, safe_load_pickle,
-                                   unpack_fields)
+from merc.data.pickle_layout import DimCheck, build_corpus, field_feature, unpack_fields
+from merc.data.safe_pickle import safe_load_pickle
 
 IEMOCAP_FEATURE_FIELDS = ("videoIDs", "videoSpeakers", "videoLabels", "videoText", "videoAudio",
                           "videoVisual", "videoSentence", "trainVid", "testVid")

@@ -56,13 +56,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from merc.data.conversation import Corpus
-from merc.data.cosmic_pickle import (IEMOCAP_ROBERTA_FIELDS, MELD_ROBERTA_FIELDS,
-                                     check_text_layers, roberta_text_reader)
+from merc.data.cosmic_pickle import (
+    IEMOCAP_ROBERTA_FIELDS,
+    MELD_ROBERTA_FIELDS,
+    check_text_layers,
+    roberta_text_reader,
+)
 from merc.data.dialoguernn_pickle import IEMOCAP_FEATURE_FIELDS, load_dialoguernn_iemocap
 from merc.data.iemocap import IEMOCAP_LABELS
 from merc.data.meld import MELD_EMOTIONS, MELD_SENTIMENTS
-from merc.data.safe_pickle import (DimCheck, FeatureReader, build_corpus, field_feature,
-                                   safe_load_pickle, unpack_fields)
+from merc.data.pickle_layout import (
+    DimCheck,
+    FeatureReader,
+    build_corpus,
+    field_feature,
+    unpack_fields,
+)
+from merc.data.safe_pickle import safe_load_pickle
 from merc.errors import MercInputError
 
 MMGCN_MELD_FIELDS = ("videoIDs", "videoSpeakers", "videoLabels", "videoText", "videoAudio",
