@@ -116,3 +116,11 @@ def test_metrics_and_stats():
     assert paired_test([1.0, 2.0], [1.0, 2.0])["t_pvalue"] is None
     with pytest.raises(ValueError, match="same number of seeds"):
         paired_test([1, 2], [1])
+
+
+def test_corpus_without_test_split_is_refused(tmp_path):
+    from conftest import write_generic_corpus
+
+    corpus = write_generic_corpus(tmp_path / "c", n_train=6, n_test=0)
+    with pytest.raises(MercInputError, match="no test dialogues"):
+        run_experiment(_config(corpus), tmp_path / "run", progress=False, echo=lambda s: None)

@@ -217,7 +217,7 @@ def ensure_validation_split(corpus: Corpus, fraction: float = 0.1, seed: int = 0
         raise ValueError(f"valid_fraction must be in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
     # At least one dialogue goes to valid and at least one stays in train.
-    k = min(len(train) - 1, max(1, int(round(fraction * len(train)))))
+    k = min(len(train) - 1, max(1, round(fraction * len(train))))
     chosen = {train[i].id for i in rng.choice(len(train), size=k, replace=False)}
     convs = [replace(c, split="valid") if c.id in chosen else c for c in corpus.conversations]
     note = f"seeded: {k} of {len(train)} train dialogues (fraction={fraction}, seed={seed})"

@@ -160,8 +160,15 @@ def load_jsonl(
         folder = path
         path = resolve_path(folder / "conversations.jsonl", "conversations.jsonl")
         if feature_files is None:
-            feature_files = {m: folder / f"{m}{ext}" for m in FEATURE_MODALITIES
-                             for ext in (".npz", ".csv") if (folder / f"{m}{ext}").exists()}
+            feature_files = {}
+            for m in FEATURE_MODALITIES:
+                found = [folder / f"{m}{ext}" for ext in (".npz", ".csv")
+                         if (folder / f"{m}{ext}").exists()]
+                if len(found) > 1:
+                    raise MercInputError(folder, f"both {found[0].name} and {found[1].name} "
+                                         "exist; keep one feature file per modality", field=m)
+                if found:
+                    feature_files[m] = found[0]
         name = name or folder.name
     if missing_features not in ("error", "zero"):
         raise ValueError(f"missing_features must be 'error' or 'zero', got {missing_features!r}")

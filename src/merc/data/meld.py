@@ -65,8 +65,7 @@ def _read_split(path: Path, split: str, column: str, names: list[str],
             if None in row or None in row.values():
                 n = width + len(row.get(None) or []) - sum(v is None for v in row.values())
                 raise MercInputError(path, f"line {lineno}: {n} columns, header has {width} "
-                                     "(unquoted comma or truncated row?)",
-                                     dialogue=row.get("Dialogue_ID"), field="row")
+                                     "(unquoted comma or truncated row?)", field="row")
             did = _as_int(path, row, "Dialogue_ID", lineno, None)
             uid = _as_int(path, row, "Utterance_ID", lineno, did)
             lab = row[column].strip()

@@ -87,12 +87,18 @@ def prepare_data(data: DataConfig, *, spec: FeatureSpec | None = None,
     takes_label = loader is not None and "label" in inspect.signature(loader).parameters
     options: dict[str, Any] = {"label": data.label} if takes_label else {}
     corpus = load_corpus(data.corpus, resolve_corpus_dir(data.corpus, data.data_dir), **options)
+    if not corpus.split("test"):
+        raise MercInputError(corpus.source, "corpus has no test dialogues; mark some dialogues "
+                             "split 'test' (results are always reported on a held-out test set)",
+                             field="split")
     corpus = ensure_validation_split(corpus, data.valid_fraction, data.valid_seed)
     if spec is None:
-        available = corpus.feature_modalities
+        available = set(corpus.feature_modalities)
         if any(u.strip() for c in corpus.conversations for u in c.utterances):
-            available = sorted(set(available) | {"text"})
-        spec = data.feature_spec(available)
+            available.add("text")
+        if data.audio != "external" and any(c.media.get("audio") for c in corpus.conversations):
+            available.add("audio")  # openSMILE can compute it from the wav paths
+        spec = data.feature_spec(sorted(available, key=["text", "audio", "video"].index))
     corpus = build_features(corpus, spec, data.cache_dir, progress=progress)
     modalities = spec.modalities()
     if spec.normalize:
