@@ -24,7 +24,7 @@ precedence: built-in defaults < --config FILE < flags < key=value overrides.
 overrides use dotted paths into the config (see `merc models` for model options):
   data.modalities=[text]  data.text=external  data.audio=eGeMAPSv02  data.valid_fraction=0.1
   model.hidden_size=256   train.lr=5e-4  train.max_epochs=60  train.patience=10
-  train.batch_size=16     train.class_weights=true  train.weight_decay=1e-4
+  train.batch_size=16     train.class_weights=true  train.weight_decay=1e-4  train.num_threads=1
 outputs: RUN_DIR/summary.json (mean ± std over seeds, per-seed values, metrics in percent),
 RUN_DIR/config.yaml (resolved config) and RUN_DIR/seed_<s>/{metrics.json,config.yaml,best.ckpt,
 metrics.csv}. The test split is evaluated once per seed, on the checkpoint with the best

@@ -136,6 +136,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists and is not empty.*")
 
 
 def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_dir: Path,
@@ -148,6 +149,8 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
     from merc.engine.module import ERCModule
 
     _quiet_lightning()
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
     seed_dir.mkdir(parents=True, exist_ok=True)
     for stale in seed_dir.glob("best*.ckpt"):
         stale.unlink()  # a re-run must not select a previous run's checkpoint
