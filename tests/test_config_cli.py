@@ -84,6 +84,21 @@ def test_cli_models_lists_registry(capsys):
     for name in ("mlp", "bc-lstm", "transformer"):
         assert name in out
     assert "params]" in out and "model.hidden_size=" in out
+    assert "LSTM hidden size per direction" in out  # each option's docstring is shown
+
+
+def test_cli_train_help_documents_every_option(capsys):
+    import dataclasses
+
+    from merc.config import DataConfig, TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for cls, prefix in ((DataConfig, "data"), (TrainConfig, "train")):
+        for f in dataclasses.fields(cls):
+            assert f"{prefix}.{f.name}=" in out
+    assert "Fraction of train dialogues held out" in out
 
 
 def test_cli_extract_second_run_uses_cache(generic_corpus, capsys):

@@ -21,10 +21,7 @@ CORPORA = ("iemocap", "meld", "mosi", "jsonl", "cosmic-pkl", "cosmic-roberta",
 
 TRAIN_EPILOG = """\
 precedence: built-in defaults < --config FILE < flags < key=value overrides.
-overrides use dotted paths into the config (see `merc models` for model options):
-  data.modalities=[text]  data.text=external  data.audio=eGeMAPSv02  data.valid_fraction=0.1
-  model.hidden_size=256   train.lr=5e-4  train.max_epochs=60  train.patience=10
-  train.batch_size=16     train.class_weights=true  train.weight_decay=1e-4  train.num_threads=1
+overrides use dotted paths into the config; model options are listed by `merc models`.
 outputs: RUN_DIR/summary.json (mean ± std over seeds, per-seed values, metrics in percent),
 RUN_DIR/config.yaml (resolved config) and RUN_DIR/seed_<s>/{metrics.json,config.yaml,best.ckpt,
 metrics.csv}. The test split is evaluated once per seed, on the checkpoint with the best
@@ -33,6 +30,14 @@ example:
   merc train --corpus iemocap --data-dir ../shared/data/iemocap --model bc-lstm --seeds 5 \\
       --out runs/iemocap-bclstm
 """
+
+
+def _train_epilog() -> str:
+    from merc.config import DataConfig, TrainConfig, describe_options
+
+    return (TRAIN_EPILOG + "\ndata options (data.KEY=VALUE):\n" + describe_options(DataConfig, "data")
+            + "\n\ntraining options (train.KEY=VALUE):\n" + describe_options(TrainConfig, "train")
+            + "\n\nseeds=[0, 1, 2] sets explicit seeds (--seeds N means 0..N-1).\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
                         "~/.cache/merc/features)")
 
     t = sub.add_parser("train", help="train a model over seeds; validation-selected test metrics",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=TRAIN_EPILOG)
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_train_epilog())
     data_args(t, required=False)
     t.add_argument("--model", help="registered model name (see `merc models`; default bc-lstm)")
     t.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 1)")
@@ -162,8 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    import dataclasses
-
+    from merc.config import describe_options
     from merc.models import count_parameters, create_model, get_entry, list_models
 
     dims = {}
@@ -178,8 +182,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             n = count_parameters(create_model(name, dims, args.classes))
             line += f"  [{n:,} params]"
         print(line)
-        for f in dataclasses.fields(entry.config_cls):
-            print(f"    model.{f.name}={f.default!r}")
+        print(describe_options(entry.config_cls, "model", indent=4))
     if args.params:
         print(f"(parameters counted for dims {dims}, {args.classes} classes)")
     return 0

@@ -13,8 +13,11 @@ On disk it is YAML with three sections and a seed list::
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import os
+import textwrap
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -42,6 +45,39 @@ CORPUS_DEFAULTS: dict[str, dict[str, Any]] = {
     "mmgcn-meld": {"modalities": None, "text": "external"},
 }
 """Per-corpus defaults for :class:`DataConfig` fields left unset (``None``)."""
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of dataclass ``cls`` (for ``--help``/``merc models``).
+
+    Attribute docstrings are not kept at run time, so they are read from the class source.
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def describe_options(cls: type, prefix: str, indent: int = 2, width: int = 100) -> str:
+    """``prefix.field=default`` lines, each followed by its wrapped docstring."""
+    docs = field_docs(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        lines.append(f"{' ' * indent}{prefix}.{f.name}={default!r}")
+        if f.name in docs:
+            lines += textwrap.wrap(docs[f.name], width, initial_indent=" " * (indent + 4),
+                                   subsequent_indent=" " * (indent + 4))
+    return "\n".join(lines)
 
 
 def default_data_dir() -> Path:
