@@ -12,6 +12,16 @@ from merc.data.conversation import Conversation
 from merc.models import count_parameters, create_model
 from merc.modules.bls import BroadLearningSystem, ridge_norm_loss, ridge_solution
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is ~50x faster than two on a busy shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 DIMS = {"text": 12, "audio": 5, "video": 7}
 LABELS = ["a", "b", "c"]
 # Tiny widths keep every case well under a second.
@@ -141,6 +151,15 @@ def test_ridge_solution_matches_lstsq_and_envelope_gradient():
     w2 = torch.linalg.solve(a2.T @ a2 + lam * torch.eye(7, dtype=a.dtype), a2.T @ y)
     ((a2 @ w2 - y).pow(2).sum() + lam * w2.pow(2).sum()).div(40).backward()
     torch.testing.assert_close(a1.grad, a2.grad, rtol=0, atol=1e-10)
+
+
+def test_literal_target_norm_loss_is_lambda_times_degrees_of_freedom():
+    """With Y = [Z^n | H^m] itself, Eq. 14 at Eq. 15 equals lam * tr(A (A^T A + lam I)^-1 A^T)."""
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(30, 5, generator=g, dtype=torch.float64)
+    lam = 0.8
+    hat = a @ torch.linalg.solve(a.T @ a + lam * torch.eye(5, dtype=a.dtype), a.T)
+    torch.testing.assert_close(ridge_norm_loss(a, a, lam), lam * torch.trace(hat) / 30)
 
 
 def test_norm_loss_uses_labelled_utterances_and_one_hot_targets():
