@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 LABELS = ["ang", "hap", "neu"]
 
@@ -24,6 +25,15 @@ def real_data() -> Path:
     if not (d / "iemocap" / "conversations.jsonl").exists():
         pytest.skip(f"real data not found at {d}")
     return d
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is far faster than two on a busy shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

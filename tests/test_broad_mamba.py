@@ -13,15 +13,6 @@ from merc.models import count_parameters, create_model
 from merc.modules.bls import BroadLearningSystem, ridge_norm_loss, ridge_solution
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is ~50x faster than two on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 DIMS = {"text": 12, "audio": 5, "video": 7}
 LABELS = ["a", "b", "c"]
 # Tiny widths keep every case well under a second.

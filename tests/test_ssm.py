@@ -10,15 +10,6 @@ from merc.modules.ssm import (BiSelectiveScan, BiSSMConv, fft_causal_conv, flip_
                               lti_recurrence, mamba_ssm_available, selective_scan_reference)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is ~50x faster than two on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _padded(lengths, dim, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     L = max(lengths)
