@@ -97,6 +97,49 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("run_b", help="run directory (with summary.json)")
     c.add_argument("--metric", default="wf1", choices=("wf1", "acc", "macro_f1"))
 
+    b = sub.add_parser("bench", help="the papers' tables and efficiency claims, measured",
+                       description="Benchmarks written as CSV/Markdown/PNG files under --out.")
+    bsub = b.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    ba = bsub.add_parser("accuracy", help="models x corpora x variants x seeds, validation-selected "
+                         "(Tables 1, 3, 4; Fig. 5-7); resumable")
+    ba.add_argument("--suite", choices=("quick", "paper"), default="quick",
+                    help="quick: 1 seed; paper: 5 seeds (default quick)")
+    ba.add_argument("--data", "--data-dir", dest="data_dir",
+                    help="folder holding iemocap/, meld/, mosi/ (default: $MERC_DATA_DIR, "
+                    "else ../shared/data)")
+    ba.add_argument("--out", help="output folder (default results/<suite>)")
+    ba.add_argument("--seeds", type=int, help="override the suite's number of seeds")
+    ba.add_argument("--corpora", help="comma-separated subset of the suite's corpora")
+    ba.add_argument("--models", help="comma-separated subset of the suite's models")
+    ba.add_argument("--jobs", type=int, default=1,
+                    help="runs in parallel (processes, one thread each; default 1)")
+    ba.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR)")
+    ba.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    be = bsub.add_parser("efficiency", help="params, FLOPs/dialogue, inference and training time "
+                         "per model on the IEMOCAP and MELD test splits")
+    be.add_argument("--data", "--data-dir", dest="data_dir",
+                    help="folder holding iemocap/ and meld/ (default: $MERC_DATA_DIR, else "
+                    "../shared/data)")
+    be.add_argument("--out", default="results", help="output folder (default results)")
+    be.add_argument("--corpora", default="iemocap,meld", help="default iemocap,meld")
+    be.add_argument("--models", help="comma-separated registered models (default: all)")
+    be.add_argument("--repeats", type=int, default=10,
+                    help="timed inference repeats; the median is reported (default 10)")
+    be.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (default 0: PyTorch's default)")
+    be.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR)")
+    bs = bsub.add_parser("scaling", help="forward time and peak memory vs conversation length")
+    bs.add_argument("--out", default="results", help="output folder (default results)")
+    bs.add_argument("--min-log2", type=int, default=6, help="shortest length 2^k (default 6)")
+    bs.add_argument("--max-log2", type=int, default=16, help="longest length 2^k (default 16)")
+    bs.add_argument("--width", type=int, default=128, help="channels of every method (default 128)")
+    bs.add_argument("--time-budget", type=float, default=60.0,
+                    help="seconds per forward pass before a method is stopped (default 60)")
+    bs.add_argument("--memory-budget-gb", type=float, default=24.0,
+                    help="peak memory per forward pass before a method is stopped (default 24)")
+    bs.add_argument("--methods", help="comma-separated subset of bissm,selective,attention,lstm")
+    bs.add_argument("--device", default="auto", help="cpu, cuda or auto (both when CUDA is present)")
+
     d = sub.add_parser("demo", help="the main job: train and evaluate bc-LSTM on IEMOCAP "
                        "from $MERC_DATA_DIR (1 seed)")
     d.add_argument("--data-dir", help="data folder (default: $MERC_DATA_DIR, else ../shared/data)")
@@ -233,8 +276,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
+    if args.bench == "accuracy":
+        from merc.bench.accuracy import run_accuracy_bench
+
+        run_accuracy_bench(args.suite, data_dir=args.data_dir, out_dir=args.out,
+                           seeds=args.seeds, corpora=split(args.corpora),
+                           models=split(args.models), jobs=args.jobs, cache_dir=args.cache_dir,
+                           dry_run=args.dry_run)
+    elif args.bench == "efficiency":
+        from merc.bench.efficiency import run_efficiency_bench
+
+        run_efficiency_bench(data_dir=args.data_dir, out_dir=args.out,
+                             corpora=split(args.corpora), models=split(args.models),
+                             repeats=args.repeats, threads=args.threads,
+                             cache_dir=args.cache_dir)
+    else:
+        from merc.bench.scaling import run_scaling_bench
+
+        run_scaling_bench(out_dir=args.out, min_log2=args.min_log2, max_log2=args.max_log2,
+                          width=args.width, time_budget_s=args.time_budget,
+                          memory_budget_gb=args.memory_budget_gb, methods=split(args.methods),
+                          device=args.device)
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "extract": cmd_extract, "evaluate": cmd_evaluate,
-            "models": cmd_models, "compare": cmd_compare, "demo": cmd_demo}
+            "models": cmd_models, "compare": cmd_compare, "demo": cmd_demo,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

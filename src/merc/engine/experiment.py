@@ -205,7 +205,7 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
         "train_seconds": train_seconds,
         "seconds_to_best": clock.at_epoch.get(best_epoch, train_seconds),
         "params": count_parameters(module.model), "valid": valid_metrics, "test": test_metrics,
-        "checkpoint": str(Path(best_path).name),
+        "checkpoint": str(Path(best_path).name), "fingerprint": run_fingerprint(cfg),
     }
     (seed_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     cfg.save(seed_dir / "config.yaml")
@@ -230,15 +230,48 @@ def summarize(cfg: ExperimentConfig, prepared: PreparedData, results: list[dict]
                             .items() if k != "std"},
         "label_names": labels, "valid_split": prepared.corpus.valid_split,
         "feature_spec": {k: v for k, v in prepared.spec.to_dict().items() if k != "stats"},
-        "merc_version": merc.__version__,
+        "merc_version": merc.__version__, "fingerprint": run_fingerprint(cfg),
     }
 
 
+def run_fingerprint(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What determines a seed's result: data, the *fully resolved* model config, training and the
+    merc version -- not the seed list, the cache folder or progress bars. Resuming reuses a seed
+    only when its stored fingerprint equals this one, so a changed default never mixes in."""
+    from dataclasses import asdict
+
+    from merc.models import make_config
+
+    d = cfg.to_dict()
+    d["data"] = {k: v for k, v in d["data"].items() if k != "cache_dir"}
+    d["train"] = {k: v for k, v in d["train"].items() if k != "progress"}
+    d["model"] = {"name": cfg.model_name, **asdict(make_config(cfg.model_name, cfg.model_options))}
+    d.pop("seeds", None)
+    d["merc_version"] = merc.__version__
+    return json.loads(json.dumps(d))  # plain JSON types, comparable with what was read back
+
+
+def _finished_seed(seed_dir: Path, fingerprint: dict) -> dict | None:
+    """The stored result of a completed seed with the same fingerprint, else ``None``."""
+    path = seed_dir / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if result.get("fingerprint") != fingerprint or not (seed_dir / result["checkpoint"]).exists():
+        return None
+    return result
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
-                   progress: bool | None = None, echo=print) -> dict:
+                   progress: bool | None = None, echo=print, resume: bool = False) -> dict:
     """Train every seed of ``cfg`` and write ``out_dir/summary.json`` (+ one folder per seed).
 
     Returns the summary dict. ``echo`` receives one human-readable line per finished seed.
+    With ``resume``, a seed whose folder already holds a finished result for the same
+    :func:`run_fingerprint` is read back instead of retrained (its test split is not re-evaluated).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +286,14 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
         f"validation {prepared.corpus.valid_split}")
     cfg.save(out_dir / "config.yaml")
     results = []
+    fingerprint = run_fingerprint(cfg)
     for seed in cfg.seeds:
+        r = _finished_seed(out_dir / f"seed_{seed}", fingerprint) if resume else None
+        if r is not None:
+            results.append(r)
+            echo(f"seed {seed}: finished earlier, reused (valid W-F1 {r['valid']['wf1']:.2f}  "
+                 f"test W-F1 {r['test']['wf1']:.2f})")
+            continue
         r = train_seed(cfg, prepared, seed, out_dir / f"seed_{seed}", progress=progress)
         results.append(r)
         echo(f"seed {seed}: valid W-F1 {r['valid']['wf1']:.2f}  test W-F1 {r['test']['wf1']:.2f}  "

@@ -1,0 +1,313 @@
+"""``merc bench accuracy``: the seed papers' accuracy tables as one resumable command.
+
+A *suite* is a list of runs (corpus x model x variant x modalities), each trained over the
+suite's seeds with :func:`merc.engine.experiment.run_experiment` -- validation-selected, test
+evaluated once per seed. Runs are planned from :data:`BENCH_CORPORA` (which corpora, which
+modality subsets and which ablations apply) and :data:`MODEL_VARIANTS` (each model's ablation
+switches); every registered model enters the main table.
+
+Outputs under ``results/<suite>/`` (how to read them: README, "Benchmarks"):
+
+* ``accuracy.csv`` -- one row per run: ``corpus, model, variant, modalities, seeds, wf1_mean,
+  wf1_std, acc_mean, acc_std`` (then extra columns). Stable; scripts may depend on it.
+* ``table1_main.{md,csv}`` -- per corpus, every model with per-class F1, W-F1 and accuracy
+  (the paper's Table 1).
+* ``table3_ablation.{md,csv}`` -- Broad Mamba without PE / BLS / PFM (Table 3) and the other
+  models' ablation switches.
+* ``table4_modalities.{md,csv}`` -- Broad Mamba on every modality subset (Table 4).
+* ``fig5_fusion.{md,csv,png}`` -- fusion strategies add / concat / LMF / PFM (Fig. 5).
+* ``fig6_loss_<corpus>.png`` -- training and validation cross-entropy per epoch with and without
+  ``L_norm`` (Fig. 6; seed ``seeds[0]``).
+* ``fig7_tsne_<corpus>.png`` -- t-SNE of Broad Mamba's fused test representations (Fig. 7).
+* ``confusion/<corpus>_<model>.png`` -- test confusion matrices summed over seeds.
+* ``significance.{md,csv}`` -- paired t-test and Wilcoxon test of each model against Broad Mamba
+  over the shared seeds (p-values need >= 2 seeds; the quick suite has one).
+* ``failures.md`` -- every run that failed, with its one-line error (absent when none failed).
+* ``runs/<corpus>/<run>/`` -- the ordinary ``merc train`` run folders.
+
+Re-running the command skips every seed already finished with the same configuration (see
+:func:`merc.engine.experiment.run_fingerprint`) and rebuilds the tables from the run folders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from merc.config import ExperimentConfig, default_data_dir
+
+SUITE_SEEDS = {"quick": 1, "paper": 5}
+"""Seeds per suite: ``quick`` is a smoke run of every table; ``paper`` is the reportable one."""
+
+REFERENCE_MODEL = "broad-mamba"
+"""The model every other model is tested against in ``significance.md``."""
+
+FULL = "full"
+"""Variant name of a model in its default configuration."""
+
+
+@dataclass(frozen=True)
+class BenchCorpus:
+    """A corpus as the bench uses it."""
+
+    kind: str
+    """Loader name (``data.corpus``)."""
+    subdir: str
+    """Folder under the bench's data folder (``--data``)."""
+    modalities: tuple[str, ...] | None = None
+    """Modalities of the main table (default: the corpus' default in ``CORPUS_DEFAULTS``)."""
+    modality_sets: tuple[tuple[str, ...], ...] = ()
+    """Modality subsets for Table 4 (the corpus default is always included); empty = none."""
+    ablations: tuple[str, ...] = ()
+    """Names of :data:`MODEL_VARIANTS` ablations that apply here (PFM/fusion ablations need
+    more than one modality)."""
+    fusion: bool = False
+    """Whether to run the Fig. 5 fusion comparison here."""
+    lnorm: bool = False
+    """Whether to run "w/o L_norm" for the Fig. 6 loss curves here."""
+    overrides: tuple[str, ...] = ()
+    """Dotted config overrides for every run on this corpus (e.g. in tests)."""
+
+
+BENCH_CORPORA: dict[str, BenchCorpus] = {
+    "iemocap": BenchCorpus("iemocap", "iemocap", modality_sets=(("text",), ("audio",)),
+                           ablations=("w/o PE", "w/o BLS", "w/o PFM"), fusion=True, lnorm=True),
+    "meld": BenchCorpus("meld", "meld", ablations=("w/o PE", "w/o BLS"), lnorm=True),
+    "mosi": BenchCorpus("mosi", "mosi",
+                        modality_sets=(("text",), ("audio",), ("video",), ("text", "audio"),
+                                       ("text", "video"), ("audio", "video")),
+                        ablations=("w/o PE", "w/o BLS", "w/o PFM"), fusion=True),
+}
+"""The corpora of the suites and which tables each contributes to."""
+
+MODEL_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "broad-mamba": {
+        # Table 3. "w/o PFM" drops the probability weights w^m of Eq. 17, leaving h^f = sum_m Y^m.
+        "w/o PE": {"use_pe": False},
+        "w/o BLS": {"use_bls": False},
+        "w/o PFM": {"fusion": "add"},
+        # Fig. 5 (pfm is the full model).
+        "fusion=add": {"fusion": "add"},
+        "fusion=concat": {"fusion": "concat"},
+        "fusion=lmf": {"fusion": "lmf"},
+        # Fig. 6.
+        "w/o L_norm": {"norm_weight": 0.0},
+    },
+}
+"""Per model: variant name -> model options. Ablations are looked up here by name."""
+
+FUSION_VARIANTS = ("fusion=add", "fusion=concat", "fusion=lmf")
+
+
+@dataclass
+class BenchRun:
+    """One planned run; several tables may share it (e.g. the full model)."""
+
+    corpus: str
+    model: str
+    variant: str
+    modalities: tuple[str, ...]
+    options: dict[str, Any]
+    tables: set[str] = field(default_factory=set)
+
+    @property
+    def identity(self) -> tuple:
+        return (self.corpus, self.model, json.dumps(self.options, sort_keys=True),
+                self.modalities)
+
+    @property
+    def folder(self) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", self.variant.lower()).strip("-")
+        return f"{self.model}__{slug}__{'+'.join(self.modalities)}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.corpus} {self.model} {self.variant} ({'+'.join(self.modalities)})"
+
+
+def default_modalities(corpus: BenchCorpus) -> tuple[str, ...]:
+    from merc.config import CORPUS_DEFAULTS
+
+    if corpus.modalities:
+        return tuple(corpus.modalities)
+    mods = CORPUS_DEFAULTS.get(corpus.kind, {}).get("modalities")
+    if not mods:
+        raise ValueError(f"bench corpus {corpus.kind!r} needs default modalities")
+    return tuple(mods)
+
+
+def plan_runs(corpora: Sequence[str], models: Sequence[str]) -> list[BenchRun]:
+    """All runs of a suite, de-duplicated (a run shared by several tables is trained once)."""
+    runs: dict[tuple, BenchRun] = {}
+
+    def add(corpus: str, model: str, variant: str, mods: tuple[str, ...], table: str) -> None:
+        options = dict(MODEL_VARIANTS.get(model, {}).get(variant, {}))
+        run = BenchRun(corpus, model, variant, mods, options)
+        run = runs.setdefault(run.identity, run)
+        run.tables.add(table)
+
+    for name in corpora:
+        bc = BENCH_CORPORA[name]
+        mods = default_modalities(bc)
+        for model in models:
+            add(name, model, FULL, mods, "main")
+            variants = MODEL_VARIANTS.get(model, {})
+            for ablation in bc.ablations:
+                if ablation in variants:
+                    add(name, model, FULL, mods, "ablation")
+                    add(name, model, ablation, mods, "ablation")
+            if model == REFERENCE_MODEL:
+                for subset in bc.modality_sets:
+                    add(name, model, FULL, subset, "modalities")
+                if bc.modality_sets:
+                    add(name, model, FULL, mods, "modalities")
+                if bc.fusion:
+                    add(name, model, FULL, mods, "fusion")
+                    for v in FUSION_VARIANTS:
+                        add(name, model, v, mods, "fusion")
+                if bc.lnorm:
+                    add(name, model, FULL, mods, "lnorm")
+                    add(name, model, "w/o L_norm", mods, "lnorm")
+    return list(runs.values())
+
+
+def run_config(run: BenchRun, data_dir: Path, seeds: int, cache_dir: str | None,
+               overrides: Sequence[str] = ()) -> ExperimentConfig:
+    bc = BENCH_CORPORA[run.corpus]
+    cfg = ExperimentConfig()
+    cfg.data.corpus = bc.kind
+    cfg.data.data_dir = str(data_dir / bc.subdir)
+    cfg.data.modalities = list(run.modalities)
+    cfg.data.cache_dir = cache_dir
+    cfg.model = {"name": run.model, **run.options}
+    cfg.seeds = list(range(seeds))
+    cfg.train.progress = False
+    cfg.apply_overrides(list(bc.overrides) + list(overrides))
+    return cfg
+
+
+def _execute(cfg_dict: dict, run_dir: str) -> dict:
+    """Worker body (also used in-process): train/resume one run, return its summary."""
+    from merc.engine.experiment import run_experiment
+
+    cfg = ExperimentConfig.from_dict(cfg_dict)
+    lines: list[str] = []
+    return run_experiment(cfg, run_dir, progress=False, echo=lines.append, resume=True)
+
+
+def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = None,
+                       out_dir: str | Path | None = None, seeds: int | None = None,
+                       corpora: Sequence[str] | None = None, models: Sequence[str] | None = None,
+                       jobs: int = 1, cache_dir: str | None = None,
+                       overrides: Sequence[str] = (), dry_run: bool = False,
+                       echo: Callable[[str], None] = print) -> dict:
+    """Plan, run (or resume) and tabulate a suite. Returns ``{"runs", "failures", "out_dir"}``.
+
+    Args:
+        suite: ``quick`` (1 seed) or ``paper`` (5 seeds).
+        data_dir: Folder holding the corpora's folders (default ``$MERC_DATA_DIR``).
+        out_dir: Output folder (default ``results/<suite>``).
+        seeds: Override the suite's seed count (seeds ``0 .. seeds-1``).
+        corpora, models: Subsets (default: every corpus of :data:`BENCH_CORPORA` whose folder
+            exists, and every registered model).
+        jobs: Runs trained in parallel processes (each single-threaded).
+        overrides: Dotted config overrides applied to every run (recorded in its config).
+        dry_run: Only print the plan.
+    """
+    from merc.models import list_models
+
+    if suite not in SUITE_SEEDS:
+        raise ValueError(f"unknown suite {suite!r}; choose one of {sorted(SUITE_SEEDS)}")
+    n_seeds = seeds if seeds is not None else SUITE_SEEDS[suite]
+    if n_seeds < 1:
+        raise ValueError("--seeds must be >= 1")
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    out = Path(out_dir) if out_dir is not None else Path("results") / suite
+    registered = list_models()
+    models = list(models) if models else registered
+    unknown = [m for m in models if m not in registered]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; registered: {registered}")
+    if corpora:
+        bad = [c for c in corpora if c not in BENCH_CORPORA]
+        if bad:
+            raise ValueError(f"unknown bench corpus {bad}; choose from {sorted(BENCH_CORPORA)}")
+        corpora = list(corpora)
+    else:
+        corpora = [c for c, bc in BENCH_CORPORA.items() if (data_dir / bc.subdir).exists()]
+        missing = [c for c in BENCH_CORPORA if c not in corpora]
+        if not corpora:
+            raise FileNotFoundError(f"{data_dir}: none of {sorted(BENCH_CORPORA)} found; point "
+                                    "--data or $MERC_DATA_DIR at the data folder")
+        if missing:
+            echo(f"not found under {data_dir}, skipped: {', '.join(missing)}")
+    runs = plan_runs(corpora, models)
+    echo(f"suite {suite}: {len(runs)} runs x {n_seeds} seed(s) on {', '.join(corpora)} "
+         f"-> {out}")
+    if dry_run:
+        for run in runs:
+            echo(f"  {run.label}  [{', '.join(sorted(run.tables))}]")
+        return {"runs": runs, "failures": {}, "out_dir": out}
+
+    summaries: dict[tuple, dict] = {}
+    failures: dict[tuple, str] = {}
+    jobs_todo = []
+    for run in runs:
+        cfg = run_config(run, data_dir, n_seeds, cache_dir, overrides)
+        run_dir = out / "runs" / run.corpus / run.folder
+        jobs_todo.append((run, cfg, run_dir))
+
+    def finished(i: int, run: BenchRun, result: dict | None, error: str | None) -> None:
+        elapsed = time.perf_counter() - started
+        if error is not None:
+            failures[run.identity] = error
+            echo(f"[{i}/{len(runs)}] FAILED {run.label}: {error} (t+{elapsed:.0f} s)")
+        else:
+            summaries[run.identity] = result
+            t = result["test"]["wf1"]
+            echo(f"[{i}/{len(runs)}] {run.label}: test W-F1 {t['mean']:.2f} ± {t['std']:.2f} "
+                 f"(valid {result['valid']['wf1']['mean']:.2f}; t+{elapsed:.0f} s)")
+
+    started = time.perf_counter()
+    if jobs <= 1:
+        for i, (run, cfg, run_dir) in enumerate(jobs_todo, 1):
+            try:
+                result, error = _execute(cfg.to_dict(), str(run_dir)), None
+            except Exception as e:  # noqa: BLE001 - a failed run is reported, never fatal
+                result, error = None, _one_line(e)
+            finished(i, run, result, error)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_execute, cfg.to_dict(), str(run_dir)): run
+                       for run, cfg, run_dir in jobs_todo}
+            for i, fut in enumerate(as_completed(futures), 1):
+                run = futures[fut]
+                try:
+                    result, error = fut.result(), None
+                except Exception as e:  # noqa: BLE001
+                    result, error = None, _one_line(e)
+                finished(i, run, result, error)
+    echo(f"trained/resumed {len(runs)} runs in {time.perf_counter() - started:.0f} s")
+
+    from merc.bench.report import write_accuracy_report
+
+    written = write_accuracy_report(out, runs, summaries, failures, n_seeds, echo=echo)
+    echo("wrote " + ", ".join(str(p.relative_to(out)) for p in written) + f" in {out}")
+    if failures:
+        echo(f"{len(failures)} run(s) failed; see {out / 'failures.md'}")
+    return {"runs": runs, "summaries": summaries, "failures": failures, "out_dir": out}
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    loc = f" ({Path(where.filename).name}:{where.lineno})" if where else ""
+    return f"{type(e).__name__}: {msg[0] if msg else ''}{loc}"

@@ -1,0 +1,449 @@
+"""Tables and figures of ``merc bench accuracy``, built only from the run folders' JSON/CSV.
+
+Every writer reads what ``merc train`` wrote (``summary.json``, ``seed_<s>/metrics.json``,
+``seed_<s>/metrics.csv``, ``seed_<s>/best.ckpt``), so the tables can be rebuilt at any time
+without retraining. Numbers are test-split metrics of validation-selected checkpoints, in
+percent, mean ± sample std over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+ACCURACY_COLUMNS = ["corpus", "model", "variant", "modalities", "seeds", "wf1_mean", "wf1_std",
+                    "acc_mean", "acc_std"]
+"""Leading columns of ``accuracy.csv`` (stable; extra columns follow them)."""
+
+
+def _pm(m: dict | None, digits: int = 2) -> str:
+    if not m:
+        return "failed"
+    return f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}"
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for row in rows:
+            w.writerow(["" if v is None else (f"{v:.4f}" if isinstance(v, float) else v)
+                        for v in row])
+    return path
+
+
+def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _mods(run) -> str:
+    return "+".join(m[0].upper() for m in run.modalities)
+
+
+class _Results:
+    """Lookup of finished summaries by run, shared by the writers."""
+
+    def __init__(self, out: Path, runs, summaries: dict, failures: dict, n_seeds: int) -> None:
+        self.out, self.runs, self.summaries, self.failures = out, runs, summaries, failures
+        self.n_seeds = n_seeds
+
+    def get(self, run) -> dict | None:
+        return self.summaries.get(run.identity)
+
+    def in_table(self, table: str, corpus: str | None = None) -> list:
+        return [r for r in self.runs if table in r.tables and (corpus is None or r.corpus == corpus)]
+
+    def corpora(self, table: str) -> list[str]:
+        seen: list[str] = []
+        for r in self.in_table(table):
+            if r.corpus not in seen:
+                seen.append(r.corpus)
+        return seen
+
+    def run_dir(self, run) -> Path:
+        return self.out / "runs" / run.corpus / run.folder
+
+    def full(self, corpus: str, model: str, modalities: tuple[str, ...] | None = None):
+        for r in self.runs:
+            if (r.corpus == corpus and r.model == model and r.variant == "full"
+                    and (modalities is None or r.modalities == modalities)
+                    and ("main" in r.tables or modalities is not None)):
+                return r
+        return None
+
+
+def write_accuracy_report(out: Path, runs, summaries: dict, failures: dict, n_seeds: int,
+                          echo: Callable[[str], None] = print) -> list[Path]:
+    """Write every table and figure of the suite into ``out``; returns the paths written."""
+    res = _Results(Path(out), runs, summaries, failures, n_seeds)
+    written = [_accuracy_csv(res)]
+    for writer in (_table_main, _table_ablation, _table_modalities, _fig_fusion,
+                   _significance):
+        written += writer(res)
+    for writer in (_confusions, _loss_curves, _tsne):
+        try:
+            written += writer(res)
+        except Exception as e:  # noqa: BLE001 - a figure failing must not hide the tables
+            echo(f"could not draw {writer.__name__.strip('_')}: {type(e).__name__}: {e}")
+    fail_path = res.out / "failures.md"
+    if failures:
+        lines = ["# Failed runs", ""] + [
+            f"- {r.label}: {failures[r.identity]}" for r in runs if r.identity in failures]
+        fail_path.write_text("\n".join(lines) + "\n")
+        written.append(fail_path)
+    elif fail_path.exists():
+        fail_path.unlink()
+    return written
+
+
+# ------------------------------------------------------------------------------------ tables
+
+def _accuracy_csv(res: _Results) -> Path:
+    rows = []
+    for run in res.runs:
+        s = res.get(run)
+        status = "ok" if s else f"failed: {res.failures.get(run.identity, 'not run')}"
+        t = s["test"] if s else {}
+        v = s["valid"] if s else {}
+        rows.append([
+            run.corpus, run.model, run.variant, "+".join(run.modalities),
+            len(s["seeds"]) if s else 0,
+            t.get("wf1", {}).get("mean"), t.get("wf1", {}).get("std"),
+            t.get("acc", {}).get("mean"), t.get("acc", {}).get("std"),
+            v.get("wf1", {}).get("mean"), v.get("wf1", {}).get("std"),
+            t.get("macro_f1", {}).get("mean"), s["params"] if s else None,
+            (s or {}).get("seconds_to_best", {}).get("mean"),
+            ";".join(sorted(run.tables)), str(res.run_dir(run).relative_to(res.out)), status])
+    return _write_csv(res.out / "accuracy.csv", ACCURACY_COLUMNS + [
+        "valid_wf1_mean", "valid_wf1_std", "macro_f1_mean", "params", "seconds_to_best_mean",
+        "tables", "run_dir", "status"], rows)
+
+
+def _table_main(res: _Results) -> list[Path]:
+    md = ["# Table 1: test results per model (per-class F1, W-F1, accuracy)", "",
+          f"Validation-selected, mean ± std over {res.n_seeds} seed(s), percent.", ""]
+    csv_rows = []
+    for corpus in res.corpora("main"):
+        runs = res.in_table("main", corpus)
+        labels = next((res.get(r)["label_names"] for r in runs if res.get(r)), [])
+        md += [f"## {corpus}", ""]
+        rows = []
+        for run in runs:
+            s = res.get(run)
+            t = s["test"] if s else None
+            rows.append([run.model, _mods(run), s["params"] if s else "-"]
+                        + [_pm(t["per_class_f1"].get(lab)) if t else "failed" for lab in labels]
+                        + [_pm(t["wf1"]) if t else "failed", _pm(t["acc"]) if t else "failed"])
+            if t:
+                for lab in labels:
+                    m = t["per_class_f1"][lab]
+                    csv_rows.append([corpus, run.model, "+".join(run.modalities),
+                                     len(s["seeds"]), f"f1[{lab}]", m["mean"], m["std"]])
+                for key in ("wf1", "acc", "macro_f1"):
+                    csv_rows.append([corpus, run.model, "+".join(run.modalities),
+                                     len(s["seeds"]), key, t[key]["mean"], t[key]["std"]])
+        md += [_md_table(["model", "mod.", "params"] + labels + ["W-F1", "Acc"], rows), ""]
+    (res.out / "table1_main.md").write_text("\n".join(md))
+    return [res.out / "table1_main.md", _write_csv(
+        res.out / "table1_main.csv",
+        ["corpus", "model", "modalities", "seeds", "metric", "mean", "std"], csv_rows)]
+
+
+def _delta_rows(res: _Results, table: str, key_of, base_of) -> tuple[list, list]:
+    """Rows ``(corpus, name, wf1, acc, delta wf1, delta acc)`` for a comparison table."""
+    md_rows, csv_rows = [], []
+    for corpus in res.corpora(table):
+        for run in res.in_table(table, corpus):
+            s, base = res.get(run), res.get(base_of(run))
+            name = key_of(run)
+            if not s:
+                md_rows.append([corpus, *name, "failed", "failed", "", ""])
+                csv_rows.append([corpus, *name, None, None, None, None, None, None])
+                continue
+            t = s["test"]
+            dw = t["wf1"]["mean"] - base["test"]["wf1"]["mean"] if base else None
+            da = t["acc"]["mean"] - base["test"]["acc"]["mean"] if base else None
+            md_rows.append([corpus, *name, _pm(t["wf1"]), _pm(t["acc"]),
+                            "" if dw is None or run is base_of(run) else f"{dw:+.2f}",
+                            "" if da is None or run is base_of(run) else f"{da:+.2f}"])
+            csv_rows.append([corpus, *name, t["wf1"]["mean"], t["wf1"]["std"],
+                             t["acc"]["mean"], t["acc"]["std"], dw, da])
+    return md_rows, csv_rows
+
+
+def _table_ablation(res: _Results) -> list[Path]:
+    md_rows, csv_rows = _delta_rows(
+        res, "ablation", lambda r: [r.model, r.variant, _mods(r)],
+        lambda r: res.full(r.corpus, r.model))
+    md = ["# Table 3: ablations (test W-F1 / accuracy, change against the full model)", "",
+          "w/o PE: no position encoding (Eq. 10); w/o BLS: no broad learning system or L_norm "
+          "(Eq. 12-15); w/o PFM: modalities summed without the probability weights of Eq. 17.",
+          "", _md_table(["corpus", "model", "variant", "mod.", "W-F1", "Acc", "Δ W-F1", "Δ Acc"],
+                        md_rows), ""]
+    (res.out / "table3_ablation.md").write_text("\n".join(md))
+    return [res.out / "table3_ablation.md", _write_csv(
+        res.out / "table3_ablation.csv", ["corpus", "model", "variant", "modalities", "wf1_mean",
+                                          "wf1_std", "acc_mean", "acc_std", "delta_wf1",
+                                          "delta_acc"], csv_rows)]
+
+
+def _table_modalities(res: _Results) -> list[Path]:
+    def base(run):
+        from merc.bench.accuracy import BENCH_CORPORA, default_modalities
+
+        return res.full(run.corpus, run.model, default_modalities(BENCH_CORPORA[run.corpus]))
+
+    md_rows, csv_rows = _delta_rows(res, "modalities",
+                                    lambda r: [r.model, "+".join(r.modalities)], base)
+    md = ["# Table 4: modality subsets (test W-F1 / accuracy, change against all modalities)", "",
+          _md_table(["corpus", "model", "modalities", "W-F1", "Acc", "Δ W-F1", "Δ Acc"],
+                    md_rows), ""]
+    (res.out / "table4_modalities.md").write_text("\n".join(md))
+    return [res.out / "table4_modalities.md", _write_csv(
+        res.out / "table4_modalities.csv", ["corpus", "model", "modalities", "wf1_mean",
+                                            "wf1_std", "acc_mean", "acc_std", "delta_wf1",
+                                            "delta_acc"], csv_rows)]
+
+
+def _fusion_name(run) -> str:
+    return run.options.get("fusion", "pfm")
+
+
+def _fig_fusion(res: _Results) -> list[Path]:
+    md_rows, csv_rows = _delta_rows(res, "fusion", lambda r: [_fusion_name(r)],
+                                    lambda r: res.full(r.corpus, r.model))
+    md = ["# Fig. 5: fusion strategies (test W-F1 / accuracy, change against PFM)", "",
+          _md_table(["corpus", "fusion", "W-F1", "Acc", "Δ W-F1", "Δ Acc"], md_rows), ""]
+    paths = [res.out / "fig5_fusion.md"]
+    (res.out / "fig5_fusion.md").write_text("\n".join(md))
+    paths.append(_write_csv(res.out / "fig5_fusion.csv",
+                            ["corpus", "fusion", "wf1_mean", "wf1_std", "acc_mean", "acc_std",
+                             "delta_wf1", "delta_acc"], csv_rows))
+    done = [r for r in csv_rows if r[2] is not None]
+    if done:
+        plt = _pyplot()
+        corpora = list(dict.fromkeys(r[0] for r in done))
+        fusions = list(dict.fromkeys(r[1] for r in done))
+        fig, ax = plt.subplots(figsize=(3.2 + 1.8 * len(corpora), 3.4))
+        width = 0.8 / len(fusions)
+        for j, fu in enumerate(fusions):
+            xs, ys, es = [], [], []
+            for i, c in enumerate(corpora):
+                row = next((r for r in done if r[0] == c and r[1] == fu), None)
+                if row:
+                    xs.append(i + j * width)
+                    ys.append(row[2])
+                    es.append(row[3])
+            ax.bar(xs, ys, width, yerr=es, capsize=3, label=fu)
+        ax.set_xticks([i + width * (len(fusions) - 1) / 2 for i in range(len(corpora))],
+                      corpora)
+        ax.set_ylabel("test W-F1 (%)")
+        lo = min(r[2] - r[3] for r in done)
+        ax.set_ylim(max(0, lo - 5), min(100, max(r[2] + r[3] for r in done) + 3))
+        ax.legend(fontsize=8, title="fusion", title_fontsize=8, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0))
+        ax.set_title(f"Fusion strategies ({res.n_seeds} seed(s), mean ± std)", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(res.out / "fig5_fusion.png", dpi=120)
+        plt.close(fig)
+        paths.append(res.out / "fig5_fusion.png")
+    return paths
+
+
+def _significance(res: _Results) -> list[Path]:
+    from merc.bench.accuracy import REFERENCE_MODEL
+    from merc.engine.stats import paired_test
+
+    md_rows, csv_rows = [], []
+    for corpus in res.corpora("main"):
+        ref_run = res.full(corpus, REFERENCE_MODEL)
+        ref = res.get(ref_run) if ref_run else None
+        if not ref:
+            continue
+        ref_by_seed = dict(zip(ref["seeds"], ref["test"]["wf1"]["per_seed"]))
+        for run in res.in_table("main", corpus):
+            s = res.get(run)
+            if run is ref_run or not s:
+                continue
+            by_seed = dict(zip(s["seeds"], s["test"]["wf1"]["per_seed"]))
+            shared = sorted(set(by_seed) & set(ref_by_seed))
+            t = paired_test([by_seed[k] for k in shared], [ref_by_seed[k] for k in shared])
+            fmt = lambda p: "n/a" if p is None else f"{p:.4f}"  # noqa: E731
+            md_rows.append([corpus, run.model, REFERENCE_MODEL, t["n"],
+                            f"{t['mean_diff']:+.2f}", fmt(t["t_pvalue"]),
+                            fmt(t["wilcoxon_pvalue"])])
+            csv_rows.append([corpus, run.model, REFERENCE_MODEL, t["n"], t["mean_diff"],
+                             t["t_pvalue"], t["wilcoxon_pvalue"]])
+    md = ["# Paired significance against the reference model (test W-F1, shared seeds)", "",
+          "mean diff = model − reference. p-values need at least 2 seeds (n/a otherwise); with "
+          "5 seeds the Wilcoxon test cannot go below 0.0625.", "",
+          _md_table(["corpus", "model", "reference", "seeds", "mean diff", "t-test p",
+                     "Wilcoxon p"], md_rows), ""]
+    (res.out / "significance.md").write_text("\n".join(md))
+    return [res.out / "significance.md", _write_csv(
+        res.out / "significance.csv", ["corpus", "model", "reference", "n", "mean_diff",
+                                       "t_pvalue", "wilcoxon_pvalue"], csv_rows)]
+
+
+# ----------------------------------------------------------------------------------- figures
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _seed_metrics(res: _Results, run) -> list[dict]:
+    s = res.get(run)
+    return [json.loads((res.run_dir(run) / f"seed_{k}" / "metrics.json").read_text())
+            for k in (s["seeds"] if s else [])]
+
+
+def _confusions(res: _Results) -> list[Path]:
+    import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _pyplot()
+    folder = res.out / "confusion"
+    paths = []
+    for run in res.in_table("main"):
+        seeds = _seed_metrics(res, run)
+        if not seeds:
+            continue
+        labels = res.get(run)["label_names"]
+        cm = np.sum([np.asarray(m["test"]["confusion"]) for m in seeds], axis=0)
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        folder.mkdir(exist_ok=True)
+        fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(labels), 0.6 + 0.7 * len(labels)))
+        ConfusionMatrixDisplay(norm, display_labels=labels).plot(
+            ax=ax, values_format=".2f", cmap="Blues", colorbar=False, xticks_rotation=45)
+        ax.set_title(f"{run.corpus} {run.model}: test, rows = true\n"
+                     f"(summed over {len(seeds)} seed(s), row-normalised)", fontsize=9)
+        fig.tight_layout()
+        path = folder / f"{run.corpus}_{run.model}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _epoch_curves(path: Path, epochs_run: int) -> dict[str, dict[int, float]]:
+    """``metric -> {epoch: value}`` from a Lightning ``metrics.csv`` (epoch-level rows).
+
+    Only epochs ``< epochs_run`` are training epochs; the re-validation of the selected
+    checkpoint after training is logged at epoch ``epochs_run`` and is left out."""
+    curves: dict[str, dict[int, float]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if not row.get("epoch") or int(float(row["epoch"])) >= epochs_run:
+                continue
+            for key in ("train_ce", "val_ce"):
+                if row.get(key):
+                    curves.setdefault(key, {})[int(float(row["epoch"]))] = float(row[key])
+    return curves
+
+
+def _loss_curves(res: _Results) -> list[Path]:
+    plt = _pyplot()
+    paths = []
+    for corpus in res.corpora("lnorm"):
+        pairs = []
+        for run in res.in_table("lnorm", corpus):
+            s = res.get(run)
+            if not s:
+                continue
+            seed_dir = res.run_dir(run) / f"seed_{s['seeds'][0]}"
+            if (seed_dir / "metrics.csv").exists():
+                epochs_run = json.loads((seed_dir / "metrics.json").read_text())["epochs_run"]
+                name = "with L_norm" if run.variant == "full" else "without L_norm"
+                pairs.append((name, _epoch_curves(seed_dir / "metrics.csv", epochs_run),
+                              s["seeds"][0]))
+        if not pairs:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        for (name, curves, _), color in zip(sorted(pairs), ("tab:blue", "tab:red")):
+            for key, style in (("train_ce", "--"), ("val_ce", "-")):
+                pts = sorted(curves.get(key, {}).items())
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color,
+                            label=f"{name}, {'train' if key == 'train_ce' else 'validation'}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("cross-entropy")
+        ax.set_title(f"{corpus}: loss with and without L_norm (seed {pairs[0][2]})", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = res.out / f"fig6_loss_{corpus}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def fused_representations(checkpoint: Path, split: str = "test"):
+    """``(hidden (N, H), labels (N,), label_names)`` of a checkpoint on ``split``'s labelled
+    utterances, with the checkpoint's own feature spec."""
+    import numpy as np
+    import torch
+
+    from merc.config import DataConfig
+    from merc.data.collate import IGNORE_INDEX
+    from merc.engine.checkpoint import load_checkpoint
+    from merc.engine.experiment import make_loader, prepare_data
+
+    loaded = load_checkpoint(checkpoint)
+    data = DataConfig(**loaded.config["data"]).resolved()
+    prepared = prepare_data(data, spec=loaded.feature_spec, progress=False)
+    hs, ys = [], []
+    loaded.model.eval()
+    with torch.no_grad():
+        for batch in make_loader(prepared, split, 16):
+            out = loaded.model(batch)
+            if out.hidden is None:
+                raise ValueError(f"{loaded.config['model']['name']} returns no hidden states")
+            keep = batch.labels != IGNORE_INDEX
+            hs.append(out.hidden[keep].numpy())
+            ys.append(batch.labels[keep].numpy())
+    return np.concatenate(hs), np.concatenate(ys), loaded.label_names
+
+
+def _tsne(res: _Results) -> list[Path]:
+    from sklearn.manifold import TSNE
+
+    from merc.bench.accuracy import REFERENCE_MODEL
+
+    plt = _pyplot()
+    paths = []
+    for corpus in res.corpora("main"):
+        run = res.full(corpus, REFERENCE_MODEL)
+        s = res.get(run) if run else None
+        if not s:
+            continue
+        seed_dir = res.run_dir(run) / f"seed_{s['seeds'][0]}"
+        ckpt = seed_dir / json.loads((seed_dir / "metrics.json").read_text())["checkpoint"]
+        h, y, labels = fused_representations(ckpt)
+        xy = TSNE(n_components=2, init="pca", random_state=0,
+                  perplexity=min(30.0, max(2.0, (len(h) - 1) / 3))).fit_transform(h)
+        fig, ax = plt.subplots(figsize=(5.2, 4.4))
+        cmap = plt.get_cmap("tab10")
+        for i, lab in enumerate(labels):
+            sel = y == i
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color=cmap(i % 10), label=lab, alpha=0.7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{corpus}: t-SNE of {REFERENCE_MODEL} fused test representations\n"
+                     f"(seed {s['seeds'][0]}, colour = true emotion, n={len(h)})", fontsize=9)
+        ax.legend(fontsize=7, markerscale=3, loc="best")
+        fig.tight_layout()
+        path = res.out / f"fig7_tsne_{corpus}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,137 @@
+"""``merc bench accuracy`` on a tiny synthetic corpus: planning, tables, plots, resumption."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from merc.bench import accuracy
+from merc.bench.accuracy import BenchCorpus, plan_runs, run_accuracy_bench
+from merc.bench.report import ACCURACY_COLUMNS
+
+
+@pytest.fixture
+def toy_bench(tmp_path, monkeypatch):
+    """A data folder with one generic corpus registered as bench corpus ``toy``."""
+    from conftest import write_generic_corpus
+
+    data = tmp_path / "data"
+    write_generic_corpus(data / "toy", n_train=10, n_valid=3, n_test=4)
+    toy = BenchCorpus("jsonl", "toy", modalities=("text", "audio"),
+                      modality_sets=(("text",),), ablations=("w/o PE", "w/o BLS", "w/o PFM"),
+                      fusion=True, lnorm=True,
+                      overrides=("data.text=external", "train.max_epochs=2", "train.patience=1"))
+    monkeypatch.setattr(accuracy, "BENCH_CORPORA", {"toy": toy})
+    return data
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+def test_plan_shares_runs_between_tables(toy_bench):
+    runs = plan_runs(["toy"], ["bc-lstm", "broad-mamba"])
+    full = [r for r in runs if r.model == "broad-mamba" and r.variant == "full"
+            and r.modalities == ("text", "audio")]
+    assert len(full) == 1, "the full model is trained once for every table it appears in"
+    assert full[0].tables == {"main", "ablation", "modalities", "fusion", "lnorm"}
+    variants = {r.variant for r in runs if r.model == "broad-mamba"}
+    assert {"w/o PE", "w/o BLS", "w/o PFM", "fusion=concat", "fusion=lmf",
+            "w/o L_norm"} <= variants
+    # "w/o PFM" and "fusion=add" are the same model; planned once.
+    add = [r for r in runs if r.options == {"fusion": "add"}]
+    assert len(add) == 1 and add[0].tables == {"ablation", "fusion"}
+    assert [r for r in runs if r.model == "bc-lstm"][0].tables == {"main"}
+    assert len({r.folder for r in runs}) == len(runs)
+
+
+def test_bench_writes_every_table_and_resumes(toy_bench, tmp_path, monkeypatch):
+    out = tmp_path / "results"
+    kw = dict(data_dir=toy_bench, out_dir=out, seeds=2, models=["mlp", "broad-mamba"],
+              echo=_quiet)
+    result = run_accuracy_bench("quick", **kw)
+    assert not result["failures"]
+    for name in ("accuracy.csv", "table1_main.md", "table1_main.csv", "table3_ablation.md",
+                 "table3_ablation.csv", "table4_modalities.md", "table4_modalities.csv",
+                 "fig5_fusion.md", "fig5_fusion.csv", "fig5_fusion.png", "significance.md",
+                 "significance.csv", "fig6_loss_toy.png", "fig7_tsne_toy.png",
+                 "confusion/toy_mlp.png", "confusion/toy_broad-mamba.png"):
+        assert (out / name).exists(), name
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / "failures.md").exists()
+
+    with open(out / "accuracy.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:len(ACCURACY_COLUMNS)] == ACCURACY_COLUMNS
+    assert len(rows) == len(result["runs"])
+    for row in rows:
+        assert row["status"] == "ok" and row["seeds"] == "2"
+        assert 0 <= float(row["wf1_mean"]) <= 100
+    # The CSV agrees with the run's own summary.json.
+    mlp = next(r for r in rows if r["model"] == "mlp")
+    summary = json.loads((out / mlp["run_dir"] / "summary.json").read_text())
+    assert float(mlp["wf1_mean"]) == pytest.approx(summary["test"]["wf1"]["mean"], abs=1e-4)
+    sig = (out / "significance.csv").read_text().splitlines()
+    assert len(sig) == 2 and sig[1].startswith("toy,mlp,broad-mamba,2,")
+    labels = summary["label_names"]
+    assert all(lab in (out / "table1_main.md").read_text() for lab in labels)
+    assert "w/o BLS" in (out / "table3_ablation.md").read_text()
+
+    # Re-running trains nothing: every seed is reused.
+    from merc.engine import experiment
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished seed was retrained")
+
+    monkeypatch.setattr(experiment, "train_seed", no_training)
+    again = run_accuracy_bench("quick", **kw)
+    assert not again["failures"]
+    with open(out / "accuracy.csv") as f:
+        assert [r["wf1_mean"] for r in csv.DictReader(f)] == [r["wf1_mean"] for r in rows]
+
+
+def test_changed_config_is_retrained_and_failures_are_reported(toy_bench, tmp_path,
+                                                               monkeypatch):
+    out = tmp_path / "results"
+    kw = dict(data_dir=toy_bench, out_dir=out, seeds=1, models=["mlp"], echo=_quiet)
+    run_accuracy_bench("quick", **kw)
+    from merc.engine import experiment
+
+    calls = []
+    real = experiment.train_seed
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(experiment, "train_seed", counting)
+    run_accuracy_bench("quick", overrides=["train.lr=0.002"], **kw)
+    assert calls, "a different configuration must not reuse the old result"
+
+    def broken(*a, **k):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(experiment, "train_seed", broken)
+    lines: list[str] = []
+    result = run_accuracy_bench("quick", overrides=["train.lr=0.003"], data_dir=toy_bench,
+                                out_dir=out, seeds=1, models=["mlp"], echo=lines.append)
+    assert len(result["failures"]) == 1
+    assert any("FAILED" in line and "RuntimeError: boom" in line for line in lines)
+    report = (out / "failures.md").read_text()
+    assert "toy mlp full" in report and "boom" in report and "second line" not in report
+    with open(out / "accuracy.csv") as f:
+        row = next(csv.DictReader(f))
+    assert row["status"].startswith("failed: RuntimeError: boom") and row["wf1_mean"] == ""
+
+
+def test_bad_arguments_are_clear(toy_bench, tmp_path):
+    with pytest.raises(ValueError, match="unknown suite"):
+        run_accuracy_bench("huge", data_dir=toy_bench, echo=_quiet)
+    with pytest.raises(ValueError, match="unknown model"):
+        run_accuracy_bench("quick", data_dir=toy_bench, models=["nope"], echo=_quiet)
+    with pytest.raises(ValueError, match="unknown bench corpus"):
+        run_accuracy_bench("quick", data_dir=toy_bench, corpora=["imdb"], echo=_quiet)
+    with pytest.raises(FileNotFoundError, match="none of"):
+        run_accuracy_bench("quick", data_dir=tmp_path / "empty", echo=_quiet)
