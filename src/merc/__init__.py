@@ -1,3 +1,7 @@
 """merc: Multimodal Emotion Recognition in Conversation."""
 
 __version__ = "0.1.0"
+
+from merc.inference import Prediction, Predictor  # noqa: E402  (light: torch loads lazily)
+
+__all__ = ["Prediction", "Predictor", "__version__"]

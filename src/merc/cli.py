@@ -32,6 +32,17 @@ example:
 """
 
 
+PREDICT_EPILOG = """\
+conversation file: .jsonl with one utterance per line, or .json {"utterances": [...]}; each
+utterance {"speaker": "...", "text": "...", "audio": "optional.wav", "video": "optional"} in turn
+order (paths relative to the file). The checkpoint's feature spec decides what is extracted.
+--out JSON: {"model", "checkpoint", "labels", "modalities", "utterances": [{"id", "speaker",
+"text", "label", "confidence", "probs": {label: p}, "modality_weights": {modality: w} | null}]}
+example:
+  merc predict talk.jsonl --out talk.json --html talk.html --png talk.png
+"""
+
+
 def _train_epilog() -> str:
     from merc.config import DataConfig, TrainConfig, describe_options
 
@@ -84,6 +95,17 @@ def _parser() -> argparse.ArgumentParser:
                     "checkpoint's config)")
     ev.add_argument("--split", default="test", choices=("train", "valid", "test"))
     ev.add_argument("--out", help="write the metrics JSON here")
+
+    pr = sub.add_parser("predict", help="predict each utterance's emotion in a conversation file",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog=PREDICT_EPILOG)
+    pr.add_argument("conversation", help="a .json or .jsonl conversation (format below)")
+    pr.add_argument("--model", help="checkpoint (RUN_DIR/seed_<s>/best.ckpt); default: the "
+                    "bundled Broad Mamba MELD text model")
+    pr.add_argument("--out", help="write the predictions as JSON here")
+    pr.add_argument("--html", help="write a self-contained HTML timeline here")
+    pr.add_argument("--png", help="write a timeline picture (PNG) here")
+    pr.add_argument("--quiet", action="store_true", help="do not print the table")
 
     m = sub.add_parser("models", help="list registered models and their options")
     m.add_argument("--params", action="store_true",
@@ -140,10 +162,36 @@ def _parser() -> argparse.ArgumentParser:
     bs.add_argument("--methods", help="comma-separated subset of bissm,selective,attention,lstm")
     bs.add_argument("--device", default="auto", help="cpu, cuda or auto (both when CUDA is present)")
 
-    d = sub.add_parser("demo", help="the main job: train and evaluate bc-LSTM on IEMOCAP "
-                       "from $MERC_DATA_DIR (1 seed)")
-    d.add_argument("--data-dir", help="data folder (default: $MERC_DATA_DIR, else ../shared/data)")
-    d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    cv = sub.add_parser("crossval", help="speaker-independent cross-validation (leave speakers "
+                        "out) for corpora without a split, e.g. EmoDB; reports UAR",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="folds: fold k tests speaker group k, validates (checkpoint "
+                        "selection, early stopping)\non group k+1 (wrapping) and trains on the "
+                        "rest; normalisation is fitted on the train\nspeakers only.\n"
+                        "outputs: RUN_DIR/summary.json (UAR, W-F1, acc per fold; mean ± std over "
+                        "folds;\npooled over folds), RUN_DIR/fold_<k>/fold.json and "
+                        "RUN_DIR/fold_<k>/seed_<s>/.\nexample:\n"
+                        "  merc crossval --corpus emodb --data-dir ../shared/data/emodb "
+                        "--modalities audio \\\n      --audio eGeMAPSv02 --model mlp "
+                        "--out runs/emodb-mlp")
+    data_args(cv, required=True)
+    for action in cv._actions:  # EmoDB has no split, so only crossval accepts it
+        if action.dest == "corpus" and "emodb" not in action.choices:
+            action.choices = (*action.choices, "emodb")
+    cv.add_argument("--model", help="registered model name (default mlp)")
+    cv.add_argument("--folds", type=int, help="number of speaker groups (default: one per "
+                    "speaker, i.e. leave-one-speaker-out)")
+    cv.add_argument("--seeds", type=int, help="number of seeds per fold, 0..N-1 (default 1)")
+    cv.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    cv.add_argument("--config", help="YAML config file (sections data, model, train, seeds)")
+    cv.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bars (default: when stderr is a terminal)")
+    cv.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    d = sub.add_parser("demo", help="the main job: predict the emotions of an example "
+                       "conversation with the bundled model and draw its timeline (offline)")
+    d.add_argument("--out", default="merc-demo", help="folder for result.json, timeline.html "
+                   "and timeline.png (default merc-demo)")
     return p
 
 
@@ -255,23 +303,62 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from merc.config import ExperimentConfig, default_data_dir
-    from merc.engine.experiment import resolve_corpus_dir, run_experiment
+def _write_prediction(pred, out: str | None, html: str | None, png: str | None) -> list[str]:
+    from merc.timeline import render_html, render_png
 
-    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
-    try:
-        corpus_dir = resolve_corpus_dir("iemocap", data_dir)
-    except MercInputError:
-        print(f"merc demo: no IEMOCAP data under {data_dir}.\n"
-              "Set MERC_DATA_DIR to a folder holding iemocap/conversations.jsonl and "
-              "iemocap/audio_librosa8.csv (see docs/data.md for what to download and the "
-              "format), then re-run `make demo`.", file=sys.stderr)
-        return 2
-    cfg = ExperimentConfig()
-    cfg.data.corpus, cfg.data.data_dir = "iemocap", str(corpus_dir)
-    cfg.model = {"name": "bc-lstm"}
-    run_experiment(cfg, args.out)
+    written = []
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(pred.to_dict(), indent=2, ensure_ascii=False) + "\n",
+                             encoding="utf-8")
+        written.append(out)
+    if html:
+        written.append(str(render_html(pred, html)))
+    if png:
+        written.append(str(render_png(pred, png)))
+    return written
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from merc.inference import Predictor
+    from merc.timeline import format_table
+
+    pred = Predictor.from_checkpoint(args.model).predict(args.conversation,
+                                                         progress=sys.stderr.isatty())
+    if not args.quiet:
+        print(format_table(pred))
+    for path in _write_prediction(pred, args.out, args.html, args.png):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from merc.inference import Predictor
+    from merc.pretrained import example_conversation
+    from merc.timeline import format_table
+
+    conversation = example_conversation()
+    print(f"merc demo: the bundled model on {conversation.name} (written for this demo)\n")
+    pred = Predictor.from_checkpoint().predict(conversation)
+    print(format_table(pred))
+    out = Path(args.out)
+    written = _write_prediction(pred, str(out / "result.json"), str(out / "timeline.html"),
+                                str(out / "timeline.png"))
+    print("\nwrote " + ", ".join(written))
+    print("next: merc predict YOUR_CONVERSATION.jsonl --html timeline.html  (format: "
+          "merc predict --help)")
+    return 0
+
+
+def cmd_crossval(args: argparse.Namespace) -> int:
+    from merc.engine.crossval import run_speaker_cv
+
+    if args.model is None and not args.config:
+        args.model = "mlp"  # one utterance per "dialogue": the no-context classifier
+    cfg = _experiment_config(args)
+    progress = next((p for p in (args.progress, cfg.train.progress) if p is not None),
+                    sys.stderr.isatty())
+    run_speaker_cv(cfg, args.out, folds=args.folds, progress=progress)
     print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0
 
@@ -303,8 +390,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "extract": cmd_extract, "evaluate": cmd_evaluate,
-            "models": cmd_models, "compare": cmd_compare, "demo": cmd_demo,
-            "bench": cmd_bench}
+            "predict": cmd_predict, "models": cmd_models, "compare": cmd_compare, "demo": cmd_demo,
+            "bench": cmd_bench, "crossval": cmd_crossval}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -141,6 +142,15 @@ class TextEncoder:
         with _hub_offline():
             from sentence_transformers import SentenceTransformer
 
+            # Loading chatter (device choice, a per-tensor "Loading weights" bar) is noise to
+            # merc users; real problems still surface as warnings or exceptions.
+            logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+            try:
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+            except ImportError:  # pragma: no cover - transformers always comes with s-t
+                pass
             try:
                 st = SentenceTransformer(target, device=self.device, local_files_only=True)
             except (OSError, ValueError) as e:

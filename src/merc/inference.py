@@ -1,0 +1,209 @@
+"""Predict the emotion of every utterance of a new conversation with a trained checkpoint.
+
+>>> from merc import Predictor
+>>> predictor = Predictor.from_checkpoint()          # the bundled model; or a best.ckpt path
+>>> result = predictor.predict("talk.jsonl")        # or a list of {"speaker", "text", ...}
+>>> for u in result.utterances:
+...     print(u.speaker, u.label, round(u.confidence, 2), u.modality_weights)
+
+The checkpoint's own :class:`~merc.features.spec.FeatureSpec` drives feature extraction: the
+text encoder it was trained with, openSMILE audio from each utterance's wav when it was trained
+with openSMILE audio, and the train-split normalisation statistics it stored. What cannot be
+recomputed from a conversation file is refused with a one-line message (features that came
+precomputed with a corpus, such as IEMOCAP's librosa-8 audio or MOSI's vectors; video, for which
+merc has no extractor). An utterance without a wav, in a model trained with audio, is treated as
+training treated missing audio: zero-filled and marked absent (i.e. the train mean).
+
+Output schema (:meth:`Prediction.to_dict`, written by ``merc predict --out``; stable)::
+
+    {"model": "<registered model name>", "checkpoint": "<path>", "labels": [...],
+     "modalities": [...],
+     "utterances": [{"id", "speaker", "text", "label", "confidence",
+                     "probs": {label: p}, "modality_weights": {modality: w} | null}]}
+
+``probs`` is the softmax over the model's classes; ``confidence`` is the probability of the
+predicted ``label``. ``modality_weights`` are the per-utterance fusion weights of models that
+have them (Broad Mamba's PFM: each the sigmoid probability a modality's own classifier gives its
+predicted class, in (0, 1); see :mod:`merc.models.broad_mamba`), ``null`` for other models.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from merc.data.conversation import Conversation, Corpus
+from merc.data.conversation_file import conversation_from_records, read_conversation
+from merc.errors import MercInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UtterancePrediction:
+    """The prediction for one utterance."""
+
+    id: str
+    speaker: str
+    text: str
+    label: str
+    """Predicted emotion (the arg-max of ``probs``)."""
+    confidence: float
+    """``probs[label]``."""
+    probs: dict[str, float]
+    """Softmax probability per class, in the model's label order."""
+    modality_weights: dict[str, float] | None = None
+    """Fusion weight per modality (PFM), or ``None`` for models without one."""
+
+
+@dataclass
+class Prediction:
+    """Predictions for a whole conversation."""
+
+    model: str
+    """Registered model name of the checkpoint."""
+    checkpoint: str
+    labels: list[str]
+    modalities: list[str]
+    utterances: list[UtterancePrediction] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON schema of the module docstring."""
+        return {"model": self.model, "checkpoint": self.checkpoint, "labels": self.labels,
+                "modalities": self.modalities,
+                "utterances": [{"id": u.id, "speaker": u.speaker, "text": u.text,
+                                "label": u.label, "confidence": u.confidence, "probs": u.probs,
+                                "modality_weights": u.modality_weights}
+                               for u in self.utterances]}
+
+
+class Predictor:
+    """A loaded checkpoint plus its feature extractors, reusable across conversations.
+
+    Args:
+        checkpoint: Path of a ``best.ckpt`` written by ``merc train`` (loaded with
+            ``torch.load(weights_only=True)``).
+    """
+
+    def __init__(self, checkpoint: str | Path) -> None:
+        from merc.engine.checkpoint import load_checkpoint
+
+        self.checkpoint = Path(checkpoint)
+        self.loaded = load_checkpoint(self.checkpoint)
+        self.spec = self.loaded.feature_spec
+        self.modalities = self.spec.modalities()
+        self.label_names = self.loaded.label_names
+        self.model_name = self.loaded.config["model"]["name"]
+        self._check_spec()
+        self._text = None
+        self._audio = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None) -> Predictor:
+        """Load ``path``, or merc's bundled default model when ``path`` is ``None``."""
+        if path is None:
+            from merc.pretrained import bundled_checkpoint
+
+            path = bundled_checkpoint()
+        return cls(path)
+
+    def _check_spec(self) -> None:
+        """Refuse up front what no conversation file could provide."""
+        for m in self.modalities:
+            source = getattr(self.spec, m)
+            if source == "external":
+                raise MercInputError(
+                    self.checkpoint, f"this model was trained on {m} features supplied with its "
+                    f"corpus, which merc cannot compute from a conversation file; use a model "
+                    f"trained with a built-in {m} extractor (text: a sentence-transformers model; "
+                    f"audio: --audio eGeMAPSv02)", field=f"feature_spec.{m}")
+            if m == "video":
+                raise MercInputError(self.checkpoint, "merc has no video feature extractor; "
+                                     "this model cannot be run on new conversations",
+                                     field="feature_spec.video")
+
+    def _features(self, conv: Conversation, progress: bool) -> Conversation:
+        """Extract every modality the checkpoint needs; returns the conversation with them."""
+        features: dict[str, np.ndarray] = {}
+        present: dict[str, np.ndarray] = {}
+        if "text" in self.modalities:
+            if self._text is None:
+                from merc.features.text import TextEncoder
+
+                self._text = TextEncoder(self.spec.text)
+            features["text"] = self._text.encode(conv.utterances, progress=progress)
+        if "audio" in self.modalities:
+            paths = conv.media.get("audio") or [None] * len(conv)
+            have = [i for i, p in enumerate(paths) if p]
+            if not have:
+                raise MercInputError(conv.id, f"this model uses audio ({self.spec.audio} from "
+                                     "wav files) but no utterance has an 'audio' path",
+                                     field="audio")
+            if self._audio is None:
+                from merc.features.audio import OpenSmileExtractor
+
+                self._audio = OpenSmileExtractor(self.spec.audio)
+            ids = [conv.utterance_name(i) for i in have]
+            rows = self._audio.extract([paths[i] for i in have], progress=progress,
+                                       origins=[(conv.id, u) for u in ids])
+            dim = rows.shape[1]
+            audio = np.zeros((len(conv), dim), dtype=np.float32)
+            mask = np.zeros(len(conv), dtype=bool)
+            ok = np.isfinite(rows).all(axis=1)
+            audio[np.asarray(have)[ok]] = rows[ok]
+            mask[np.asarray(have)[ok]] = True
+            if len(have) < len(conv) or not ok.all():
+                log.warning("%s: %d of %d utterances have no usable audio; treated as missing "
+                            "(as in training)", conv.id, int((~mask).sum()), len(conv))
+            features["audio"], present["audio"] = audio, mask
+        conv = replace(conv, features=features, feature_present=present)
+        if self.spec.normalize and self.spec.stats:
+            from merc.features.normalize import apply_stats
+
+            corpus = Corpus("predict", [conv], self.label_names, source=str(conv.id))
+            conv = apply_stats(corpus, self.spec.stats).conversations[0]
+        return conv
+
+    def predict(self, conversation: Conversation | str | Path | Sequence[dict],
+                progress: bool = False) -> Prediction:
+        """Predict every utterance of ``conversation``.
+
+        Args:
+            conversation: A :class:`Conversation`, a ``.json``/``.jsonl`` conversation file
+                (see :mod:`merc.data.conversation_file`), or a list of utterance dicts.
+            progress: Show progress bars during feature extraction.
+        """
+        import torch
+
+        from merc.data.collate import DialogueDataset, collate_dialogues
+
+        if isinstance(conversation, (str, Path)):
+            conv = read_conversation(conversation)
+        elif isinstance(conversation, Conversation):
+            conv = conversation
+        else:
+            conv = conversation_from_records(list(conversation))
+        conv = self._features(conv, progress)
+        batch = collate_dialogues([DialogueDataset([replace(conv, labels=None)], self.label_names,
+                                                   self.modalities)[0]])
+        with torch.no_grad():
+            out = self.loaded.model(batch)
+            probs = torch.softmax(out.logits[0].float(), dim=-1).numpy()     # (n, C)
+        weights = ({m: w[0].numpy() for m, w in out.modality_weights.items()}
+                   if out.modality_weights is not None else None)
+        result = Prediction(model=self.model_name, checkpoint=str(self.checkpoint),
+                            labels=list(self.label_names), modalities=list(self.modalities))
+        for i in range(len(conv)):
+            k = int(probs[i].argmax())
+            result.utterances.append(UtterancePrediction(
+                id=conv.utterance_name(i), speaker=conv.speakers[i], text=conv.utterances[i],
+                label=self.label_names[k], confidence=float(probs[i, k]),
+                probs={lab: float(p) for lab, p in zip(self.label_names, probs[i])},
+                modality_weights=({m: float(w[i]) for m, w in weights.items()}
+                                  if weights is not None else None)))
+        return result
