@@ -23,7 +23,7 @@ import torch
 
 from merc.config import ExperimentConfig
 from merc.engine.experiment import evaluate_checkpoint, run_experiment
-from merc.engine.module import CHECKPOINT_KEY
+from merc.engine.checkpoint import CHECKPOINT_KEY
 from merc.models import count_parameters, create_model
 from merc.pretrained import BUNDLED_NAME
 

@@ -150,6 +150,12 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads (default 0: PyTorch's default)")
     be.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR)")
+    bp = bsub.add_parser("predict", help="time merc predict on a generated N-utterance "
+                         "text conversation (whole command and phases)")
+    bp.add_argument("--out", default="results", help="output folder (default results)")
+    bp.add_argument("--utterances", type=int, default=100, help="conversation length (default 100)")
+    bp.add_argument("--repeats", type=int, default=5, help="whole-command runs (default 5)")
+    bp.add_argument("--model", help="checkpoint (default: the bundled model)")
     bs = bsub.add_parser("scaling", help="forward time and peak memory vs conversation length")
     bs.add_argument("--out", default="results", help="output folder (default results)")
     bs.add_argument("--min-log2", type=int, default=6, help="shortest length 2^k (default 6)")
@@ -379,6 +385,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              corpora=split(args.corpora), models=split(args.models),
                              repeats=args.repeats, threads=args.threads,
                              cache_dir=args.cache_dir)
+    elif args.bench == "predict":
+        from merc.bench.predict_speed import run_predict_bench
+
+        run_predict_bench(args.out, n_utterances=args.utterances, repeats=args.repeats,
+                          checkpoint=args.model)
     else:
         from merc.bench.scaling import run_scaling_bench
 

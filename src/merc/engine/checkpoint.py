@@ -1,4 +1,7 @@
-"""Loading merc checkpoints safely (``torch.load(weights_only=True)``: no code can run)."""
+"""Loading merc checkpoints safely (``torch.load(weights_only=True)``: no code can run).
+
+Deliberately free of Lightning: inference loads checkpoints without importing the trainer.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from merc.engine.module import CHECKPOINT_KEY
 from merc.errors import MercInputError
 from merc.features.spec import FeatureSpec
 from merc.models import create_model
+
+CHECKPOINT_KEY = "merc"
+"""Key under which checkpoints store config, label map, feature spec, dims and merc version."""
 
 
 @dataclass

@@ -11,11 +11,9 @@ from torch.nn import functional as F
 
 import merc
 from merc.data.collate import IGNORE_INDEX, Batch
+from merc.engine.checkpoint import CHECKPOINT_KEY
 from merc.engine.metrics import classification_metrics
 from merc.models import ModelOutput, create_model
-
-CHECKPOINT_KEY = "merc"
-"""Key under which checkpoints store config, label map, feature spec, dims and merc version."""
 
 
 class ERCModule(L.LightningModule):
