@@ -16,7 +16,7 @@ from pathlib import Path
 from merc import __version__
 from merc.errors import MercInputError
 
-CORPORA = ("iemocap", "meld", "mosi", "jsonl", "cosmic-pkl", "cosmic-roberta",
+CORPORA = ("iemocap", "meld", "mosi", "emodb", "jsonl", "cosmic-pkl", "cosmic-roberta",
            "dialoguernn-iemocap", "mmgcn-iemocap", "mmgcn-meld")
 
 TRAIN_EPILOG = """\
@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def data_args(sp: argparse.ArgumentParser, required: bool) -> None:
         sp.add_argument("--corpus", choices=CORPORA, required=required,
-                        help="corpus loader: iemocap, meld, mosi, jsonl (the generic format, see "
+                        help="corpus loader: iemocap, meld, mosi, emodb (crossval only), jsonl "
+                        "(the generic format, see "
                         "docs/data.md), or a field pickle read unchanged (then --data-dir is the "
                         ".pkl file)")
         sp.add_argument("--data-dir", help="folder of the corpus or its parent "
@@ -178,12 +179,9 @@ def _parser() -> argparse.ArgumentParser:
                         "folds;\npooled over folds), RUN_DIR/fold_<k>/fold.json and "
                         "RUN_DIR/fold_<k>/seed_<s>/.\nexample:\n"
                         "  merc crossval --corpus emodb --data-dir ../shared/data/emodb "
-                        "--modalities audio \\\n      --audio eGeMAPSv02 --model mlp "
+                        "\\\n      --audio eGeMAPSv02 --model mlp "
                         "--out runs/emodb-mlp")
     data_args(cv, required=True)
-    for action in cv._actions:  # EmoDB has no split, so only crossval accepts it
-        if action.dest == "corpus" and "emodb" not in action.choices:
-            action.choices = (*action.choices, "emodb")
     cv.add_argument("--model", help="registered model name (default mlp)")
     cv.add_argument("--folds", type=int, help="number of speaker groups (default: one per "
                     "speaker, i.e. leave-one-speaker-out)")

@@ -37,6 +37,8 @@ CORPUS_DEFAULTS: dict[str, dict[str, Any]] = {
     # MOSI ships its own 100-d text vectors; its transcripts are upper-case without punctuation.
     "mosi": {"modalities": ["text", "audio", "video"], "text": "external"},
     "jsonl": {"modalities": None, "text": DEFAULT_TEXT_ENCODER},
+    # EmoDB: acted single sentences, no transcripts; audio only (use --audio eGeMAPSv02).
+    "emodb": {"modalities": ["audio"], "text": DEFAULT_TEXT_ENCODER},
     "cosmic-pkl": {"modalities": ["text"], "text": DEFAULT_TEXT_ENCODER},
     # Feature pickles carry their own text vectors (RoBERTa / CNN); use them as shipped.
     "cosmic-roberta": {"modalities": None, "text": "external"},

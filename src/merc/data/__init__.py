@@ -8,6 +8,7 @@ from pathlib import Path
 from merc.data.conversation import (SPLITS, Conversation, Corpus, ensure_validation_split)
 from merc.data.cosmic_pickle import load_cosmic_roberta, load_cosmic_text
 from merc.data.dialoguernn_pickle import load_dialoguernn_iemocap
+from merc.data.emodb import load_emodb
 from merc.data.iemocap import load_iemocap
 from merc.data.jsonl import load_jsonl
 from merc.data.meld import load_meld
@@ -19,6 +20,8 @@ CORPUS_LOADERS: dict[str, Callable[..., Corpus]] = {
     "meld": load_meld,
     "mosi": load_mosi,
     "jsonl": load_jsonl,
+    # One wav per utterance, no split: for speaker cross-validation (`merc crossval`).
+    "emodb": load_emodb,
     # The field's feature pickles, read unchanged (``--data-dir`` is the pickle file itself).
     "cosmic-pkl": load_cosmic_text,
     "cosmic-roberta": load_cosmic_roberta,
@@ -41,5 +44,5 @@ def load_corpus(kind: str, data_dir: str | Path, **options) -> Corpus:
 
 __all__ = ["SPLITS", "Conversation", "Corpus", "CORPUS_LOADERS", "ensure_validation_split",
            "load_corpus", "load_cosmic_roberta", "load_cosmic_text", "load_dialoguernn_iemocap",
-           "load_iemocap", "load_jsonl", "load_m3net", "load_meld", "load_meld_features_raw",
-           "load_mmgcn_iemocap", "load_mosi"]
+           "load_emodb", "load_iemocap", "load_jsonl", "load_m3net", "load_meld",
+           "load_meld_features_raw", "load_mmgcn_iemocap", "load_mosi"]

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 # What identifies a corpus folder, to accept both ``data`` and ``data/<corpus>`` as --data-dir.
 _MARKERS = {"iemocap": "conversations.jsonl", "mosi": "conversations.jsonl",
-            "meld": "train_sent_emo.csv", "jsonl": "conversations.jsonl"}
+            "meld": "train_sent_emo.csv", "jsonl": "conversations.jsonl",
+            "emodb": "labels.csv"}
 
 
 def resolve_corpus_dir(kind: str, data_dir: str | Path) -> Path:
@@ -60,6 +61,7 @@ def _download_hint(kind: str) -> str:
         "meld": "MELD's train/dev/test_sent_emo.csv from the declare-lab/MELD release",
         "iemocap": "conversations.jsonl + audio_librosa8.csv as described in docs/data.md",
         "mosi": "conversations.jsonl + text/audio/video.npz as described in docs/data.md",
+        "emodb": "labels.csv + wav/ as described in docs/data.md (EmoDB section)",
     }.get(kind, "see docs/data.md for the generic JSONL format")
 
 

@@ -43,8 +43,8 @@ utterance), then across modalities:
      "predicted label probabilities" that guide the fusion. We count these per-modality emotion
      classifiers as part of ``L_emo`` in Eq. 18.
 
-   With neither term active (e.g. ``use_bls=False`` and ``pfm_aux_weight=0``) ``aux_loss`` is
-   ``None``.
+   With neither term active (e.g. ``use_bls=False`` and ``pfm_aux_weight=0``), and always in
+   eval mode, ``aux_loss`` is ``None``: validation/test losses are the cross-entropy alone.
 
 Outputs: ``logits (B, L, C)``; ``hidden`` = ``h^f (B, L, F)`` (for t-SNE);
 ``modality_weights`` = modality -> ``(B, L)`` PFM weights (0 at padding; each in ``(0, 1)``
@@ -223,12 +223,14 @@ class BroadMamba(nn.Module):
         logits = self.head(self.dropout(h))                              # (B, L, C)
 
         aux = []
-        norm = self.norm_loss(reps, batch)
+        # The auxiliary terms only shape training; in eval mode they would cost a ridge solve
+        # per batch (about 30% of inference time) for a number nobody reads.
+        norm = self.norm_loss(reps, batch) if self.training else None
         if norm is not None:
             aux.append(self.config.norm_weight * norm)
         valid = self._labelled(batch)
-        if (fused.modality_logits is not None and self.config.pfm_aux_weight > 0
-                and valid.any()):
+        if (self.training and fused.modality_logits is not None
+                and self.config.pfm_aux_weight > 0 and valid.any()):
             target = F.one_hot(batch.labels[valid], self.num_classes).float()
             pfm = sum(F.binary_cross_entropy_with_logits(
                 fused.modality_logits[m][valid], target.to(h.dtype), reduction="sum")

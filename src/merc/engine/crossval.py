@@ -1,0 +1,322 @@
+"""Speaker-independent cross-validation for corpora without an official split (EmoDB).
+
+Protocol. The corpus' speakers are sorted and split into groups: one speaker per group
+(leave-one-speaker-out, the default) or ``folds`` groups filled round-robin (sorted speaker
+``i`` goes to group ``i % folds``). Fold ``k`` tests on group ``k``; the *next* group in that
+order (``k + 1``, wrapping around to the first) is the validation set used for checkpoint
+selection and early stopping; all other groups train. No speaker is ever in two roles of the
+same fold, and every utterance is tested exactly once per seed.
+
+Honesty. Features are extracted once, unnormalised, for the whole corpus (a cached, label-free
+transform of each wav on its own). Standardisation statistics are then fitted per fold on that
+fold's *train speakers only* and applied to its validation and test speakers. Each fold and seed
+is trained by :func:`merc.engine.experiment.train_seed`, exactly like ``merc train``: the
+checkpoint with the best validation W-F1 is kept and the test speakers are evaluated once on it.
+
+Reporting (all in percent). UAR, the unweighted average recall (mean per-class recall, chance
+``100 / C``), W-F1, accuracy and macro F1 of every fold; ``test`` holds their mean ± sample std
+over folds (each fold's value averaged over seeds first), ``per_seed`` the same per seed, and
+``pooled`` the metrics of the confusion matrix summed over all folds of a seed (every utterance
+once), as mean ± std over seeds.
+
+Output layout::
+
+    out_dir/summary.json, out_dir/config.yaml
+    out_dir/fold_<k>/fold.json                 speakers and utterance counts of fold k
+    out_dir/fold_<k>/seed_<s>/                 as a ``merc train`` seed folder
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import merc
+from merc.config import DataConfig, ExperimentConfig
+from merc.data import CORPUS_LOADERS, Corpus, load_corpus
+from merc.engine.experiment import (PreparedData, resolve_corpus_dir, run_fingerprint,
+                                    train_seed)
+from merc.engine.metrics import uar_from_confusion
+from merc.errors import MercInputError
+from merc.features import FeatureSpec, apply_stats, build_features, fit_stats
+
+METRICS = ("uar", "wf1", "acc", "macro_f1")
+"""Metrics reported per fold and aggregated over folds (percent)."""
+
+
+@dataclass(frozen=True)
+class SpeakerFold:
+    """One fold: which speakers test, validate and train. The three sets are disjoint."""
+
+    index: int
+    test: tuple[str, ...]
+    valid: tuple[str, ...]
+    train: tuple[str, ...]
+
+    def role(self, speaker: str) -> str:
+        """The split (``train``/``valid``/``test``) of ``speaker`` in this fold."""
+        if speaker in self.test:
+            return "test"
+        if speaker in self.valid:
+            return "valid"
+        return "train"
+
+
+def make_speaker_folds(speakers: Sequence[str], folds: int | None = None) -> list[SpeakerFold]:
+    """Deterministic speaker folds (see the module docstring for the protocol).
+
+    Args:
+        speakers: Speaker names (repeats allowed; order does not matter).
+        folds: ``None`` for leave-one-speaker-out, else the number of speaker groups
+            (3 <= ``folds`` <= number of speakers).
+
+    Returns:
+        One :class:`SpeakerFold` per group, fold ``k`` testing group ``k`` and validating on
+        group ``(k + 1) % n_groups``.
+
+    Raises:
+        ValueError: fewer than 3 speakers, or ``folds`` out of range.
+    """
+    names = sorted(set(speakers))
+    if len(names) < 3:
+        raise ValueError(f"speaker cross-validation needs at least 3 speakers (test, validation, "
+                         f"train), found {len(names)}: {names}")
+    n_groups = len(names) if folds is None else folds
+    if not 3 <= n_groups <= len(names):
+        raise ValueError(f"folds must be between 3 and the number of speakers ({len(names)}), "
+                         f"got {folds}")
+    groups = [tuple(names[i::n_groups]) for i in range(n_groups)]
+    out = []
+    for k, test in enumerate(groups):
+        valid = groups[(k + 1) % n_groups]
+        train = tuple(s for g in groups if g is not test and g is not valid for s in g)
+        out.append(SpeakerFold(index=k, test=test, valid=valid, train=tuple(sorted(train))))
+    return out
+
+
+def conversation_speakers(corpus: Corpus) -> dict[str, str]:
+    """Dialogue id -> its single speaker.
+
+    Raises:
+        MercInputError: a dialogue has more than one speaker (its utterances could not be
+            assigned to one fold), naming the dialogue.
+    """
+    out = {}
+    for c in corpus.conversations:
+        found = sorted(set(c.speakers))
+        if len(found) != 1:
+            raise MercInputError(corpus.source, f"speaker cross-validation needs one speaker per "
+                                 f"dialogue, found {found}", dialogue=c.id, field="speaker")
+        out[c.id] = found[0]
+    return out
+
+
+def assign_fold(corpus: Corpus, fold: SpeakerFold, speaker_of: dict[str, str]) -> Corpus:
+    """A copy of ``corpus`` whose conversations' splits are their speaker's role in ``fold``.
+
+    Conversations are copied with :func:`dataclasses.replace`; feature arrays are shared, not
+    copied. Any split the loader assigned is overridden.
+    """
+    convs = [replace(c, split=fold.role(speaker_of[c.id])) for c in corpus.conversations]
+    note = (f"speaker fold {fold.index}: valid speakers {list(fold.valid)}, test speakers "
+            f"{list(fold.test)}")
+    return replace(corpus, conversations=convs, valid_split=note)
+
+
+def extract_features(data: DataConfig, *, progress: bool = False) -> tuple[Corpus, FeatureSpec]:
+    """Load the corpus and compute its (cached) features once, *unnormalised*.
+
+    The modalities follow :func:`merc.engine.experiment.prepare_data`: ``data.modalities`` if
+    set, else every modality the corpus provides (loader features, transcripts, and audio when
+    ``data.audio`` names an openSMILE set and the corpus has wav paths).
+
+    Args:
+        data: A resolved :class:`DataConfig`.
+
+    Returns:
+        ``(corpus, spec)``: the corpus with ``features[m]`` ``(1 or n, d_m)`` per conversation for
+        each enabled modality, and the spec without statistics (``spec.stats == {}``).
+    """
+    loader = CORPUS_LOADERS.get(data.corpus)
+    takes_label = loader is not None and "label" in inspect.signature(loader).parameters
+    options = {"label": data.label} if takes_label else {}
+    corpus = load_corpus(data.corpus, resolve_corpus_dir(data.corpus, data.data_dir), **options)
+    available = set(corpus.feature_modalities)
+    if any(u.strip() for c in corpus.conversations for u in c.utterances):
+        available.add("text")
+    has_wavs = any(c.media.get("audio") for c in corpus.conversations)
+    if data.audio != "external" and has_wavs:
+        available.add("audio")
+    wants_audio = data.modalities is not None and "audio" in data.modalities
+    if (wants_audio and data.audio == "external" and has_wavs
+            and "audio" not in corpus.feature_modalities):
+        raise MercInputError(corpus.source, "the corpus has wav files but no precomputed audio "
+                             "features; choose an extractor, e.g. --audio eGeMAPSv02",
+                             field="audio")
+    if data.modalities is None and not available:
+        hint = " (the corpus has wav paths: e.g. --audio eGeMAPSv02)" if has_wavs else ""
+        raise MercInputError(corpus.source, f"no features to train on: no transcripts and no "
+                             f"loader-supplied features; choose an audio extractor{hint}",
+                             field="modalities")
+    spec = data.feature_spec(sorted(available, key=["text", "audio", "video"].index))
+    corpus = build_features(corpus, spec, data.cache_dir, progress=progress)
+    return corpus, spec
+
+
+def prepare_fold(corpus: Corpus, spec: FeatureSpec, fold: SpeakerFold,
+                 speaker_of: dict[str, str]) -> PreparedData:
+    """Splits for ``fold`` plus standardisation fitted on the fold's train speakers only.
+
+    Args:
+        corpus: Output of :func:`extract_features` (unnormalised features ``(n, d_m)``).
+        spec: Its feature spec; not modified (a copy carries this fold's statistics).
+
+    Returns:
+        A :class:`PreparedData` for :func:`merc.engine.experiment.train_seed`.
+    """
+    fold_corpus = assign_fold(corpus, fold, speaker_of)
+    modalities = spec.modalities()
+    fold_spec = replace(spec, stats={})
+    if spec.normalize:
+        # fit_stats reads split "train" only, which here is exactly the fold's train speakers.
+        fold_spec.stats = fit_stats(fold_corpus, modalities)
+        fold_corpus = apply_stats(fold_corpus, fold_spec.stats)
+    dims = fold_corpus.feature_dims()
+    return PreparedData(corpus=fold_corpus, spec=fold_spec, modalities=modalities,
+                        input_dims={m: dims[m] for m in modalities})
+
+
+def metrics_from_confusion(confusion: np.ndarray | Sequence[Sequence[int]]) -> dict[str, float]:
+    """UAR, accuracy, W-F1 and macro F1 (percent) of a ``(C, C)`` confusion matrix (rows true).
+
+    Matches :func:`merc.engine.metrics.classification_metrics` on the same predictions; used for
+    the pooled metrics over all folds.
+    """
+    cm = np.asarray(confusion, dtype=float)
+    tp = np.diag(cm)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    n = cm.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {"uar": uar_from_confusion(cm),
+            "wf1": 100.0 * float((f1 * support).sum() / n) if n else 0.0,
+            "acc": 100.0 * float(tp.sum() / n) if n else 0.0,
+            "macro_f1": 100.0 * float(f1.mean()) if len(f1) else 0.0}
+
+
+def _over(values: Sequence[float], key: str) -> dict[str, Any]:
+    """``{"mean", "std", key: values}`` with the sample std (ddof=1; 0 for one value)."""
+    arr = np.asarray(values, dtype=float)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, key: [float(v) for v in arr]}
+
+
+def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | None = None,
+                   progress: bool = False, echo: Callable[[str], None] = print) -> dict:
+    """Speaker-independent cross-validation of ``cfg``'s model; writes ``out_dir/summary.json``.
+
+    Args:
+        cfg: Experiment config: corpus, features, model, training options and ``cfg.seeds``
+            (every fold is trained once per seed). The corpus' own splits are ignored, and so
+            are ``data.valid_fraction``/``data.valid_seed`` (validation is a speaker group).
+        out_dir: Run folder (layout in the module docstring).
+        folds: ``None`` = leave-one-speaker-out; else the number of speaker groups.
+        progress: Progress bars for feature extraction and training.
+        echo: Receives one line per finished fold and a final summary line.
+
+    Returns:
+        The summary dict written to ``summary.json`` (see the module docstring).
+
+    Raises:
+        MercInputError: a corpus or feature problem, a dialogue with several speakers.
+        ValueError: fewer than 3 speakers or ``folds`` out of range.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg.data = cfg.data.resolved()
+    progress = bool(progress)
+    corpus, spec = extract_features(cfg.data, progress=progress)
+    speaker_of = conversation_speakers(corpus)
+    plan = make_speaker_folds(list(speaker_of.values()), folds)
+    protocol = ("leave-one-speaker-out" if all(len(f.test) == 1 for f in plan)
+                else f"{len(plan)} speaker groups")
+    labels = corpus.label_names
+    n_utt = sum(len(c) for c in corpus.conversations)
+    echo(f"{corpus.name}: {n_utt} utterances, {len(set(speaker_of.values()))} speakers; "
+         f"modalities {spec.modalities()} dims {corpus.feature_dims()}; {protocol}, "
+         f"{len(plan)} folds x {len(cfg.seeds)} seed(s)")
+    cfg.save(out_dir / "config.yaml")
+
+    fold_records: list[dict[str, Any]] = []
+    pooled = {s: np.zeros((len(labels), len(labels)), dtype=np.int64) for s in cfg.seeds}
+    params = None
+    for fold in plan:
+        prepared = prepare_fold(corpus, spec, fold, speaker_of)
+        fold_dir = out_dir / f"fold_{fold.index}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        counts = {s: v["utterances"] for s, v in prepared.corpus.counts().items()}
+        info = {"fold": fold.index, "test_speakers": list(fold.test),
+                "valid_speakers": list(fold.valid), "train_speakers": list(fold.train),
+                "utterances": counts}
+        (fold_dir / "fold.json").write_text(json.dumps(info, indent=2))
+        runs = []
+        for seed in cfg.seeds:
+            r = train_seed(cfg, prepared, seed, fold_dir / f"seed_{seed}", progress=progress)
+            params = r["params"]
+            pooled[seed] += np.asarray(r["test"]["confusion"], dtype=np.int64)
+            runs.append({"seed": seed, "best_epoch": r["best_epoch"],
+                         "train_seconds": r["train_seconds"],
+                         "valid": {k: r["valid"][k] for k in METRICS},
+                         "test": {k: r["test"][k] for k in METRICS}})
+        test = {k: float(np.mean([r["test"][k] for r in runs])) for k in METRICS}
+        valid = {k: float(np.mean([r["valid"][k] for r in runs])) for k in METRICS}
+        fold_records.append({**info, "test": test, "valid": valid, "per_seed": runs})
+        seeds_note = f" (mean of {len(runs)} seeds)" if len(runs) > 1 else ""
+        echo(f"fold {fold.index + 1}/{len(plan)}: test {','.join(fold.test)} "
+             f"({counts['test']} utt), valid {','.join(fold.valid)}: UAR {test['uar']:.2f}  "
+             f"W-F1 {test['wf1']:.2f}  acc {test['acc']:.2f}  (valid UAR {valid['uar']:.2f}; "
+             f"best epoch {', '.join(str(r['best_epoch']) for r in runs)}){seeds_note}")
+
+    per_seed = []
+    for i, seed in enumerate(cfg.seeds):
+        row: dict[str, Any] = {"seed": seed}
+        for k in METRICS:
+            row[k] = _over([f["per_seed"][i]["test"][k] for f in fold_records], "per_fold")
+        row["pooled"] = metrics_from_confusion(pooled[seed])
+        row["pooled_confusion"] = pooled[seed].tolist()
+        per_seed.append(row)
+    summary = {
+        "model": cfg.model_name, "corpus": corpus.name, "modalities": spec.modalities(),
+        "protocol": protocol, "n_folds": len(plan), "seeds": list(cfg.seeds), "params": params,
+        "label_names": labels, "chance_uar": 100.0 / len(labels),
+        "selection": "per fold and seed: checkpoint with the best validation W-F1 (validation = "
+                     "the next speaker group), early stopping on it; test evaluated once",
+        "normalisation": "fitted per fold on the train speakers only" if spec.normalize
+                         else "none",
+        "test": {k: _over([f["test"][k] for f in fold_records], "per_fold") for k in METRICS},
+        "valid": {k: _over([f["valid"][k] for f in fold_records], "per_fold")
+                  for k in ("uar", "wf1")},
+        "pooled": {k: _over([r["pooled"][k] for r in per_seed], "per_seed") for k in METRICS},
+        "per_seed": per_seed,
+        "folds": fold_records,
+        "train_seconds": float(sum(r["train_seconds"] for f in fold_records
+                                   for r in f["per_seed"])),
+        "feature_spec": {k: v for k, v in spec.to_dict().items() if k != "stats"},
+        "merc_version": merc.__version__, "fingerprint": run_fingerprint(cfg),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    t, p = summary["test"], summary["pooled"]
+    echo(f"{cfg.model_name} on {corpus.name} ({'+'.join(spec.modalities())}), {protocol}, "
+         f"{len(plan)} folds x {len(cfg.seeds)} seed(s): test UAR {t['uar']['mean']:.2f} ± "
+         f"{t['uar']['std']:.2f} over folds (pooled {p['uar']['mean']:.2f}), W-F1 "
+         f"{t['wf1']['mean']:.2f} ± {t['wf1']['std']:.2f}, acc {t['acc']['mean']:.2f} ± "
+         f"{t['acc']['std']:.2f}; chance UAR {summary['chance_uar']:.2f}")
+    return summary

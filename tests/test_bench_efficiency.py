@@ -1,0 +1,129 @@
+"""``merc bench efficiency`` on a tiny synthetic corpus: columns, counts, FLOPs incl. FFTs."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+from conftest import write_generic_corpus
+
+from merc.bench import efficiency
+from merc.bench.efficiency import (COLUMNS, bench_prepared, count_flops, run_efficiency_bench,
+                                   write_outputs)
+from merc.config import ExperimentConfig
+from merc.data.collate import collate_dialogues
+from merc.engine import experiment
+from merc.models import count_parameters, create_model, list_models
+
+
+def _data_config(corpus_dir):
+    cfg = ExperimentConfig()
+    cfg.data.corpus = "jsonl"
+    cfg.data.data_dir = str(corpus_dir)
+    cfg.data.modalities = ["text", "audio"]
+    cfg.data.text = "external"
+    return cfg.data.resolved()
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    corpus = write_generic_corpus(tmp_path / "corpus", n_train=6, n_test=3)
+    return experiment.prepare_data(_data_config(corpus), progress=False)
+
+
+def test_bench_prepared_rows_and_files(prepared, tmp_path):
+    rows = bench_prepared(prepared, "synthetic", repeats=2)
+    assert [r["model"] for r in rows] == list_models()
+    n_classes = len(prepared.corpus.label_names)
+    for r in rows:
+        torch.manual_seed(0)
+        model = create_model(r["model"], prepared.input_dims, n_classes)
+        assert r["params"] == count_parameters(model)
+        assert r["flops_per_dialogue"] > 0
+        assert r["infer_seconds_test_split"] > 0 and r["train_seconds_per_epoch"] > 0
+        assert r["infer_seconds_with_labels"] > 0
+        assert r["test_dialogues"] == 3 and r["threads"] == torch.get_num_threads()
+    by_model = {r["model"]: r for r in rows}
+    # The BiSSM's FFT convolution is counted through the custom formulas, and only there.
+    assert by_model["broad-mamba"]["fft_flops_per_dialogue"] > 0
+    assert by_model["bc-lstm"]["fft_flops_per_dialogue"] == 0
+    assert by_model["broad-mamba"]["infer_ratio_to_broad_mamba"] == pytest.approx(1.0)
+
+    csv_path, md_path = write_outputs(rows, tmp_path / "out")
+    with open(csv_path) as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        body = list(reader)
+    assert header[:len(COLUMNS)] == COLUMNS
+    assert header[:6] == ["corpus", "model", "params", "flops_per_dialogue",
+                          "infer_seconds_test_split", "train_seconds_per_epoch"]
+    assert len(body) == len(rows)
+    md = md_path.read_text()
+    assert "| broad-mamba |" in md and "inference / broad-mamba" in md
+    assert "x bc-lstm's" in md and "x transformer's" in md
+
+
+def test_fft_formula_is_applied():
+    class Spectral(torch.nn.Module):
+        def forward(self, x):
+            return torch.fft.irfft(torch.fft.rfft(x, n=16), n=16)
+
+    x = torch.randn(2, 3, 16)
+    total, per_op = count_flops(Spectral(), x)
+    one = 2.5 * 16 * math.log2(16) * 2 * 3        # per real transform x 6 transforms
+    assert per_op["aten._fft_r2c"] == pytest.approx(one)
+    assert per_op["aten._fft_c2r"] == pytest.approx(one)
+    assert total == pytest.approx(2 * one)
+
+    class Complex(torch.nn.Module):
+        def forward(self, z):
+            return torch.fft.fft(z)
+
+    _, per_op = count_flops(Complex(), torch.randn(4, 8, dtype=torch.complex64))
+    assert per_op["aten._fft_c2c"] == pytest.approx(5 * 8 * 3 * 4)
+
+
+def _dialogue(length=12, dims=None):
+    dims = dims or {"text": 6, "audio": 3}
+    item = {"id": "d", "features": {m: torch.randn(length, d) for m, d in dims.items()},
+            "present": {m: torch.ones(length, dtype=torch.bool) for m in dims},
+            "speakers": torch.zeros(length, dtype=torch.long),
+            "labels": torch.full((length,), -100, dtype=torch.long)}
+    return collate_dialogues([item])
+
+
+def test_recurrence_and_attention_are_counted():
+    """oneDNN's LSTM and the Transformer fast path would count zero without countable_kernels."""
+    batch = _dialogue()
+    L = 12
+    lstm = create_model("bc-lstm", {"text": 6, "audio": 3}, 3, hidden_size=8)
+    total, _ = count_flops(lstm, batch)
+    recurrence = 2 * L * 2 * 4 * 8 * (8 + 8)        # 2 directions, 4 gates, input + hidden
+    assert total >= recurrence
+    tr = create_model("transformer", {"text": 6, "audio": 3}, 3)
+    _, per_op = count_flops(tr, batch)
+    assert any("attention" in op for op in per_op)
+    assert torch.backends.mha.get_fastpath_enabled()   # restored afterwards
+
+
+def test_run_efficiency_bench_writes_outputs(tmp_path, monkeypatch):
+    corpus = write_generic_corpus(tmp_path / "corpus", n_train=4, n_test=2)
+    real_prepare = experiment.prepare_data
+
+    def prepare_external_text(data, **kw):  # skip the sentence encoder: external text vectors
+        data.modalities, data.text = ["text", "audio"], "external"
+        return real_prepare(data, **kw)
+
+    monkeypatch.setattr(experiment, "prepare_data", prepare_external_text)
+    lines = []
+    rows = run_efficiency_bench(data_dir=corpus, out_dir=tmp_path / "out", corpora=["jsonl"],
+                                models=["mlp", "broad-mamba"], repeats=1, threads=1,
+                                echo=lines.append)
+    assert [r["model"] for r in rows] == ["mlp", "broad-mamba"]
+    assert all(r["threads"] == 1 for r in rows)
+    assert (tmp_path / "out" / "efficiency.csv").exists()
+    assert (tmp_path / "out" / "efficiency.md").exists()
+    assert any("wrote" in s for s in lines)
+    assert efficiency.EVAL_BATCH_SIZE == 16
