@@ -168,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="peak memory per forward pass before a method is stopped (default 24)")
     bs.add_argument("--methods", help="comma-separated subset of bissm,selective,attention,lstm")
     bs.add_argument("--device", default="auto", help="cpu, cuda or auto (both when CUDA is present)")
+    bs.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads per point (default 0: PyTorch's default; use 1 "
+                    "on a busy machine, where waiting for a second thread dominates short runs)")
 
     cv = sub.add_parser("crossval", help="speaker-independent cross-validation (leave speakers "
                         "out) for corpora without a split, e.g. EmoDB; reports UAR",
@@ -394,7 +397,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         run_scaling_bench(out_dir=args.out, min_log2=args.min_log2, max_log2=args.max_log2,
                           width=args.width, time_budget_s=args.time_budget,
                           memory_budget_gb=args.memory_budget_gb, methods=split(args.methods),
-                          device=args.device)
+                          device=args.device, threads=args.threads)
     return 0
 
 

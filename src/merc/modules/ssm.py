@@ -139,15 +139,28 @@ class BiSSMConv(nn.Module):
         return torch.exp(dt * A), dt * self.B, self.C
 
     def kernels(self, length: int) -> torch.Tensor:
-        """The Eq. 5 kernels ``(2, D, length)`` for both directions."""
+        """The Eq. 5 kernels ``(2, D, length)`` for both directions.
+
+        ``K_k = sum_n c_n exp(k dtA_n)`` with ``c = C * Delta B``. Writing ``k = s + j`` with
+        ``s`` a multiple of a block size ``J ~ sqrt(L)`` and ``0 <= j < J`` factorises the
+        powers, ``exp(k dtA) = exp(s dtA) exp(j dtA)``, so only ``N (L/J + J)`` exponentials per
+        channel are needed instead of ``N L``, and the sum over ``n`` becomes one batched matrix
+        product ``(L/J, N) @ (N, J)``. Exponents below -80 (values < 2e-35, zero for any purpose
+        here) are clamped to stay out of exp's slow denormal range. Same kernel as the direct
+        Vandermonde sum up to float rounding (tested against the recurrence).
+        """
         dt = torch.exp(self.log_dt).unsqueeze(-1)                               # (2, D, 1)
         dtA = -torch.exp(self.A_log) * dt                                      # (2, D, N)
-        k = torch.arange(length, device=dtA.device, dtype=dtA.dtype)
-        # exp(x) for x < -80 is below 2e-35: zero for any purpose here. Clamping keeps exp out
-        # of its slow denormal range, which dominated the cost for long dialogues (2.4x faster
-        # at L = 16k in `merc bench scaling`), without changing outputs measurably.
-        vander = torch.exp((dtA.unsqueeze(-1) * k).clamp(min=-80.0))           # (2, D, N, L)
-        return torch.einsum("edn,ednl->edl", self.C * (dt * self.B), vander)
+        coef = self.C * (dt * self.B)                                          # (2, D, N)
+        block = max(1, math.isqrt(length))
+        n_blocks = -(-length // block)
+        j = torch.arange(block, device=dtA.device, dtype=dtA.dtype)
+        s = torch.arange(n_blocks, device=dtA.device, dtype=dtA.dtype) * block
+        inner = torch.exp((dtA.unsqueeze(-1) * j).clamp(min=-80.0))             # (2, D, N, J)
+        outer = torch.exp((dtA.unsqueeze(-1) * s).clamp(min=-80.0))             # (2, D, N, S)
+        outer = outer * coef.unsqueeze(-1)
+        K = torch.matmul(outer.transpose(-1, -2), inner)                        # (2, D, S, J)
+        return K.reshape(*K.shape[:2], -1)[..., :length]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x (B, L, D)``, ``mask (B, L)`` -> ``(B, L, D)``; zero at padded positions."""
