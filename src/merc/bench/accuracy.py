@@ -79,12 +79,14 @@ class BenchCorpus:
 
 BENCH_CORPORA: dict[str, BenchCorpus] = {
     "iemocap": BenchCorpus("iemocap", "iemocap", modality_sets=(("text",), ("audio",)),
-                           ablations=("w/o PE", "w/o BLS", "w/o PFM"), fusion=True, lnorm=True),
+                           ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba", "w/o MEC"),
+                           fusion=True, lnorm=True),
     "meld": BenchCorpus("meld", "meld", ablations=("w/o PE", "w/o BLS"), lnorm=True),
     "mosi": BenchCorpus("mosi", "mosi",
                         modality_sets=(("text",), ("audio",), ("video",), ("text", "audio"),
                                        ("text", "video"), ("audio", "video")),
-                        ablations=("w/o PE", "w/o BLS", "w/o PFM"), fusion=True),
+                        ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba", "w/o MEC"),
+                        fusion=True),
 }
 """The corpora of the suites and which tables each contributes to."""
 
@@ -100,6 +102,11 @@ MODEL_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "fusion=lmf": {"fusion": "lmf"},
         # Fig. 6.
         "w/o L_norm": {"norm_weight": 0.0},
+    },
+    "matav": {
+        # Tables I-II of the MaTAV paper.
+        "w/o Mamba": {"use_mamba": False},
+        "w/o MEC": {"use_mec": False},
     },
 }
 """Per model: variant name -> model options. Ablations are looked up here by name."""

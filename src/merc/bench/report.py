@@ -273,7 +273,7 @@ def _significance(res: _Results) -> list[Path]:
             by_seed = dict(zip(s["seeds"], s["test"]["wf1"]["per_seed"]))
             shared = sorted(set(by_seed) & set(ref_by_seed))
             t = paired_test([by_seed[k] for k in shared], [ref_by_seed[k] for k in shared])
-            fmt = lambda p: "n/a" if p is None else f"{p:.4f}"  # noqa: E731
+            fmt = lambda p: "n/a" if p is None else ("<0.0001" if p < 1e-4 else f"{p:.4f}")  # noqa: E731
             md_rows.append([corpus, run.model, REFERENCE_MODEL, t["n"],
                             f"{t['mean_diff']:+.2f}", fmt(t["t_pvalue"]),
                             fmt(t["wilcoxon_pvalue"])])
