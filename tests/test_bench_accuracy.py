@@ -20,7 +20,8 @@ def toy_bench(tmp_path, monkeypatch):
     data = tmp_path / "data"
     write_generic_corpus(data / "toy", n_train=10, n_valid=3, n_test=4)
     toy = BenchCorpus("jsonl", "toy", modalities=("text", "audio"),
-                      modality_sets=(("text",),), ablations=("w/o PE", "w/o BLS", "w/o PFM"),
+                      modality_sets=(("text",),), ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba",
+                                 "w/o MEC"),
                       fusion=True, lnorm=True,
                       overrides=("data.text=external", "train.max_epochs=2", "train.patience=1"))
     monkeypatch.setattr(accuracy, "BENCH_CORPORA", {"toy": toy})
@@ -45,6 +46,10 @@ def test_plan_shares_runs_between_tables(toy_bench):
     assert len(add) == 1 and add[0].tables == {"ablation", "fusion"}
     assert [r for r in runs if r.model == "bc-lstm"][0].tables == {"main"}
     assert len({r.folder for r in runs}) == len(runs)
+    # The quick suite keeps only the reference model's ablations.
+    full_plan = {r.variant for r in plan_runs(["toy"], ["matav"]) if r.model == "matav"}
+    quick_plan = {r.variant for r in plan_runs(["toy"], ["matav"], all_ablations=False)}
+    assert {"w/o Mamba", "w/o MEC"} <= full_plan and quick_plan == {"full"}
 
 
 def test_bench_writes_every_table_and_resumes(toy_bench, tmp_path, monkeypatch):

@@ -249,3 +249,15 @@ def test_bundled_model_and_demo(tmp_path, capsys):
 def test_records_api_accepts_plain_dicts():
     conv = conversation_from_records(TALK)
     assert len(conv) == 3 and conv.utterance_ids == ["#0", "#1", "#2"]
+
+
+def test_light_minilm_matches_sentence_transformers():
+    """The start-up-friendly MiniLM used by the Predictor gives the training features."""
+    from merc.features.minilm import MiniLMEncoder
+    from merc.features.text import TextEncoder, bundled_model_dir
+
+    texts = ["We won the final!", "", "word " * 400, "Ça va? naïve café", "NO WAY!!!"]
+    fast = MiniLMEncoder(bundled_model_dir(), batch_size=2).encode(texts)
+    reference = TextEncoder().encode(texts, progress=False)
+    assert fast.shape == reference.shape == (5, 384)
+    np.testing.assert_allclose(fast, reference, atol=1e-5)

@@ -133,10 +133,8 @@ class Predictor:
         present: dict[str, np.ndarray] = {}
         if "text" in self.modalities:
             if self._text is None:
-                from merc.features.text import TextEncoder
-
-                self._text = TextEncoder(self.spec.text)
-            features["text"] = self._text.encode(conv.utterances, progress=progress)
+                self._text = _text_encoder(self.spec.text)
+            features["text"] = self._text(conv.utterances, progress)
         if "audio" in self.modalities:
             paths = conv.media.get("audio") or [None] * len(conv)
             have = [i for i, p in enumerate(paths) if p]
@@ -207,3 +205,20 @@ class Predictor:
                 modality_weights=({m: float(w[i]) for m, w in weights.items()}
                                   if weights is not None else None)))
         return result
+
+
+def _text_encoder(name: str):
+    """``texts, progress -> (n, d)`` for encoder ``name``. The bundled MiniLM runs through the
+    light :class:`merc.features.minilm.MiniLMEncoder` (same embeddings as sentence-transformers to
+    float rounding, without importing it: seconds faster to start); others through
+    sentence-transformers."""
+    from merc.features.spec import DEFAULT_TEXT_ENCODER
+    from merc.features.text import TextEncoder, bundled_model_dir
+
+    if name == DEFAULT_TEXT_ENCODER:
+        from merc.features.minilm import MiniLMEncoder
+
+        fast = MiniLMEncoder(bundled_model_dir())
+        return lambda texts, progress: fast.encode(texts)
+    encoder = TextEncoder(name)
+    return lambda texts, progress: encoder.encode(texts, progress=progress)
