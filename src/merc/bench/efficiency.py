@@ -43,7 +43,6 @@ Outputs in ``out_dir``:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import statistics
@@ -336,12 +335,9 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """``efficiency.csv``: :data:`COLUMNS` then :data:`EXTRA_COLUMNS` (floats unrounded)."""
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS + EXTRA_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS + EXTRA_COLUMNS})
-    return path
+    from merc.bench.report import write_dict_csv
+
+    return write_dict_csv(path, COLUMNS + EXTRA_COLUMNS, rows)
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:

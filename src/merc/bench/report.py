@@ -35,6 +35,17 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]])
     return path
 
 
+def write_dict_csv(path: Path, columns: Sequence[str], rows: Iterable[dict]) -> Path:
+    """Rows (dicts) as CSV with exactly ``columns``, missing/``None`` values empty, floats
+    unrounded (the efficiency and scaling tables)."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return path
+
+
 def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
@@ -248,10 +259,7 @@ def _fig_fusion(res: _Results) -> list[Path]:
         ax.legend(fontsize=8, title="fusion", title_fontsize=8, loc="upper left",
                   bbox_to_anchor=(1.01, 1.0))
         ax.set_title(f"Fusion strategies ({res.n_seeds} seed(s), mean ± std)", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(res.out / "fig5_fusion.png", dpi=120)
-        plt.close(fig)
-        paths.append(res.out / "fig5_fusion.png")
+        paths.append(_save(fig, res.out / "fig5_fusion.png"))
     return paths
 
 
@@ -301,6 +309,13 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path, dpi: int = 120) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def _seed_metrics(res: _Results, run) -> list[dict]:
     s = res.get(run)
     return [json.loads((res.run_dir(run) / f"seed_{k}" / "metrics.json").read_text())
@@ -327,11 +342,7 @@ def _confusions(res: _Results) -> list[Path]:
             ax=ax, values_format=".2f", cmap="Blues", colorbar=False, xticks_rotation=45)
         ax.set_title(f"{run.corpus} {run.model}: test, rows = true\n"
                      f"(summed over {len(seeds)} seed(s), row-normalised)", fontsize=9)
-        fig.tight_layout()
-        path = folder / f"{run.corpus}_{run.model}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, folder / f"{run.corpus}_{run.model}.png", dpi=110))
     return paths
 
 
@@ -379,11 +390,7 @@ def _loss_curves(res: _Results) -> list[Path]:
         ax.set_ylabel("cross-entropy")
         ax.set_title(f"{corpus}: loss with and without L_norm (seed {pairs[0][2]})", fontsize=10)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = res.out / f"fig6_loss_{corpus}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, res.out / f"fig6_loss_{corpus}.png"))
     return paths
 
 
@@ -441,9 +448,5 @@ def _tsne(res: _Results) -> list[Path]:
         ax.set_title(f"{corpus}: t-SNE of {REFERENCE_MODEL} fused test representations\n"
                      f"(seed {s['seeds'][0]}, colour = true emotion, n={len(h)})", fontsize=9)
         ax.legend(fontsize=7, markerscale=3, loc="best")
-        fig.tight_layout()
-        path = res.out / f"fig7_tsne_{corpus}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, res.out / f"fig7_tsne_{corpus}.png"))
     return paths

@@ -60,7 +60,6 @@ Outputs in ``out_dir``:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -514,12 +513,10 @@ def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS + EXTRA_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS + EXTRA_COLUMNS})
-    return path
+    """``scaling.csv``: :data:`COLUMNS` then :data:`EXTRA_COLUMNS` (floats unrounded)."""
+    from merc.bench.report import write_dict_csv
+
+    return write_dict_csv(path, COLUMNS + EXTRA_COLUMNS, rows)
 
 
 def write_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
