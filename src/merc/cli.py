@@ -375,10 +375,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "accuracy":
         from merc.bench.accuracy import run_accuracy_bench
 
-        run_accuracy_bench(args.suite, data_dir=args.data_dir, out_dir=args.out,
-                           seeds=args.seeds, corpora=split(args.corpora),
-                           models=split(args.models), jobs=args.jobs, cache_dir=args.cache_dir,
-                           dry_run=args.dry_run)
+        result = run_accuracy_bench(args.suite, data_dir=args.data_dir, out_dir=args.out,
+                                    seeds=args.seeds, corpora=split(args.corpora),
+                                    models=split(args.models), jobs=args.jobs,
+                                    cache_dir=args.cache_dir, dry_run=args.dry_run)
+        if result["failures"]:
+            return 1  # the tables are written; failures.md says which runs failed and why
     elif args.bench == "efficiency":
         from merc.bench.efficiency import run_efficiency_bench
 
