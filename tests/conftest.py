@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,22 @@ def _one_thread():
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own feature cache, never the user's."""
     monkeypatch.setenv("MERC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def write_wav(path: Path, freq: float = 220.0, *, seconds: float = 1.0, rate: int = 16000,
+              loud: float = 0.3, vibrato_hz: float = 3.0, seed: int = 0) -> Path:
+    """A mono 16-bit wav: a sine with a little vibrato and noise, so that openSMILE's pitch and
+    jitter functionals are well defined."""
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    sig = loud * np.sin(2 * math.pi * freq * t + 2 * np.sin(2 * math.pi * vibrato_hz * t))
+    sig += 0.01 * np.random.default_rng(seed).normal(size=n)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(sig, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
 
 
 def write_generic_corpus(root: Path, *, n_train: int = 24, n_valid: int = 0, n_test: int = 8,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-import wave
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,15 +29,9 @@ PITCH = {"anger": 320.0, "sadness": 140.0, "neutral": 210.0}
 def write_tone(path: Path, freq: float, *, seconds: float = 0.5, rate: int = 16000,
                loud: float = 0.3, seed: int = 0) -> None:
     """A mono 16-bit wav: a vibrato sine plus a little noise (pitch functionals well defined)."""
-    n = int(seconds * rate)
-    t = np.arange(n) / rate
-    sig = loud * np.sin(2 * math.pi * freq * t + 2 * np.sin(2 * math.pi * 4 * t))
-    sig += 0.01 * np.random.default_rng(seed).normal(size=n)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(sig, -1, 1) * 32767).astype("<i2").tobytes())
+    from conftest import write_wav
+
+    write_wav(path, freq, seconds=seconds, rate=rate, loud=loud, vibrato_hz=4.0, seed=seed)
 
 
 def write_emodb(root: Path, speakers=("03", "08", "09", "10"), per_label: int = 2) -> Path:

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -82,18 +80,9 @@ def make_corpus(texts=None, **conv_kwargs) -> Corpus:
 
 
 def write_sine_wav(path: Path, seconds: float = 1.0, rate: int = 16000, freq: float = 220.0):
-    n = int(seconds * rate)
-    t = np.arange(n) / rate
-    # A little vibrato and noise so that pitch/jitter functionals are well defined.
-    sig = 0.3 * np.sin(2 * math.pi * freq * t + 2 * np.sin(2 * math.pi * 3 * t))
-    sig += 0.01 * np.random.default_rng(0).normal(size=n)
-    pcm = (np.clip(sig, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
+    from conftest import write_wav
+
+    return write_wav(path, freq, seconds=seconds, rate=rate)
 
 
 # --------------------------------------------------------------------------- cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -53,15 +52,10 @@ def write_jsonl(path: Path, records: list) -> Path:
     return path
 
 
-def write_tone(path: Path, freq: float, seconds: float = 0.6, rate: int = 16000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    signal = (0.3 * np.sin(2 * np.pi * freq * t) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(signal.tobytes())
-    return path
+def write_tone(path: Path, freq: float, seconds: float = 0.6) -> Path:
+    from conftest import write_wav
+
+    return write_wav(path, freq, seconds=seconds)
 
 
 TALK = [{"speaker": "Ana", "text": "We won the final!"},
