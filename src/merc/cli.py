@@ -76,16 +76,20 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR or "
                         "~/.cache/merc/features)")
 
+    def run_args(sp: argparse.ArgumentParser, seeds_help: str) -> None:
+        """The options every training command shares (train, crossval)."""
+        sp.add_argument("--seeds", type=int, help=seeds_help)
+        sp.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+        sp.add_argument("--config", help="YAML config file (sections data, model, train, seeds)")
+        sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: when stderr is a terminal)")
+        sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
     t = sub.add_parser("train", help="train a model over seeds; validation-selected test metrics",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_train_epilog())
     data_args(t, required=False)
     t.add_argument("--model", help="registered model name (see `merc models`; default bc-lstm)")
-    t.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 1)")
-    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
-    t.add_argument("--config", help="YAML config file (sections data, model, train, seeds)")
-    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bars (default: when stderr is a terminal)")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    run_args(t, seeds_help="number of seeds, 0..N-1 (default 1)")
 
     e = sub.add_parser("extract", help="extract and cache features for a corpus")
     data_args(e, required=True)
@@ -188,12 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--model", help="registered model name (default mlp)")
     cv.add_argument("--folds", type=int, help="number of speaker groups (default: one per "
                     "speaker, i.e. leave-one-speaker-out)")
-    cv.add_argument("--seeds", type=int, help="number of seeds per fold, 0..N-1 (default 1)")
-    cv.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
-    cv.add_argument("--config", help="YAML config file (sections data, model, train, seeds)")
-    cv.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                    help="progress bars (default: when stderr is a terminal)")
-    cv.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    run_args(cv, seeds_help="number of seeds per fold, 0..N-1 (default 1)")
 
     d = sub.add_parser("demo", help="the main job: predict the emotions of an example "
                        "conversation with the bundled model and draw its timeline (offline)")
