@@ -102,8 +102,12 @@ def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<
     Relative media paths are resolved against ``base_dir`` (default: the folder of ``source``
     when it is a file path, else the current directory).
     """
+    def bad(message: str, utterance: str | None = None, field: str | None = None):
+        return MercInputError(source, message, dialogue=conversation_id, utterance=utterance,
+                              field=field)
+
     if not records:
-        raise MercInputError(source, "the conversation has no utterances", field="utterances")
+        raise bad("the conversation has no utterances", field="utterances")
     if base_dir is None:
         src = Path(str(source))
         base_dir = src.parent if src.suffix else Path.cwd()
@@ -113,38 +117,32 @@ def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<
     for i, rec in enumerate(records):
         name = f"#{i}"
         if not isinstance(rec, dict):
-            raise MercInputError(source, f"expected an object, got {type(rec).__name__}",
-                                 utterance=name)
+            raise bad(f"expected an object, got {type(rec).__name__}", name)
         if rec.get("id") is not None:
             if not isinstance(rec["id"], (str, int)):
-                raise MercInputError(source, "must be a string or integer", utterance=name,
-                                     field="id")
+                raise bad("must be a string or integer", name, "id")
             name = str(rec["id"])
         unknown = sorted(set(rec) - set(UTTERANCE_FIELDS))
         if unknown:
-            raise MercInputError(source, f"unknown field; allowed: {list(UTTERANCE_FIELDS)}",
-                                 utterance=name, field=unknown[0])
+            raise bad(f"unknown field; allowed: {list(UTTERANCE_FIELDS)}", name, unknown[0])
         for key in ("speaker", "text"):
             if key not in rec:
-                raise MercInputError(source, "missing", utterance=name, field=key)
+                raise bad("missing", name, key)
         if not isinstance(rec["speaker"], str) or not rec["speaker"].strip():
-            raise MercInputError(source, "must be a non-empty string", utterance=name,
-                                 field="speaker")
+            raise bad("must be a non-empty string", name, "speaker")
         if not isinstance(rec["text"], str):
-            raise MercInputError(source, f"must be a string, got {type(rec['text']).__name__}",
-                                 utterance=name, field="text")
+            raise bad(f"must be a string, got {type(rec['text']).__name__}", name, "text")
         for kind in ("audio", "video"):
             value = rec.get(kind)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise MercInputError(source, "must be a file path string", utterance=name,
-                                     field=kind)
+                raise bad("must be a file path string", name, kind)
             media[kind].append(str((base / value).resolve()) if value else None)
         speakers.append(rec["speaker"].strip())
         texts.append(rec["text"])
         ids.append(name)
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
-        raise MercInputError(source, "duplicate utterance id", utterance=dup, field="id")
+        raise bad("duplicate utterance id", dup, "id")
     return Conversation(id=str(conversation_id), split="test", speakers=speakers,
                         utterances=texts, labels=None, utterance_ids=ids,
                         media={k: v for k, v in media.items() if any(v)})
