@@ -106,3 +106,34 @@ def test_cli_extract_second_run_uses_cache(generic_corpus, capsys):
             "--modalities", "audio"]
     assert main(args) == 0 and main(args) == 0
     assert "audio 3-d" in capsys.readouterr().out
+
+
+def test_model_train_defaults_yield_to_explicit_settings(tmp_path, capsys):
+    from merc.bench.accuracy import BenchRun, run_config
+    from merc.cli import _experiment_config, _parser
+    from merc.models import get_entry
+    from merc.models.matav import PAPER_TRAIN
+
+    assert get_entry("matav").train_defaults == PAPER_TRAIN
+    assert get_entry("bc-lstm").train_defaults == {}
+    cfg = ExperimentConfig()
+    cfg.model = {"name": "matav"}
+    assert cfg.apply_model_train_defaults() == PAPER_TRAIN
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.weight_decay) == (1e-4, 64, 1e-5)
+
+    # An override and a config file's train section both win over the paper's values.
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: matav}\ntrain: {batch_size: 8}\n")
+    args = _parser().parse_args(["train", "--config", str(path), "--corpus", "iemocap",
+                                 "--out", str(tmp_path), "train.lr=0.003"])
+    cfg = _experiment_config(args)
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.weight_decay) == (0.003, 8, 1e-5)
+    assert "train.weight_decay=1e-05" in capsys.readouterr().err
+    # Other models keep the generic defaults.
+    args = _parser().parse_args(["train", "--corpus", "iemocap", "--model", "bc-lstm",
+                                 "--out", str(tmp_path)])
+    assert _experiment_config(args).train == ExperimentConfig().train
+
+    run = BenchRun("iemocap", "matav", "full", ("text", "audio"), {})
+    cfg = run_config(run, tmp_path, 1, None, overrides=["train.max_epochs=3"])
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.max_epochs) == (1e-4, 64, 3)

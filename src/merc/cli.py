@@ -142,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="runs in parallel (processes, one thread each; default 1)")
     ba.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR)")
     ba.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    ba.add_argument("overrides", nargs="*", metavar="section.key=value",
+                    help="config overrides for every run, recorded in its config (e.g. "
+                    "train.accelerator=gpu)")
     be = bsub.add_parser("efficiency", help="params, FLOPs/dialogue, inference and training time "
                          "per model on the IEMOCAP and MELD test splits")
     be.add_argument("--data", "--data-dir", dest="data_dir",
@@ -222,6 +225,11 @@ def _experiment_config(args: argparse.Namespace):
     # Fail on unknown models/options before any data is touched.
     from merc.models import make_config
     make_config(cfg.model_name, cfg.model_options)
+    applied = cfg.apply_model_train_defaults()
+    if applied:
+        settings = " ".join(f"train.{k}={v}" for k, v in applied.items())
+        print(f"{cfg.model_name}: using its paper's training settings {settings} "
+              "(override any with train.<name>=...)", file=sys.stderr)
     return cfg
 
 
@@ -279,6 +287,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             n = count_parameters(create_model(name, dims, args.classes))
             line += f"  [{n:,} params]"
         print(line)
+        if entry.train_defaults:
+            print("    training defaults (from its paper): "
+                  + " ".join(f"train.{k}={v}" for k, v in entry.train_defaults.items()))
         print(describe_options(entry.config_cls, "model", indent=4))
     if args.params:
         print(f"(parameters counted for dims {dims}, {args.classes} classes)")
@@ -377,7 +388,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_accuracy_bench(args.suite, data_dir=args.data_dir, out_dir=args.out,
                                     seeds=args.seeds, corpora=split(args.corpora),
                                     models=split(args.models), jobs=args.jobs,
-                                    cache_dir=args.cache_dir, dry_run=args.dry_run)
+                                    cache_dir=args.cache_dir, overrides=args.overrides,
+                                    dry_run=args.dry_run)
         if result["failures"]:
             return 1  # the tables are written; failures.md says which runs failed and why
     elif args.bench == "efficiency":

@@ -181,9 +181,27 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     """Training seeds; results are reported as mean +- std over them."""
 
+    def __post_init__(self) -> None:
+        # Train fields set on purpose (config file, overrides): a model's paper defaults
+        # (``apply_model_train_defaults``) never replace these. Not a dataclass field, so it is
+        # not saved; a saved config is fully resolved anyway.
+        self.explicit_train: set[str] = set()
+
     @property
     def model_name(self) -> str:
         return self.model["name"]
+
+    def apply_model_train_defaults(self) -> dict[str, Any]:
+        """Set the training settings the selected model's paper prescribes (its registry
+        ``train_defaults``, e.g. MaTAV's batch 64 / lr 1e-4) on every ``train`` field the user
+        did not set explicitly. Returns what was applied."""
+        from merc.models import get_entry
+
+        applied = {k: v for k, v in get_entry(self.model_name).train_defaults.items()
+                   if k not in self.explicit_train}
+        for k, v in applied.items():
+            _set_field(self.train, k, v, "train")
+        return applied
 
     @property
     def model_options(self) -> dict[str, Any]:
@@ -202,6 +220,7 @@ class ExperimentConfig:
         for section in ("data", "train"):
             for k, v in (d.get(section) or {}).items():
                 _set_field(getattr(cfg, section), k, v, section)
+        cfg.explicit_train.update(d.get("train") or {})
         if "model" in d:
             model = dict(d["model"] or {})
             if "name" not in model:
@@ -243,6 +262,8 @@ class ExperimentConfig:
                 self.model[name] = value
             elif section in ("data", "train"):
                 _set_field(getattr(self, section), name, value, section)
+                if section == "train":
+                    self.explicit_train.add(name)
             else:
                 raise ValueError(f"unknown config section {section!r} in {item!r}; "
                                  "expected data, model, train")

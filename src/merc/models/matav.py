@@ -84,8 +84,10 @@ Padding: everything before the Mamba is per utterance, the causal conv and scan 
 length, so logits of real utterances do not depend on the batch's padding.
 
 Optimiser (§III-B: batch 64, lr 1e-4, weight decay 1e-5, 100 epochs) lives in the training config,
-not here: apply :data:`PAPER_TRAIN` with ``train.lr=1e-4 train.weight_decay=1e-5
-train.batch_size=64`` (and ``train.max_epochs=100``). Unspecified by the paper and chosen here:
+not here: :data:`PAPER_TRAIN` is registered as the model's ``train_defaults``, so ``merc train
+--model matav`` and the bench train with it unless a ``train.<name>=...`` override (or a config
+file's ``train`` section) says otherwise; early stopping on validation W-F1 (``train.patience``)
+is merc's. Unspecified by the paper and chosen here:
 ``temperature``, ``queue_size``, ``momentum``, ``attn_heads``, ``attn_ffn``, ``fused_dim``,
 ``d_model``, the Mamba sizes and ``dropout``.
 
@@ -109,8 +111,9 @@ from merc.modules.contrastive import KeyQueue, info_nce, momentum_update, uttera
 from merc.modules.ssm import (_mamba_scan, _SelectiveDirection, flip_padded,
                               selective_scan_cuda, selective_scan_reference)
 
-PAPER_TRAIN = {"lr": 1e-4, "weight_decay": 1e-5, "batch_size": 64}
-"""§III-B optimiser settings; the training config applies them (``train.lr`` etc.)."""
+PAPER_TRAIN = {"lr": 1e-4, "weight_decay": 1e-5, "batch_size": 64, "max_epochs": 100}
+"""§III-B optimiser settings, registered as the model's ``train_defaults``: ``merc train`` and
+the bench use them unless ``train.<name>=...`` (or a config file) sets them."""
 PAPER_ORDER = ("text", "audio", "video")
 """Order of the modalities in ``[t||a||v]`` and in the pairs of Eq. 2-4."""
 
@@ -260,7 +263,7 @@ def modality_order(modalities) -> list[str]:
             + sorted(m for m in modalities if m not in PAPER_ORDER))
 
 
-@register_model("matav", MaTAVConfig)
+@register_model("matav", MaTAVConfig, train_defaults=PAPER_TRAIN)
 class MaTAV(nn.Module):
     """MaTAV: MEC-aligned modality heads -> attention fusion -> Mamba over the dialogue.
 

@@ -40,20 +40,27 @@ class ModelEntry:
     cls: type[nn.Module]
     config_cls: type
     description: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+    """Training settings (``TrainConfig`` fields) the model's paper prescribes; they replace the
+    generic defaults unless the user sets them (see :func:`merc.config.apply_train_defaults`)."""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, config_cls: type) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator registering a model under ``name`` with its config dataclass."""
+def register_model(name: str, config_cls: type, *, train_defaults: Mapping[str, Any] | None = None
+                   ) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator registering a model under ``name`` with its config dataclass.
+
+    ``train_defaults``: optimiser/schedule settings the model's paper prescribes (e.g. MaTAV's
+    batch 64, lr 1e-4), applied in place of the generic ``TrainConfig`` defaults."""
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         doc = (cls.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, cls, config_cls, doc[0] if doc else "")
+        _REGISTRY[name] = ModelEntry(name, cls, config_cls, doc[0] if doc else "",
+                                     dict(train_defaults or {}))
         cls.model_name = name
         return cls
 
