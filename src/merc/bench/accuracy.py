@@ -80,13 +80,15 @@ class BenchCorpus:
 
 BENCH_CORPORA: dict[str, BenchCorpus] = {
     "iemocap": BenchCorpus("iemocap", "iemocap", modality_sets=(("text",), ("audio",)),
-                           ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba", "w/o MEC"),
+                           ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba", "w/o MEC",
+                                      "w/o DDM", "w/o CFM", "w/o CRM"),
                            fusion=True, lnorm=True),
     "meld": BenchCorpus("meld", "meld", ablations=("w/o PE", "w/o BLS"), lnorm=True),
     "mosi": BenchCorpus("mosi", "mosi",
                         modality_sets=(("text",), ("audio",), ("video",), ("text", "audio"),
                                        ("text", "video"), ("audio", "video")),
-                        ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba", "w/o MEC"),
+                        ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba", "w/o MEC",
+                                   "w/o DDM", "w/o CFM", "w/o CRM"),
                         fusion=True),
 }
 """The corpora of the suites and which tables each contributes to."""
@@ -108,6 +110,12 @@ MODEL_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         # Tables I-II of the MaTAV paper.
         "w/o Mamba": {"use_mamba": False},
         "w/o MEC": {"use_mec": False},
+    },
+    "df-erc": {
+        # The three mechanisms of the abstract, one at a time.
+        "w/o DDM": {"use_ddm": False},
+        "w/o CFM": {"use_cfm": False},
+        "w/o CRM": {"use_crm": False},
     },
 }
 """Per model: variant name -> model options. Ablations are looked up here by name."""
@@ -203,6 +211,7 @@ def run_config(run: BenchRun, data_dir: Path, seeds: int, cache_dir: str | None,
     cfg.seeds = list(range(seeds))
     cfg.train.progress = False
     cfg.apply_overrides(list(bc.overrides) + list(overrides))
+    cfg.apply_model_train_defaults()
     return cfg
 
 

@@ -156,3 +156,46 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float,
         parts.append(neg.masked_fill(eye | same, float("-inf")))
     logits = torch.cat(parts, dim=1)
     return (torch.logsumexp(logits, dim=1) - pos.squeeze(1)).mean()
+
+
+def supervised_contrastive(z: torch.Tensor, labels: torch.Tensor, temperature: float,
+                           anchors: torch.Tensor | None = None) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, ``L^sup_out``) of ``N`` labelled vectors.
+
+    For anchor ``i`` with positives ``P(i) = {p != i : y_p = y_i}`` and contrast set ``A(i) =
+    {a != i}`` (every other vector, positives included):
+    ``l_i = -1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p/tau) / sum_{a in A(i)} exp(z_i.z_a/tau) )``.
+    The loss is the mean of ``l_i`` over the anchors that have at least one positive; anchors
+    without a positive are skipped (they have nothing to be pulled towards), nothing else is.
+
+    Args:
+        z: ``(N, P)`` L2-normalised vectors (the caller normalises; only valid vectors -- no
+            padding, no missing features).
+        labels: ``(N,)`` integer labels; equal labels are positives of each other.
+        temperature: ``tau > 0``.
+        anchors: Optional ``(K,)`` indices into ``z`` of the vectors used as anchors (e.g. a
+            random subset, to bound the ``K x N`` similarity matrix); the contrast set is still
+            all ``N`` vectors. Default: every vector is an anchor.
+
+    Returns:
+        Scalar; ``0`` (with a graph through ``z``) when no anchor has a positive.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    n = z.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    idx = torch.arange(n, device=z.device) if anchors is None else anchors.to(z.device)
+    if idx.numel() == 0 or n < 2:
+        return z.sum() * 0.0
+    labels = labels.to(z.device)
+    is_self = idx.unsqueeze(1) == torch.arange(n, device=z.device).unsqueeze(0)     # (K, N)
+    pos = (labels[idx].unsqueeze(1) == labels.unsqueeze(0)) & ~is_self
+    n_pos = pos.sum(dim=1)
+    has = n_pos > 0
+    if not bool(has.any()):
+        return z.sum() * 0.0
+    sim = (z[idx] @ z.t() / temperature).masked_fill(is_self, float("-inf"))       # (K, N)
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos_sum = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    return -(pos_sum[has] / n_pos[has].to(z.dtype)).mean()

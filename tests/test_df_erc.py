@@ -1,0 +1,323 @@
+"""DF-ERC: supervised contrastive loss, DDM terms, CFM weights, CRM gate, ablations, subsets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from merc.data.collate import DialogueDataset, collate_dialogues
+from merc.data.conversation import Conversation
+from merc.models import count_parameters, create_model, list_models
+from merc.modules.contrastive import supervised_contrastive
+
+DIMS = {"text": 12, "audio": 5, "video": 7}
+LABELS = ["a", "b", "c"]
+# Tiny widths keep every case fast on a busy CPU.
+SMALL = {"hidden": 16, "proj_dim": 8}
+
+
+def _conversation(n: int, seed: int, cid: str, dims=DIMS) -> Conversation:
+    rng = np.random.default_rng(seed)
+    return Conversation(
+        id=cid, split="train", speakers=[["A", "B"][i % 2] for i in range(n)],
+        utterances=[f"u{i}" for i in range(n)], labels=[LABELS[i % 3] for i in range(n)],
+        features={m: rng.normal(size=(n, d)).astype(np.float32) for m, d in dims.items()})
+
+
+def _batch(convs, modalities=tuple(DIMS)):
+    return collate_dialogues(DialogueDataset(convs, LABELS, sorted(modalities)).items)
+
+
+def _pair(modalities=tuple(DIMS), seed=0):
+    dims = {m: DIMS[m] for m in modalities}
+    return _batch([_conversation(6, seed, f"x{seed}", dims),
+                   _conversation(3, seed + 1, f"y{seed}", dims)], modalities)
+
+
+def _model(dims=DIMS, **overrides):
+    torch.manual_seed(0)
+    return create_model("df-erc", dims, len(LABELS), **{**SMALL, **overrides})
+
+
+# --------------------------------------------------------------------------------------------
+# supervised_contrastive
+# --------------------------------------------------------------------------------------------
+
+def test_supervised_contrastive_matches_hand_computed_values():
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    # Anchor 0: positive 1 (sim 0), contrast {1: 0, 2: 1}; anchor 1: positive 0 (sim 0),
+    # contrast {0: 0, 2: 0}; anchor 2 has no positive and is skipped.
+    expected = (math.log(1 + math.e) + math.log(2)) / 2
+    got = supervised_contrastive(z, torch.tensor([0, 0, 1]), 1.0)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # Several positives are averaged per anchor (1/|P(i)|), anchors averaged over the batch.
+    lse = math.log(1 + math.e)               # anchor 0 of [0, 0, 0]: sims 0 (to 1), 1 (to 2)
+    a0 = lse - 0.5 * (0 + 1)
+    a1 = math.log(2) - 0.0                   # anchor 1: sims 0, 0
+    a2 = lse - 0.5 * (1 + 0)                 # anchor 2: sims 1 (to 0), 0 (to 1)
+    got = supervised_contrastive(z, torch.tensor([0, 0, 0]), 1.0)
+    assert got.item() == pytest.approx((a0 + a1 + a2) / 3, rel=1e-6)
+    # Temperature scales the similarities.
+    got = supervised_contrastive(z, torch.tensor([0, 0, 1]), 0.5)
+    expected = (math.log(1 + math.exp(2)) + math.log(2)) / 2
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # An explicit anchor subset: only anchor 1 (anchor 2 alone has no positive -> 0).
+    got = supervised_contrastive(z, torch.tensor([0, 0, 1]), 1.0, anchors=torch.tensor([1]))
+    assert got.item() == pytest.approx(math.log(2), rel=1e-6)
+    zero = supervised_contrastive(z.requires_grad_(), torch.tensor([0, 0, 1]), 1.0,
+                                  anchors=torch.tensor([2]))
+    assert zero.item() == 0 and zero.requires_grad
+
+
+def test_supervised_contrastive_clustered_below_shuffled_and_no_positive_is_zero():
+    g = torch.Generator().manual_seed(0)
+    centers = F.normalize(torch.randn(4, 16, generator=g), dim=-1)
+    labels = torch.arange(4).repeat_interleave(8)
+    z = F.normalize(centers[labels] + 0.1 * torch.randn(32, 16, generator=g), dim=-1)
+    clustered = supervised_contrastive(z, labels, 0.1)
+    shuffled = supervised_contrastive(z, labels[torch.randperm(32, generator=g)], 0.1)
+    assert clustered < 0.5 * shuffled
+    # All labels distinct: no anchor has a positive -> exactly 0, still differentiable.
+    z = z.clone().requires_grad_()
+    none = supervised_contrastive(z, torch.arange(32), 0.1)
+    assert none.item() == 0 and none.requires_grad
+    none.backward()
+    assert torch.isfinite(z.grad).all()
+    # Gradients are finite with skipped anchors (no NaN from the masked self-similarity).
+    z.grad = None
+    mixed = torch.cat([torch.tensor([0, 0, 1]), torch.arange(2, 31)])
+    supervised_contrastive(z, mixed, 0.1).backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="temperature"):
+        supervised_contrastive(z, mixed, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# DDM terms on the model
+# --------------------------------------------------------------------------------------------
+
+def _identity_model(dims):
+    """Encoders and both heads = identity (hidden = proj_dim = D), so s^m = c^m = GELU(x^m):
+    aligned inputs give aligned DDM vectors."""
+    D = next(iter(dims.values()))
+    model = _model(dims, hidden=D, proj_dim=D).eval()
+    with torch.no_grad():
+        for m in dims:
+            for lin in (model.encoders[m][0], model.modality_heads[m], model.utterance_heads[m]):
+                lin.weight.copy_(torch.eye(D))
+                lin.bias.zero_()
+    return model
+
+
+def _latent_batch(dims, rng, mode):
+    """Two dialogues; per utterance every modality is a noisy copy of a shared latent.
+
+    ``mode``: ``aligned``; ``shuffled`` (audio/video rows rolled across utterances);
+    ``offset`` (modality m shifted by a large offset on its own coordinate); ``mixed`` (the
+    same offsets, but assigned to random vectors regardless of the modality)."""
+    D = next(iter(dims.values()))
+    convs = []
+    for i, n in enumerate((7, 5)):
+        latent = rng.normal(size=(n, D))
+        feats = {m: latent + 0.2 * rng.normal(size=(n, D)) for m in dims}
+        convs.append(Conversation(
+            id=f"d{i}", split="train", speakers=["A"] * n, utterances=[f"u{j}" for j in range(n)],
+            labels=[LABELS[0]] * n, features={m: x.astype(np.float32) for m, x in feats.items()}))
+    b = _batch(convs, tuple(dims))
+    real = b.mask.nonzero(as_tuple=True)
+    if mode == "shuffled":
+        for shift, m in enumerate(sorted(dims)[1:], start=1):
+            b.features[m][real] = b.features[m][real].roll(shift, dims=0)
+    if mode in ("offset", "mixed"):
+        n_real = len(real[0])
+        for k, m in enumerate(sorted(dims)):
+            if mode == "offset":
+                which = torch.full((n_real,), k)
+            else:
+                which = torch.as_tensor(rng.integers(len(dims), size=n_real))
+            offset = 4.0 * F.one_hot(which, D).float()
+            b.features[m][real] = b.features[m][real] + offset
+    return b
+
+
+def test_utterance_term_low_for_shared_latent_and_grows_when_shuffled():
+    dims = {m: 16 for m in DIMS}
+    model = _identity_model(dims)
+    rng = np.random.default_rng(0)
+    aligned = model.ddm_terms(_latent_batch(dims, rng, "aligned"))["utterance"]
+    rng = np.random.default_rng(0)
+    shuffled = model.ddm_terms(_latent_batch(dims, rng, "shuffled"))["utterance"]
+    assert aligned < 0.5 * shuffled
+
+
+def test_modality_term_low_for_separable_modalities_and_grows_when_mixed():
+    dims = {m: 16 for m in DIMS}
+    model = _identity_model(dims)
+    rng = np.random.default_rng(1)
+    separable = model.ddm_terms(_latent_batch(dims, rng, "offset"))["modality"]
+    rng = np.random.default_rng(1)
+    mixed = model.ddm_terms(_latent_batch(dims, rng, "mixed"))["modality"]
+    assert separable < 0.5 * mixed
+
+
+def test_ddm_ignores_padding_and_missing_features():
+    model = _model().eval()
+    batch = _pair()
+    batch.present["audio"][0, 1] = False
+    base = model.ddm_terms(batch)
+    # Garbage at padding and at the missing audio feature changes nothing.
+    for m, x in batch.features.items():
+        x[~batch.mask] = 1e3
+    batch.features["audio"][0, 1] = -1e3
+    again = model.ddm_terms(batch)
+    for k in base:
+        torch.testing.assert_close(again[k], base[k])
+    # ...whereas the same garbage at a present feature does.
+    batch.features["audio"][0, 2] = -1e3
+    assert not torch.isclose(model.ddm_terms(batch)["utterance"], base["utterance"])
+
+
+def test_max_contrast_subsamples_anchors_reproducibly():
+    model = _model(max_contrast=4)
+    batch = _pair()
+    full = _model().ddm_terms(batch)
+    torch.manual_seed(3)
+    a = model.ddm_terms(batch)
+    torch.manual_seed(3)
+    b = model.ddm_terms(batch)
+    for k in full:
+        torch.testing.assert_close(a[k], b[k])
+        assert torch.isfinite(a[k])
+    assert any(not torch.isclose(a[k], full[k]) for k in full)
+
+
+# --------------------------------------------------------------------------------------------
+# CFM
+# --------------------------------------------------------------------------------------------
+
+def test_cfm_weights_sum_to_one_over_present_modalities():
+    model = _model().eval()
+    batch = _pair()
+    batch.present["audio"][0, 2] = False
+    batch.present["video"][0, 2] = False
+    batch.present["video"][1, 0] = False
+    w = model(batch).modality_weights
+    assert set(w) == set(DIMS)
+    for m in DIMS:
+        assert w[m].shape == batch.mask.shape
+    total = sum(w.values())
+    torch.testing.assert_close(total[batch.mask], torch.ones(int(batch.mask.sum())))
+    assert (total[~batch.mask] == 0).all()
+    assert w["audio"][0, 2] == 0 and w["video"][0, 2] == 0 and w["video"][1, 0] == 0
+    assert w["text"][0, 2] == 1                     # the only present modality
+    # Learned weights are not all equal.
+    assert not torch.allclose(w["text"][0, :6], w["audio"][0, :6])
+
+
+def test_cfm_off_gives_equal_weights_and_no_present_modality_gives_zeros():
+    model = _model(use_cfm=False).eval()
+    batch = _pair()
+    batch.present["audio"][0, 3] = False
+    w = model(batch).modality_weights
+    assert w["text"][0, 0].item() == pytest.approx(1 / 3)
+    assert w["text"][0, 3].item() == pytest.approx(1 / 2) and w["audio"][0, 3] == 0
+    # An utterance with no present modality: all-zero weights, finite outputs and gradients.
+    model = _model().train()
+    for m in DIMS:
+        batch.present[m][1, 1] = False
+    out = model(batch)
+    assert all(out.modality_weights[m][1, 1] == 0 for m in DIMS)
+    loss = out.logits[batch.mask].sum() + out.aux_loss
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# --------------------------------------------------------------------------------------------
+# CRM
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gate,width", [("scalar", 1), ("vector", 16)])
+def test_gate_range_shape_and_padding(gate, width):
+    model = _model(gate=gate).eval()
+    g = torch.Generator().manual_seed(0)
+    f = 3 * torch.randn(2, 6, 16, generator=g)
+    mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    r, gate_values = model.refuse(f, mask)
+    assert r.shape == (2, 6, 16) and gate_values.shape == (2, 6, width)
+    assert (gate_values >= 0).all() and (gate_values <= 1).all()
+    assert (gate_values[1, 3:] == 0).all() and (r[1, 3:] == 0).all()
+    assert gate_values[mask].min() > 0
+    # Whatever sits at padding does not reach the real utterances.
+    f2 = f.clone()
+    f2[1, 3:] = 100.0
+    r2, g2 = model.refuse(f2, mask)
+    torch.testing.assert_close(r2, r)
+    torch.testing.assert_close(g2, gate_values)
+
+
+def test_crm_off_has_no_gate_and_bad_gate_is_rejected():
+    model = _model(use_crm=False).eval()
+    r, gate = model.refuse(torch.randn(1, 4, 16), torch.ones(1, 4, dtype=torch.bool))
+    assert gate is None and model.gate is None and r.shape == (1, 4, 16)
+    with pytest.raises(ValueError, match="gate must be one of"):
+        _model(gate="channel")
+    with pytest.raises(ValueError, match="even"):
+        _model(hidden=15)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"gate": "vector"}, {"use_crm": False},
+                                       {"use_cfm": False}])
+def test_padding_does_not_change_real_logits(overrides):
+    model = _model(**overrides).eval()
+    short = _conversation(4, 2, "short")
+    alone = model(_batch([short]))
+    padded = model(_batch([_conversation(9, 3, "long"), short]))
+    torch.testing.assert_close(padded.logits[1, :4], alone.logits[0], rtol=1e-5, atol=1e-5)
+    assert (padded.hidden[1, 4:] == 0).all()
+    assert padded.hidden.shape == (2, 9, 16)
+
+
+# --------------------------------------------------------------------------------------------
+# Training: ablations, subsets, aux_loss
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides", [{}, {"use_ddm": False}, {"use_cfm": False},
+                                       {"use_crm": False}, {"gate": "vector"}])
+@pytest.mark.parametrize("modalities", [("text",), ("text", "audio"), tuple(DIMS)])
+def test_forward_backward_ablations_and_subsets(overrides, modalities):
+    dims = {m: DIMS[m] for m in modalities}
+    model = _model(dims, **overrides).train()
+    batch = _pair(modalities)
+    out = model(batch)
+    assert out.logits.shape == (2, 6, 3) and out.hidden.shape == (2, 6, 16)
+    multi_ddm = len(modalities) > 1 and overrides.get("use_ddm", True)
+    assert (out.aux_loss is not None) == bool(multi_ddm)
+    loss = F.cross_entropy(out.logits[batch.mask], batch.labels[batch.mask])
+    if out.aux_loss is not None:
+        assert out.aux_loss.ndim == 0 and out.aux_loss > 0
+        loss = loss + out.aux_loss
+    loss.backward()
+    dead = [n for n, p in model.named_parameters()
+            if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    assert not dead, dead
+    assert model.eval()(batch).aux_loss is None
+
+
+def test_aux_loss_is_the_weighted_sum_of_the_terms():
+    model = _model(modality_weight=0.3, utterance_weight=0.7, dropout=0.0).train()
+    batch = _pair()
+    terms = model.ddm_terms(batch)
+    torch.testing.assert_close(model(batch).aux_loss,
+                               0.3 * terms["modality"] + 0.7 * terms["utterance"])
+
+
+def test_registered_and_parameter_count():
+    assert "df-erc" in list_models()
+    full = count_parameters(_model())
+    assert count_parameters(_model(use_cfm=False)) < full
+    assert count_parameters(_model(use_crm=False)) < full
+    assert count_parameters(_model(use_ddm=False)) == full
