@@ -20,8 +20,9 @@ def toy_bench(tmp_path, monkeypatch):
     data = tmp_path / "data"
     write_generic_corpus(data / "toy", n_train=10, n_valid=3, n_test=4)
     toy = BenchCorpus("jsonl", "toy", modalities=("text", "audio"),
-                      modality_sets=(("text",),), ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba",
-                                 "w/o MEC"),
+                      modality_sets=(("text",),),
+                      ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba", "w/o MEC", "w/o DDM",
+                                 "w/o CFM", "w/o CRM"),
                       fusion=True, lnorm=True,
                       overrides=("data.text=external", "train.max_epochs=2", "train.patience=1"))
     monkeypatch.setattr(accuracy, "BENCH_CORPORA", {"toy": toy})
@@ -140,3 +141,15 @@ def test_bad_arguments_are_clear(toy_bench, tmp_path):
         run_accuracy_bench("quick", data_dir=toy_bench, corpora=["imdb"], echo=_quiet)
     with pytest.raises(FileNotFoundError, match="none of"):
         run_accuracy_bench("quick", data_dir=tmp_path / "empty", echo=_quiet)
+    with pytest.raises(ValueError, match="unknown table"):
+        run_accuracy_bench("quick", data_dir=toy_bench, tables=["table9"], echo=_quiet)
+
+
+def test_tables_filter_plans_only_their_runs(toy_bench):
+    plan = run_accuracy_bench("paper", data_dir=toy_bench, models=["broad-mamba", "df-erc"],
+                              tables=["main", "ablation"], dry_run=True, echo=_quiet)["runs"]
+    assert all(r.tables <= {"main", "ablation"} and r.tables for r in plan)
+    variants = {(r.model, r.variant) for r in plan}
+    assert ("broad-mamba", "fusion=concat") not in variants
+    assert {("df-erc", v) for v in ("full", "w/o DDM", "w/o CFM", "w/o CRM")} <= variants
+    assert all(r.modalities == ("text", "audio") for r in plan)

@@ -141,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     ba.add_argument("--jobs", type=int, default=1,
                     help="runs in parallel (processes, one thread each; default 1)")
     ba.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR)")
+    ba.add_argument("--tables", help="comma-separated subset of main,ablation,modalities,fusion,"
+                    "lnorm: plan only their runs (default all)")
     ba.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     ba.add_argument("overrides", nargs="*", metavar="section.key=value",
                     help="config overrides for every run, recorded in its config (e.g. "
@@ -388,7 +390,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_accuracy_bench(args.suite, data_dir=args.data_dir, out_dir=args.out,
                                     seeds=args.seeds, corpora=split(args.corpora),
                                     models=split(args.models), jobs=args.jobs,
-                                    cache_dir=args.cache_dir, overrides=args.overrides,
+                                    cache_dir=args.cache_dir, tables=split(args.tables),
+                                    overrides=args.overrides,
                                     dry_run=args.dry_run)
         if result["failures"]:
             return 1  # the tables are written; failures.md says which runs failed and why

@@ -121,6 +121,8 @@ MODEL_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 """Per model: variant name -> model options. Ablations are looked up here by name."""
 
 FUSION_VARIANTS = ("fusion=add", "fusion=concat", "fusion=lmf")
+TABLES = ("main", "ablation", "modalities", "fusion", "lnorm")
+"""What a run can be planned for: Table 1, Table 3, Table 4, Fig. 5 and the Fig. 6 L_norm curves."""
 
 
 @dataclass
@@ -228,6 +230,7 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
                        out_dir: str | Path | None = None, seeds: int | None = None,
                        corpora: Sequence[str] | None = None, models: Sequence[str] | None = None,
                        jobs: int = 1, cache_dir: str | None = None,
+                       tables: Sequence[str] | None = None,
                        overrides: Sequence[str] = (), dry_run: bool = False,
                        echo: Callable[[str], None] = print) -> dict:
     """Plan, run (or resume) and tabulate a suite. Returns ``{"runs", "failures", "out_dir"}``.
@@ -240,6 +243,7 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
         corpora, models: Subsets (default: every corpus of :data:`BENCH_CORPORA` whose folder
             exists, and every registered model).
         jobs: Runs trained in parallel processes (each single-threaded).
+        tables: Keep only the runs of these tables (of :data:`TABLES`; default all).
         overrides: Dotted config overrides applied to every run (recorded in its config).
         dry_run: Only print the plan.
     """
@@ -271,6 +275,13 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
         if missing:
             echo(f"not found under {data_dir}, skipped: {', '.join(missing)}")
     runs = plan_runs(corpora, models, all_ablations=suite != "quick")
+    if tables:
+        bad = sorted(set(tables) - set(TABLES))
+        if bad:
+            raise ValueError(f"unknown table(s) {bad}; choose from {list(TABLES)}")
+        for run in runs:
+            run.tables &= set(tables)
+        runs = [run for run in runs if run.tables]
     echo(f"suite {suite}: {len(runs)} runs x {n_seeds} seed(s) on {', '.join(corpora)} "
          f"-> {out}")
     if dry_run:
