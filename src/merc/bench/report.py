@@ -92,6 +92,7 @@ def write_accuracy_report(out: Path, runs, summaries: dict, failures: dict, n_se
                           echo: Callable[[str], None] = print) -> list[Path]:
     """Write every table and figure of the suite into ``out``; returns the paths written."""
     res = _Results(Path(out), runs, summaries, failures, n_seeds)
+    res.out.mkdir(parents=True, exist_ok=True)  # every run may have failed before writing one
     written = [_accuracy_csv(res)]
     for writer in (_table_main, _table_ablation, _table_modalities, _fig_fusion,
                    _significance):
