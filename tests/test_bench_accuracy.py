@@ -145,6 +145,15 @@ def test_bad_arguments_are_clear(toy_bench, tmp_path):
         run_accuracy_bench("quick", data_dir=toy_bench, tables=["table9"], echo=_quiet)
 
 
+def test_quick_suite_skips_heavy_models_unless_named(toy_bench):
+    quick = run_accuracy_bench("quick", data_dir=toy_bench, dry_run=True, echo=_quiet)["runs"]
+    paper = run_accuracy_bench("paper", data_dir=toy_bench, dry_run=True, echo=_quiet)["runs"]
+    named = run_accuracy_bench("quick", data_dir=toy_bench, models=["matav"], dry_run=True,
+                               echo=_quiet)["runs"]
+    assert "matav" not in {r.model for r in quick} and "df-erc" in {r.model for r in quick}
+    assert "matav" in {r.model for r in paper} and {r.model for r in named} == {"matav"}
+
+
 def test_tables_filter_plans_only_their_runs(toy_bench):
     plan = run_accuracy_bench("paper", data_dir=toy_bench, models=["broad-mamba", "df-erc"],
                               tables=["main", "ablation"], dry_run=True, echo=_quiet)["runs"]

@@ -44,21 +44,20 @@ their number and ``P = proj_dim``.
      uses the other utterances of the current batch as negatives (ALBEF's variant).
    * ``aux_loss = mec_weight * L_MEC`` with ``mec_weight = 0.3`` (§III-B), in training mode
      only; in eval mode nothing is updated and ``aux_loss`` is ``None``.
-3. **Fusion, §II-D, Eq. 6-7.** "[t||a||v]" is read as the *sequence* of the ``M`` aligned
-   modality vectors of one utterance, ``(B*L, M, P)``: each attention layer computes
-   ``Q, K, V = W_{Q,K,V}[t||a||v]`` (Eq. 6) and ``Softmax(Q K^T / sqrt(d_k)) V`` (Eq. 7, multi-
-   head), so every modality token attends to the others ("cross" attention among modalities;
-   concatenating along the feature axis instead would leave a one-element sequence on which
-   attention is a no-op). Reading the dialogue axis as the sequence is ruled out too: that is
-   the Mamba's job. The aligned vectors are the head outputs ``g_m(x^m)`` -- the only trainable
-   per-modality map, and the space in which MEC aligns -- times ``sqrt(P)`` (a fixed rescale to
-   unit-RMS entries, direction unchanged). ``attn_layers = 6`` layers (§III-B), each a
-   post-norm Transformer layer: attention + residual + LayerNorm, then a GELU feed-forward of
-   width ``attn_ffn`` + residual + LayerNorm (``attn_ffn=0``: attention-only layers, the
-   literal Eq. 6-7). Then ``f = W_F[t||a||v]`` concatenates the ``M`` attended tokens along the
-   feature axis (``M*P``) into ``fused_dim``, and ``z_i = FC(f_i)`` maps to the Mamba width
-   ``d_model`` (Linear + GELU: without the nonlinearity ``W_F`` and ``FC`` would collapse into
-   one matrix).
+3. **Fusion, §II-D, Eq. 6-7.** "[t||a||v]" is read as the *sequence* of the ``M`` aligned modality
+   vectors of one utterance, ``(N, M, P)`` over the ``N`` real utterances of the batch: each
+   attention layer computes ``Q, K, V = W_{Q,K,V}[t||a||v]`` (Eq. 6) and ``Softmax(Q K^T /
+   sqrt(d_k)) V`` (Eq. 7, multi-head), so every modality token attends to the others ("cross"
+   attention among modalities; concatenating along the feature axis instead would leave a
+   one-element sequence on which attention is a no-op). Reading the dialogue axis as the sequence
+   is ruled out too: that is the Mamba's job. The aligned vectors are the head outputs ``g_m(x^m)``
+   -- the only trainable per-modality map, and the space in which MEC aligns -- times ``sqrt(P)``
+   (a fixed rescale to unit-RMS entries, direction unchanged). ``attn_layers = 6`` layers (§III-B),
+   each a post-norm Transformer layer: attention + residual + LayerNorm, then a GELU feed-forward
+   of width ``attn_ffn`` + residual + LayerNorm (``attn_ffn=0``: attention-only layers, the literal
+   Eq. 6-7). Then ``f = W_F[t||a||v]`` concatenates the ``M`` attended tokens along the feature
+   axis (``M*P``) into ``fused_dim``, and ``z_i = FC(f_i)`` maps to the Mamba width ``d_model``
+   (Linear + GELU: without the nonlinearity ``W_F`` and ``FC`` would collapse into one matrix).
 4. **Context, §II-D/E** (``use_mamba``). ``x = [z_1..z_n]`` runs through ``mamba_layers``
    pre-norm residual Mamba blocks (:class:`MambaBlock`: in-projection to ``expand * d_model``,
    causal depthwise conv of width ``conv_kernel``, SiLU, selective scan, SiLU gate,
@@ -417,13 +416,17 @@ class MaTAV(nn.Module):
             self.enqueue(batch, keys)                                        # after the loss
             aux = c.mec_weight * torch.stack(list(terms.values())).sum()
 
-        tokens = torch.stack([q[m] for m in self.modalities], dim=2)         # (B, L, M, P)
-        B, L, M, P = tokens.shape
-        h = self.token_dropout(tokens * math.sqrt(P)).reshape(B * L, M, P)
+        # Fusion is per utterance, so it runs on the N real utterances only, (N, M, P): padding
+        # (about half of a batch of 64 IEMOCAP dialogues) costs no attention or FC compute.
+        tokens = torch.stack([q[m][mask] for m in self.modalities], dim=1)   # (N, M, P)
+        N, M, P = tokens.shape
+        h = self.token_dropout(tokens * math.sqrt(P))
         for layer in self.attention:                                         # Eq. 6-7
             h = layer(h)
-        f = self.w_f(h.reshape(B, L, M * P))                                 # f = W_F[t||a||v]
-        z = self.fc(f) * keep                                                # z_i = FC(f_i)
+        f = self.w_f(h.reshape(N, M * P))                                    # f = W_F[t||a||v]
+        fused = self.fc(f)                                                   # z_i = FC(f_i)
+        z = fused.new_zeros(*mask.shape, fused.shape[-1])
+        z[mask] = fused                                                      # (B, L, d_model)
         if self.mamba is not None:
             for block in self.mamba:
                 z = block(z, mask)
