@@ -98,3 +98,40 @@ def write_generic_corpus(root: Path, *, n_train: int = 24, n_valid: int = 0, n_t
 @pytest.fixture
 def generic_corpus(tmp_path) -> Path:
     return write_generic_corpus(tmp_path / "corpus")
+
+
+# Tiny random dialogues for model unit tests (test_broad_mamba, test_matav, test_df_erc).
+TOY_DIMS = {"text": 12, "audio": 5, "video": 7}
+TOY_LABELS = ["a", "b", "c"]
+
+
+def toy_conversation(n: int, seed: int, cid: str, dims=TOY_DIMS,
+                     latent: np.ndarray | None = None, noise: float = 1.0):
+    """``n`` utterances of two alternating speakers with random features per modality in
+    ``dims`` (or, given ``latent (n, d)``, every modality a noisy copy of that shared latent)."""
+    from merc.data.conversation import Conversation
+
+    rng = np.random.default_rng(seed)
+    if latent is None:
+        feats = {m: rng.normal(size=(n, d)) for m, d in dims.items()}
+    else:
+        feats = {m: latent + noise * rng.normal(size=latent.shape) for m in dims}
+    return Conversation(
+        id=cid, split="train", speakers=[["A", "B"][i % 2] for i in range(n)],
+        utterances=[f"u{i}" for i in range(n)],
+        labels=[TOY_LABELS[i % len(TOY_LABELS)] for i in range(n)],
+        features={m: x.astype(np.float32) for m, x in feats.items()})
+
+
+def toy_batch(convs, modalities=tuple(TOY_DIMS)):
+    from merc.data.collate import DialogueDataset, collate_dialogues
+
+    return collate_dialogues(DialogueDataset(convs, TOY_LABELS, sorted(modalities)).items)
+
+
+def toy_pair(modalities=tuple(TOY_DIMS), seed: int = 0):
+    """A padded batch of two dialogues (6 and 3 utterances) over ``modalities``."""
+    dims = {m: TOY_DIMS[m] for m in modalities}
+    return toy_batch([toy_conversation(6, seed, f"x{seed}", dims),
+                      toy_conversation(3, seed + 1, f"y{seed}", dims)], modalities)
+

@@ -9,33 +9,18 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from merc.data.collate import DialogueDataset, collate_dialogues
 from merc.data.conversation import Conversation
 from merc.models import count_parameters, create_model, list_models
 from merc.modules.contrastive import supervised_contrastive
 
-DIMS = {"text": 12, "audio": 5, "video": 7}
-LABELS = ["a", "b", "c"]
+from conftest import TOY_DIMS as DIMS
+from conftest import TOY_LABELS as LABELS
+from conftest import toy_batch as _batch
+from conftest import toy_conversation as _conversation
+from conftest import toy_pair as _pair
+
 # Tiny widths keep every case fast on a busy CPU.
 SMALL = {"hidden": 16, "proj_dim": 8}
-
-
-def _conversation(n: int, seed: int, cid: str, dims=DIMS) -> Conversation:
-    rng = np.random.default_rng(seed)
-    return Conversation(
-        id=cid, split="train", speakers=[["A", "B"][i % 2] for i in range(n)],
-        utterances=[f"u{i}" for i in range(n)], labels=[LABELS[i % 3] for i in range(n)],
-        features={m: rng.normal(size=(n, d)).astype(np.float32) for m, d in dims.items()})
-
-
-def _batch(convs, modalities=tuple(DIMS)):
-    return collate_dialogues(DialogueDataset(convs, LABELS, sorted(modalities)).items)
-
-
-def _pair(modalities=tuple(DIMS), seed=0):
-    dims = {m: DIMS[m] for m in modalities}
-    return _batch([_conversation(6, seed, f"x{seed}", dims),
-                   _conversation(3, seed + 1, f"y{seed}", dims)], modalities)
 
 
 def _model(dims=DIMS, **overrides):

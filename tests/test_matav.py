@@ -9,40 +9,19 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from merc.data.collate import DialogueDataset, collate_dialogues
-from merc.data.conversation import Conversation
 from merc.models import count_parameters, create_model
 from merc.modules.contrastive import (EMPTY_ID, UNKNOWN_ID, KeyQueue, info_nce, momentum_update,
                                       utterance_ids)
 
-DIMS = {"text": 12, "audio": 5, "video": 7}
-LABELS = ["a", "b", "c"]
+from conftest import TOY_DIMS as DIMS
+from conftest import TOY_LABELS as LABELS
+from conftest import toy_batch as _batch
+from conftest import toy_conversation as _conversation
+from conftest import toy_pair as _pair
+
 # Tiny widths keep every case fast on a busy CPU.
 SMALL = {"proj_dim": 16, "attn_layers": 2, "attn_heads": 2, "attn_ffn": 16, "fused_dim": 16,
          "d_model": 16, "state_size": 4, "queue_size": 64}
-
-
-def _conversation(n: int, seed: int, cid: str, dims=DIMS, latent: np.ndarray | None = None,
-                  noise: float = 1.0) -> Conversation:
-    rng = np.random.default_rng(seed)
-    if latent is None:
-        feats = {m: rng.normal(size=(n, d)) for m, d in dims.items()}
-    else:          # every modality a noisy copy of a shared per-utterance latent
-        feats = {m: latent + noise * rng.normal(size=latent.shape) for m in dims}
-    return Conversation(
-        id=cid, split="train", speakers=[["A", "B"][i % 2] for i in range(n)],
-        utterances=[f"u{i}" for i in range(n)], labels=[LABELS[i % 3] for i in range(n)],
-        features={m: x.astype(np.float32) for m, x in feats.items()})
-
-
-def _batch(convs, modalities=tuple(DIMS)):
-    return collate_dialogues(DialogueDataset(convs, LABELS, sorted(modalities)).items)
-
-
-def _pair(modalities=tuple(DIMS), seed=0):
-    dims = {m: DIMS[m] for m in modalities}
-    return _batch([_conversation(6, seed, f"x{seed}", dims),
-                   _conversation(3, seed + 1, f"y{seed}", dims)], modalities)
 
 
 def _model(dims=DIMS, **overrides):
