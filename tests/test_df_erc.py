@@ -129,24 +129,18 @@ def _latent_batch(dims, rng, mode):
     return b
 
 
-def test_utterance_term_low_for_shared_latent_and_grows_when_shuffled():
+@pytest.mark.parametrize("term,structured,destroyed,seed", [
+    # utterance level: modalities of an utterance share a latent vs. shuffled across utterances
+    ("utterance", "aligned", "shuffled", 0),
+    # modality level: each modality offset into its own cluster vs. offsets mixed at random
+    ("modality", "offset", "mixed", 1),
+])
+def test_ddm_term_low_for_its_structure_and_grows_without_it(term, structured, destroyed, seed):
     dims = {m: 16 for m in DIMS}
     model = _identity_model(dims)
-    rng = np.random.default_rng(0)
-    aligned = model.ddm_terms(_latent_batch(dims, rng, "aligned"))["utterance"]
-    rng = np.random.default_rng(0)
-    shuffled = model.ddm_terms(_latent_batch(dims, rng, "shuffled"))["utterance"]
-    assert aligned < 0.5 * shuffled
-
-
-def test_modality_term_low_for_separable_modalities_and_grows_when_mixed():
-    dims = {m: 16 for m in DIMS}
-    model = _identity_model(dims)
-    rng = np.random.default_rng(1)
-    separable = model.ddm_terms(_latent_batch(dims, rng, "offset"))["modality"]
-    rng = np.random.default_rng(1)
-    mixed = model.ddm_terms(_latent_batch(dims, rng, "mixed"))["modality"]
-    assert separable < 0.5 * mixed
+    low = model.ddm_terms(_latent_batch(dims, np.random.default_rng(seed), structured))[term]
+    high = model.ddm_terms(_latent_batch(dims, np.random.default_rng(seed), destroyed))[term]
+    assert low < 0.5 * high
 
 
 def test_ddm_ignores_padding_and_missing_features():
