@@ -417,7 +417,7 @@ class MaTAV(nn.Module):
             aux = c.mec_weight * torch.stack(list(terms.values())).sum()
 
         # Fusion is per utterance, so it runs on the N real utterances only, (N, M, P): padding
-        # (about half of a batch of 64 IEMOCAP dialogues) costs no attention or FC compute.
+        # (large in a batch of 64 dialogues of mixed lengths) costs no attention or FC compute.
         tokens = torch.stack([q[m][mask] for m in self.modalities], dim=1)   # (N, M, P)
         N, M, P = tokens.shape
         h = self.token_dropout(tokens * math.sqrt(P))

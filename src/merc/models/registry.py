@@ -42,7 +42,8 @@ class ModelEntry:
     description: str = ""
     train_defaults: dict[str, Any] = field(default_factory=dict)
     """Training settings (``TrainConfig`` fields) the model's paper prescribes; they replace the
-    generic defaults unless the user sets them (see :func:`merc.config.apply_train_defaults`)."""
+    generic defaults unless the user sets them
+    (:meth:`merc.config.ExperimentConfig.apply_model_train_defaults`)."""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
