@@ -88,7 +88,7 @@ def test_mec_loss_low_for_aligned_pairs_and_grows_for_shuffled():
 
     model.train()
     for s in range(3):                        # fill the queues with keys of other utterances
-        model.enqueue(batch(10 * s + 100), model.momentum_keys(model._features(batch(0))))
+        model.enqueue(batch(10 * s + 100), model.momentum_keys(batch(0).select(model.modalities)))
     assert len(model.queues["audio"]) == 36 and "text" not in model.queues
     aligned = model.mec_terms(batch(1))
     shuffled = model.mec_terms(batch(1, shuffle=True))
@@ -130,7 +130,7 @@ def test_padded_and_absent_utterances_never_enter_the_queue():
     model = _model().train()
     batch = _pair()                                       # lengths 6 and 3 -> 3 padded slots
     batch.present["video"][0, 2] = False                 # one missing video feature
-    keys = model.momentum_keys(model._features(batch))
+    keys = model.momentum_keys(batch.select(model.modalities))
     model(batch)
     ids = utterance_ids(batch.dialogue_ids, *batch.mask.shape)
     for m, n_expected in (("audio", 9), ("video", 8)):

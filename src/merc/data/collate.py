@@ -47,6 +47,22 @@ class Batch:
         """``(B,)`` number of real utterances per dialogue."""
         return self.mask.sum(dim=1)
 
+    def select(self, modalities: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``modality -> (B, L, D_m)`` for ``modalities``; ``KeyError`` naming the ones this
+        batch lacks (a model built for more modalities than the data has)."""
+        missing = [m for m in modalities if m not in self.features]
+        if missing:
+            raise KeyError(f"batch lacks modalities {missing} the model was built for "
+                           f"({list(modalities)})")
+        return {m: self.features[m] for m in modalities}
+
+    def valid(self, modality: str) -> torch.Tensor:
+        """``(B, L)`` bool: real utterances whose ``modality`` feature is present (a modality
+        without a ``present`` entry counts as present at every real utterance)."""
+        if modality not in self.present:
+            return self.mask
+        return self.mask & self.present[modality].to(self.mask.device)
+
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(
             features={m: x.to(device) for m, x in self.features.items()},

@@ -176,14 +176,12 @@ class BroadMamba(nn.Module):
 
     def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-modality representations ``Y^m``: modality -> ``(B, L, k)``, zero at padding."""
-        missing = [m for m in self.modalities if m not in batch.features]
-        if missing:
-            raise KeyError(f"batch lacks modalities {missing} the model was built for")
+        features = batch.select(self.modalities)
         mask = batch.mask
         keep = mask.unsqueeze(-1)
         reps = {}
         for m in self.modalities:
-            x = self.dropout(batch.features[m] * keep)                  # zero padding first
+            x = self.dropout(features[m] * keep)                        # zero padding first
             x = self.conv[m](x.transpose(1, 2)).transpose(1, 2)          # Eq. 9  (B, L, d)
             if self.config.use_pe:                                       # Eq. 10
                 x = x + self.config.pe_scale * sinusoidal_positions(x.shape[1], x.shape[2],

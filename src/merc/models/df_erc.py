@@ -194,17 +194,9 @@ class DFERC(nn.Module):
 
     # ---------------------------------------------------------------------------- inputs
 
-    def _features(self, batch: Batch) -> dict[str, torch.Tensor]:
-        missing = [m for m in self.modalities if m not in batch.features]
-        if missing:
-            raise KeyError(f"batch lacks modalities {missing} the DF-ERC model was built for "
-                           f"({self.modalities})")
-        return {m: batch.features[m] for m in self.modalities}
-
     def valid_masks(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Modality -> ``(B, L)`` bool: real utterances whose feature is present."""
-        return {m: batch.mask & batch.present[m].to(batch.mask.device)
-                if m in batch.present else batch.mask for m in self.modalities}
+        return {m: batch.valid(m) for m in self.modalities}
 
     # ---------------------------------------------------------------------------- DDM
 
@@ -212,7 +204,7 @@ class DFERC(nn.Module):
                                                  dict[str, torch.Tensor]]:
         """``(s, c)``: modality -> ``(B, L, P)`` modality-space and utterance-space vectors
         (raw head outputs; not masked -- use :meth:`valid_masks`)."""
-        feats = self._features(batch)
+        feats = batch.select(self.modalities)
         s, c = {}, {}
         for m in self.modalities:
             h = self.encoders[m](feats[m])

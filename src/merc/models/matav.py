@@ -338,17 +338,9 @@ class MaTAV(nn.Module):
 
     # ---------------------------------------------------------------------------- alignment
 
-    def _features(self, batch: Batch) -> dict[str, torch.Tensor]:
-        missing = [m for m in self.modalities if m not in batch.features]
-        if missing:
-            raise KeyError(f"batch lacks modalities {missing} the MaTAV model was built for "
-                           f"({self.modalities})")
-        return {m: batch.features[m] for m in self.modalities}
-
     def _valid(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Modality -> ``(B, L)``: real utterances whose feature is present."""
-        return {m: batch.mask & batch.present[m].to(batch.mask.device)
-                if m in batch.present else batch.mask for m in self.modalities}
+        return {m: batch.valid(m) for m in self.modalities}
 
     def project(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Online ``g_m(x^m)``: modality -> ``(B, L, P)``, unit L2 norm (Eq. 1)."""
@@ -375,7 +367,7 @@ class MaTAV(nn.Module):
         """
         c = self.config
         if queries is None or keys is None:
-            feats = self._features(batch)
+            feats = batch.select(self.modalities)
             queries = self.project(feats) if queries is None else queries
             keys = self.momentum_keys(feats) if keys is None else keys
         valid = self._valid(batch)
@@ -403,7 +395,7 @@ class MaTAV(nn.Module):
 
     def forward(self, batch: Batch) -> ModelOutput:
         c = self.config
-        feats = self._features(batch)
+        feats = batch.select(self.modalities)
         mask = batch.mask
         keep = mask.unsqueeze(-1)
         q = self.project(feats)                                              # Eq. 1 (B, L, P)
