@@ -1,24 +1,13 @@
-"""Shared fixtures: tiny synthetic corpora with the exact structure of the real formats."""
+"""Shared fixtures; the helpers they use live in ``helpers.py``."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-LABELS = ["ang", "hap", "neu"]
-
-
-def shared_data_dir() -> Path:
-    """``$MERC_DATA_DIR`` or ``../shared/data`` beside the repository."""
-    return Path(os.environ.get("MERC_DATA_DIR",
-                               Path(__file__).resolve().parents[2] / "shared" / "data"))
+from helpers import shared_data_dir, write_generic_corpus
 
 
 @pytest.fixture
@@ -44,94 +33,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MERC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
-def write_wav(path: Path, freq: float = 220.0, *, seconds: float = 1.0, rate: int = 16000,
-              loud: float = 0.3, vibrato_hz: float = 3.0, seed: int = 0) -> Path:
-    """A mono 16-bit wav: a sine with a little vibrato and noise, so that openSMILE's pitch and
-    jitter functionals are well defined."""
-    n = int(seconds * rate)
-    t = np.arange(n) / rate
-    sig = loud * np.sin(2 * math.pi * freq * t + 2 * np.sin(2 * math.pi * vibrato_hz * t))
-    sig += 0.01 * np.random.default_rng(seed).normal(size=n)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(sig, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
-
-
-def write_generic_corpus(root: Path, *, n_train: int = 24, n_valid: int = 0, n_test: int = 8,
-                         seed: int = 0, signal: float = 2.0) -> Path:
-    """A generic-format corpus folder: ``conversations.jsonl`` + ``text.npz`` + ``audio.csv``.
-
-    Features carry the label (class mean shifted by ``signal``) plus noise, and the label of an
-    utterance depends on its predecessor, so both context-free and contextual models can learn.
-    """
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    text, audio_rows, lines = {}, [], []
-    centers_t = rng.normal(size=(len(LABELS), 6))
-    centers_a = rng.normal(size=(len(LABELS), 3))
-    splits = ["train"] * n_train + ["valid"] * n_valid + ["test"] * n_test
-    for d, split in enumerate(splits):
-        n = int(rng.integers(3, 9))
-        lab = int(rng.integers(len(LABELS)))
-        utts = []
-        for i in range(n):
-            if rng.random() < 0.3:
-                lab = int(rng.integers(len(LABELS)))
-            uid = f"d{d}_u{i}"
-            text[uid] = signal * centers_t[lab] + rng.normal(size=6)
-            audio_rows.append([uid, *(signal * centers_a[lab] + rng.normal(size=3))])
-            utts.append({"utterance_id": uid, "speaker": "AB"[i % 2], "text": f"utt {d} {i}",
-                         "label": LABELS[lab]})
-        lines.append(json.dumps({"dialogue_id": f"d{d}", "split": split, "utterances": utts}))
-    (root / "conversations.jsonl").write_text("\n".join(lines) + "\n")
-    np.savez(root / "text.npz", **text)
-    with open(root / "audio.csv", "w") as f:
-        f.write("utterance_id,a1,a2,a3\n")
-        for row in audio_rows:
-            f.write(",".join(str(v) for v in row) + "\n")
-    return root
-
-
 @pytest.fixture
 def generic_corpus(tmp_path) -> Path:
     return write_generic_corpus(tmp_path / "corpus")
-
-
-# Tiny random dialogues for model unit tests (test_broad_mamba, test_matav, test_df_erc).
-TOY_DIMS = {"text": 12, "audio": 5, "video": 7}
-TOY_LABELS = ["a", "b", "c"]
-
-
-def toy_conversation(n: int, seed: int, cid: str, dims=TOY_DIMS,
-                     latent: np.ndarray | None = None, noise: float = 1.0):
-    """``n`` utterances of two alternating speakers with random features per modality in
-    ``dims`` (or, given ``latent (n, d)``, every modality a noisy copy of that shared latent)."""
-    from merc.data.conversation import Conversation
-
-    rng = np.random.default_rng(seed)
-    if latent is None:
-        feats = {m: rng.normal(size=(n, d)) for m, d in dims.items()}
-    else:
-        feats = {m: latent + noise * rng.normal(size=latent.shape) for m in dims}
-    return Conversation(
-        id=cid, split="train", speakers=[["A", "B"][i % 2] for i in range(n)],
-        utterances=[f"u{i}" for i in range(n)],
-        labels=[TOY_LABELS[i % len(TOY_LABELS)] for i in range(n)],
-        features={m: x.astype(np.float32) for m, x in feats.items()})
-
-
-def toy_batch(convs, modalities=tuple(TOY_DIMS)):
-    from merc.data.collate import DialogueDataset, collate_dialogues
-
-    return collate_dialogues(DialogueDataset(convs, TOY_LABELS, sorted(modalities)).items)
-
-
-def toy_pair(modalities=tuple(TOY_DIMS), seed: int = 0):
-    """A padded batch of two dialogues (6 and 3 utterances) over ``modalities``."""
-    dims = {m: TOY_DIMS[m] for m in modalities}
-    return toy_batch([toy_conversation(6, seed, f"x{seed}", dims),
-                      toy_conversation(3, seed + 1, f"y{seed}", dims)], modalities)
-

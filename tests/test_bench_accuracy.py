@@ -7,15 +7,16 @@ import json
 
 import pytest
 
-from merc.bench import accuracy
-from merc.bench.accuracy import BenchCorpus, plan_runs, run_accuracy_bench
+from merc.bench import suite
+from merc.bench.accuracy import plan_runs, run_accuracy_bench
+from merc.bench.suite import BenchCorpus
 from merc.bench.report import ACCURACY_COLUMNS
 
 
 @pytest.fixture
 def toy_bench(tmp_path, monkeypatch):
     """A data folder with one generic corpus registered as bench corpus ``toy``."""
-    from conftest import write_generic_corpus
+    from helpers import write_generic_corpus
 
     data = tmp_path / "data"
     write_generic_corpus(data / "toy", n_train=10, n_valid=3, n_test=4)
@@ -25,7 +26,7 @@ def toy_bench(tmp_path, monkeypatch):
                                  "w/o CFM", "w/o CRM"),
                       fusion=True, lnorm=True,
                       overrides=("data.text=external", "train.max_epochs=2", "train.patience=1"))
-    monkeypatch.setattr(accuracy, "BENCH_CORPORA", {"toy": toy})
+    monkeypatch.setattr(suite, "BENCH_CORPORA", {"toy": toy})
     return data
 
 

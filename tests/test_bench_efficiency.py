@@ -7,14 +7,14 @@ import math
 
 import pytest
 import torch
-from conftest import write_generic_corpus
+from helpers import write_generic_corpus
 
 from merc.bench import efficiency
 from merc.bench.efficiency import (COLUMNS, bench_prepared, count_flops, run_efficiency_bench,
                                    write_outputs)
 from merc.config import ExperimentConfig
 from merc.data.collate import collate_dialogues
-from merc.engine import experiment
+from merc.data import prepare
 from merc.models import count_parameters, create_model, list_models
 
 
@@ -30,7 +30,7 @@ def _data_config(corpus_dir):
 @pytest.fixture
 def prepared(tmp_path):
     corpus = write_generic_corpus(tmp_path / "corpus", n_train=6, n_test=3)
-    return experiment.prepare_data(_data_config(corpus), progress=False)
+    return prepare.prepare_data(_data_config(corpus), progress=False)
 
 
 def test_bench_prepared_rows_and_files(prepared, tmp_path):
@@ -110,13 +110,13 @@ def test_recurrence_and_attention_are_counted():
 
 def test_run_efficiency_bench_writes_outputs(tmp_path, monkeypatch):
     corpus = write_generic_corpus(tmp_path / "corpus", n_train=4, n_test=2)
-    real_prepare = experiment.prepare_data
+    real_prepare = prepare.prepare_data
 
     def prepare_external_text(data, **kw):  # skip the sentence encoder: external text vectors
         data.modalities, data.text = ["text", "audio"], "external"
         return real_prepare(data, **kw)
 
-    monkeypatch.setattr(experiment, "prepare_data", prepare_external_text)
+    monkeypatch.setattr(prepare, "prepare_data", prepare_external_text)
     lines = []
     rows = run_efficiency_bench(data_dir=corpus, out_dir=tmp_path / "out", corpora=["jsonl"],
                                 models=["mlp", "broad-mamba"], repeats=1, threads=1,

@@ -1,4 +1,5 @@
-"""Broad Mamba: every ablation/fusion switch trains, modality subsets, PFM weights, L_norm."""
+"""Broad Mamba: modality subsets, PFM weights, L_norm. (Every registered variant's forward/backward
+and padding invariance: the registry test, test_models.py.)"""
 
 from __future__ import annotations
 
@@ -9,60 +10,14 @@ from torch.nn import functional as F
 from merc.models import count_parameters, create_model
 from merc.modules.bls import BroadLearningSystem, ridge_norm_loss, ridge_solution
 
-from conftest import TOY_DIMS as DIMS
-from conftest import TOY_LABELS as LABELS
-from conftest import toy_batch as _batch
-from conftest import toy_conversation as _conversation
-from conftest import toy_pair as _pair
+from helpers import TOY_DIMS as DIMS
+from helpers import TOY_LABELS as LABELS
+from helpers import toy_pair as _pair
 
 
 # Tiny widths keep every case well under a second.
 SMALL = {"d_model": 16, "state_size": 4, "n_feature": 3, "feature_dim": 4, "m_enhance": 3,
          "enhance_dim": 2, "pfm_hidden": 8}
-
-
-VARIANTS = {
-    "default": {},
-    "w/o PE": {"use_pe": False},
-    "w/o BLS": {"use_bls": False},
-    "conv kernel 3": {"conv_kernel": 3},
-    "selective": {"context": "selective"},
-    "add": {"fusion": "add"},
-    "concat": {"fusion": "concat"},
-    "lmf": {"fusion": "lmf", "lmf_rank": 2, "lmf_dim": 6},
-    "pfm gate": {"pfm_mode": "gate"},
-    "pfm normalised": {"pfm_normalize": True},
-    "pfm w/o label loss": {"pfm_aux_weight": 0.0},
-    "L_norm literal target": {"norm_target": "self"},
-}
-
-
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_variant_forward_backward_all_params_get_grads(variant):
-    torch.manual_seed(0)
-    model = create_model("broad-mamba", DIMS, len(LABELS), **SMALL, **VARIANTS[variant])
-    batch = _pair()
-    out = model(batch)
-    assert out.logits.shape == (2, 6, 3)
-    assert out.hidden.shape[:2] == (2, 6)
-    loss = F.cross_entropy(out.logits[batch.mask], batch.labels[batch.mask])
-    if out.aux_loss is not None:
-        assert out.aux_loss.dim() == 0 and torch.isfinite(out.aux_loss)
-        loss = loss + out.aux_loss
-    loss.backward()
-    missing = [n for n, p in model.named_parameters()
-               if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
-    assert not missing, f"{variant}: parameters without gradient: {missing}"
-
-
-@pytest.mark.parametrize("variant", ["conv kernel 3", "selective", "lmf", "pfm normalised"])
-def test_variant_padding_invariance(variant):
-    torch.manual_seed(0)
-    model = create_model("broad-mamba", DIMS, len(LABELS), **SMALL, **VARIANTS[variant]).eval()
-    short = _conversation(4, 2, "short")
-    alone = model(_batch([short]))
-    padded = model(_batch([_conversation(9, 3, "long"), short]))
-    torch.testing.assert_close(padded.logits[1, :4], alone.logits[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("modalities", [("text",), ("audio",), ("video",), ("audio", "text"),

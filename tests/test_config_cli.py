@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from merc.cli import main
-from merc.config import ExperimentConfig
+from merc.config import GENERIC_TRAIN, ExperimentConfig, TrainConfig
 
 
 def test_config_roundtrip_and_overrides(tmp_path):
     cfg = ExperimentConfig()
     cfg.apply_overrides(["train.lr=5e-4", "model.hidden_size=64", "data.modalities=[text]",
                          "seeds=[1, 2]", "train.class_weights=true"])
-    assert cfg.train.lr == 5e-4 and cfg.model["hidden_size"] == 64
+    assert cfg.train.lr == 5e-4 and cfg.model.hidden_size == 64
     assert cfg.data.modalities == ["text"] and cfg.seeds == [1, 2] and cfg.train.class_weights
     path = tmp_path / "c.yaml"
     cfg.save(path)
@@ -23,12 +24,18 @@ def test_config_roundtrip_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("bad,match", [
-    (["train.lr=fast"], "train.lr: expected float"),
-    (["train.nope=1"], "unknown option train.nope"),
+    (["train.lr=fast"], "train.lr: expected float, got 'fast'"),
+    (["train.nope=1"], r"train.nope: unknown option; known: \['max_epochs'"),
     (["lr=1"], "section.key=value"),
     (["foo.bar=1"], "unknown config section"),
-    (["seeds=3"], "seeds must be a non-empty list"),
-    (["train.max_epochs=true"], "expected int"),
+    (["seeds=3"], "seeds: expected a non-empty list"),
+    (["train.max_epochs=true"], "train.max_epochs: expected int, got True"),
+    (["model.hidden_size=1e3"], "model.hidden_size: expected int, got '1e3'"),
+    (["model.name=broad-mamba", "model.context=bogus"],
+     r"model.context: expected one of \['bissm', 'selective'\], got 'bogus'"),
+    (["model.name=matav", "model.attn_heads=3"], r"model.attn_heads: must divide proj_dim"),
+    (["data.corpus=nope"], "data.corpus: expected one of"),
+    (["data.modalities=[text, smell]"], "data.modalities: expected a non-empty subset"),
 ])
 def test_bad_overrides_are_clear(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -108,7 +115,7 @@ def test_cli_extract_second_run_uses_cache(generic_corpus, capsys):
     assert "audio 3-d" in capsys.readouterr().out
 
 
-def test_model_train_defaults_yield_to_explicit_settings(tmp_path, capsys):
+def test_model_train_defaults_yield_to_explicit_settings(tmp_path):
     from merc.bench.accuracy import BenchRun, run_config
     from merc.cli import _experiment_config, _parser
     from merc.models import get_entry
@@ -117,23 +124,80 @@ def test_model_train_defaults_yield_to_explicit_settings(tmp_path, capsys):
     assert get_entry("matav").train_defaults == PAPER_TRAIN
     assert get_entry("bc-lstm").train_defaults == {}
     cfg = ExperimentConfig()
-    cfg.model = {"name": "matav"}
-    assert cfg.apply_model_train_defaults() == PAPER_TRAIN
-    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.weight_decay) == (1e-4, 64, 1e-5)
+    cfg.model = {"name": "matav"}                # the README's Python API
+    assert cfg.paper_train_settings() == PAPER_TRAIN
+    t = cfg.resolved().train
+    assert (t.lr, t.batch_size, t.weight_decay, t.max_epochs) == (1e-4, 64, 1e-5, 100)
+    cfg.train.lr = 3e-3                          # set on purpose in Python: wins
+    assert cfg.resolved().train.lr == 3e-3 and cfg.resolved().train.batch_size == 64
 
     # An override and a config file's train section both win over the paper's values.
     path = tmp_path / "c.yaml"
     path.write_text("model: {name: matav}\ntrain: {batch_size: 8}\n")
     args = _parser().parse_args(["train", "--config", str(path), "--corpus", "iemocap",
                                  "--out", str(tmp_path), "train.lr=0.003"])
-    cfg = _experiment_config(args)
-    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.weight_decay) == (0.003, 8, 1e-5)
-    assert "train.weight_decay=1e-05" in capsys.readouterr().err
+    t = _experiment_config(args).resolved().train
+    assert (t.lr, t.batch_size, t.weight_decay) == (0.003, 8, 1e-5)
     # Other models keep the generic defaults.
     args = _parser().parse_args(["train", "--corpus", "iemocap", "--model", "bc-lstm",
                                  "--out", str(tmp_path)])
-    assert _experiment_config(args).train == ExperimentConfig().train
+    assert _experiment_config(args).resolved().train == TrainConfig().resolved()
+    assert TrainConfig().resolved().lr == GENERIC_TRAIN["lr"]
 
     run = BenchRun("iemocap", "matav", "full", ("text", "audio"), {})
-    cfg = run_config(run, tmp_path, 1, None, overrides=["train.max_epochs=3"])
-    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.max_epochs) == (1e-4, 64, 3)
+    t = run_config(run, tmp_path, 1, None, overrides=["train.max_epochs=3"]).resolved().train
+    assert (t.lr, t.batch_size, t.max_epochs) == (1e-4, 64, 3)
+
+
+@pytest.mark.parametrize("bad,key", [(["--model", "bc-lstm", "model.hidden_size=1e3"],
+                                      "model.hidden_size: expected int, got '1e3'"),
+                                     (["--model", "broad-mamba", "model.context=bogus"],
+                                      "model.context: expected one of")])
+def test_config_errors_come_first_in_one_line(tmp_path, capsys, bad, key):
+    """A wrong option exits 2 with one line naming its key, before any data is read (the data
+    folder does not even exist), and fast."""
+    t0 = time.perf_counter()
+    code = main(["train", "--corpus", "iemocap", "--data-dir", str(tmp_path / "nonexistent"),
+                 "--out", str(tmp_path / "R"), *bad])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and key in err, err
+    assert time.perf_counter() - t0 < 3
+    assert not (tmp_path / "R").exists()
+
+
+def test_cli_and_python_api_resolve_the_same_config(generic_corpus, tmp_path, capsys):
+    """The README's Python API (``cfg.model = {"name": "matav"}``) and ``merc train`` run with the
+    same resolved config, the paper's training settings included."""
+    from merc.engine.experiment import run_experiment
+
+    small = {"proj_dim": 8, "attn_heads": 2, "attn_layers": 1, "attn_ffn": 0, "fused_dim": 8,
+             "d_model": 8, "queue_size": 16}
+    assert main(["train", "--corpus", "jsonl", "--data-dir", str(generic_corpus),
+                 "--text-encoder", "external", "--model", "matav", "--out", str(tmp_path / "cli"),
+                 "train.max_epochs=1", *(f"model.{k}={v}" for k, v in small.items())]) == 0
+    assert "using its paper's training settings" in capsys.readouterr().out
+
+    cfg = ExperimentConfig()
+    cfg.data.corpus, cfg.data.data_dir, cfg.data.text = "jsonl", str(generic_corpus), "external"
+    cfg.model = {"name": "matav", **small}
+    cfg.train.max_epochs = 1
+    run_experiment(cfg, tmp_path / "api", echo=lambda line: None)
+
+    cli, api = ((tmp_path / d / "config.yaml").read_text() for d in ("cli", "api"))
+    assert cli == api
+    saved = ExperimentConfig.load(tmp_path / "api" / "config.yaml")
+    assert (saved.train.lr, saved.train.batch_size, saved.train.max_epochs) == (1e-4, 64, 1)
+    assert cfg.train.lr is None                  # run_experiment does not modify its argument
+
+
+def test_corpus_choices_and_defaults_come_from_the_registry():
+    from merc.cli import _parser
+    from merc.config import corpus_defaults
+    from merc.data.corpora import get_corpus, list_corpora
+
+    train = next(a for a in _parser()._subparsers._group_actions[0].choices["train"]._actions
+                 if a.dest == "corpus")
+    assert list(train.choices) == list_corpora()
+    assert corpus_defaults()["mosi"] == {"modalities": ["text", "audio", "video"],
+                                         "text": "external"}
+    assert get_corpus("meld").takes_label and not get_corpus("iemocap").takes_label

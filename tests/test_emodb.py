@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from conftest import shared_data_dir
+from helpers import shared_data_dir
 from merc.cli import main
 from merc.config import DataConfig
-from merc.data import CORPUS_LOADERS, Conversation, Corpus, load_corpus
+from merc.data import Conversation, Corpus, get_corpus, load_corpus
+from merc.data import prepare
 from merc.data.emodb import EMODB_LABELS, load_emodb
-from merc.engine import crossval
-from merc.engine.crossval import (conversation_speakers, extract_features, make_speaker_folds,
+from merc.data.prepare import extract_features, load_configured
+from merc.engine.crossval import (conversation_speakers, make_speaker_folds,
                                   metrics_from_confusion, prepare_fold)
 from merc.engine.metrics import classification_metrics
 from merc.errors import MercInputError
@@ -29,7 +30,7 @@ PITCH = {"anger": 320.0, "sadness": 140.0, "neutral": 210.0}
 def write_tone(path: Path, freq: float, *, seconds: float = 0.5, rate: int = 16000,
                loud: float = 0.3, seed: int = 0) -> None:
     """A mono 16-bit wav: a vibrato sine plus a little noise (pitch functionals well defined)."""
-    from conftest import write_wav
+    from helpers import write_wav
 
     write_wav(path, freq, seconds=seconds, rate=rate, loud=loud, vibrato_hz=4.0, seed=seed)
 
@@ -66,7 +67,7 @@ def emodb_dir(tmp_path) -> Path:
 
 def test_load_emodb_structure(emodb_dir):
     corpus = load_corpus("emodb", emodb_dir)
-    assert CORPUS_LOADERS["emodb"] is load_emodb
+    assert get_corpus("emodb").loader is load_emodb
     assert corpus.name == "emodb" and corpus.label_names == EMODB_LABELS
     assert len(corpus.conversations) == 4 * 3 * 2
     first = corpus.conversations[0]
@@ -206,7 +207,7 @@ def test_fold_splits_and_train_only_statistics(emodb_dir):
 def test_no_audio_extractor_is_a_clear_error(emodb_dir):
     data = DataConfig(corpus="emodb", data_dir=str(emodb_dir)).resolved()
     with pytest.raises(MercInputError, match="--audio eGeMAPSv02"):
-        extract_features(data)
+        extract_features(load_configured(data), data)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -230,13 +231,13 @@ def test_uar_is_balanced_accuracy_and_pooled_metrics_match():
 
 def test_crossval_cli_end_to_end_with_opensmile(emodb_dir, tmp_path, monkeypatch, capsys):
     fitted_on: list[set[str]] = []
-    real_fit = crossval.fit_stats
+    real_fit = prepare.fit_stats
 
     def spy(corpus, modalities):
         fitted_on.append({c.speakers[0] for c in corpus.split("train")})
         return real_fit(corpus, modalities)
 
-    monkeypatch.setattr(crossval, "fit_stats", spy)
+    monkeypatch.setattr(prepare, "fit_stats", spy)
     out = tmp_path / "cv"
     rc = main(["crossval", "--corpus", "emodb", "--data-dir", str(emodb_dir),
                "--modalities", "audio", "--audio", "eGeMAPSv02", "--out", str(out),

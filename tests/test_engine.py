@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from merc.config import ExperimentConfig
-from merc.engine.checkpoint import load_checkpoint
-from merc.engine.experiment import evaluate_checkpoint, run_experiment
+from merc.engine.checkpoint import evaluate_checkpoint, load_checkpoint
+from merc.engine.experiment import run_experiment
 from merc.engine.metrics import classification_metrics, mean_std
 from merc.engine.stats import paired_test
 from merc.errors import MercInputError
@@ -67,7 +67,30 @@ def test_selected_checkpoint_reproduces_test_metrics(generic_corpus, tmp_path):
     assert meta["config"]["model"]["name"] == "bc-lstm" and "merc_version" in meta
     metrics = evaluate_checkpoint(ckpt)
     assert metrics["wf1"] == pytest.approx(summary["test"]["wf1"]["mean"], abs=1e-6)
-    assert load_checkpoint(ckpt).input_dims == {"text": 6, "audio": 3}
+    loaded = load_checkpoint(ckpt)
+    assert loaded.input_dims == {"text": 6, "audio": 3}
+    # The typed config comes back, resolved exactly as the run saved it.
+    assert isinstance(loaded.config, ExperimentConfig)
+    assert loaded.config == ExperimentConfig.load(out / "seed_3" / "config.yaml")
+    assert loaded.config.model.hidden_size == 16 and loaded.config.train.lr == 1e-2
+
+    # A checkpoint in the format of merc before the typed config (a model dict holding only the
+    # options that were set) loads to the same typed config and predictions.
+    raw["merc"]["config"]["model"] = {"name": "bc-lstm", "hidden_size": 16}
+    old = tmp_path / "old.ckpt"
+    torch.save(raw, old)
+    assert load_checkpoint(old).config == loaded.config
+    assert evaluate_checkpoint(old)["wf1"] == metrics["wf1"]
+
+
+def test_bundled_checkpoint_loads_with_a_typed_config():
+    """The bundled model was written before the typed config; it must keep loading."""
+    from merc.pretrained import bundled_checkpoint
+
+    loaded = load_checkpoint(bundled_checkpoint())
+    assert isinstance(loaded.config, ExperimentConfig)
+    assert loaded.config.model_name == "broad-mamba" and loaded.config.data.corpus == "meld"
+    assert loaded.config.train.lr is not None  # old checkpoints stored resolved settings
 
 
 def test_same_seed_is_reproducible(generic_corpus, tmp_path):
@@ -119,7 +142,7 @@ def test_metrics_and_stats():
 
 
 def test_corpus_without_test_split_is_refused(tmp_path):
-    from conftest import write_generic_corpus
+    from helpers import write_generic_corpus
 
     corpus = write_generic_corpus(tmp_path / "c", n_train=6, n_test=0)
     with pytest.raises(MercInputError, match="no test dialogues"):

@@ -80,7 +80,7 @@ def make_corpus(texts=None, **conv_kwargs) -> Corpus:
 
 
 def write_sine_wav(path: Path, seconds: float = 1.0, rate: int = 16000, freq: float = 220.0):
-    from conftest import write_wav
+    from helpers import write_wav
 
     return write_wav(path, freq, seconds=seconds, rate=rate)
 

@@ -1,69 +1,71 @@
-"""Every registered model: forward + backward on a tiny batch, all parameters get gradients,
-and padding never changes a real utterance's output."""
+"""The registry test: every registered model in every registered variant (``register_model(...,
+variants=...)``) runs forward + backward with a gradient for every parameter, never lets padding
+change a real utterance's output, and accepts a single-modality input."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from merc.data.collate import DialogueDataset, collate_dialogues
-from merc.data.conversation import Conversation
-from merc.models import count_parameters, create_model, list_models
+from helpers import TOY_DIMS as DIMS
+from helpers import TOY_LABELS as LABELS
+from helpers import toy_batch, toy_conversation
+from merc.models import count_parameters, create_model, get_entry, list_models, make_config
 
-DIMS = {"text": 12, "audio": 5, "video": 7}
-LABELS = ["a", "b", "c"]
-
-
-def _conversation(n: int, seed: int, cid: str) -> Conversation:
-    rng = np.random.default_rng(seed)
-    return Conversation(
-        id=cid, split="train", speakers=[["A", "B"][i % 2] for i in range(n)],
-        utterances=[f"u{i}" for i in range(n)], labels=[LABELS[i % 3] for i in range(n)],
-        features={m: rng.normal(size=(n, d)).astype(np.float32) for m, d in DIMS.items()})
+CASES = [(name, variant) for name in list_models()
+         for variant in [None, *get_entry(name).variants]]
+IDS = [f"{name}[{variant or 'default'}]" for name, variant in CASES]
 
 
-def _batch(convs):
-    return collate_dialogues(DialogueDataset(convs, LABELS, sorted(DIMS)).items)
-
-
-@pytest.mark.parametrize("name", list_models())
-def test_forward_backward_all_params_get_grads(name):
+def _model(name: str, variant: str | None, dims=DIMS) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = create_model(name, DIMS, len(LABELS))
-    batch = _batch([_conversation(5, 0, "x"), _conversation(3, 1, "y")])
+    options = get_entry(name).variants[variant] if variant else {}
+    return create_model(make_config(name, options), dims, len(LABELS))
+
+
+@pytest.mark.parametrize("name,variant", CASES, ids=IDS)
+def test_forward_backward_all_params_get_grads(name, variant):
+    model = _model(name, variant).train()
+    batch = toy_batch([toy_conversation(5, 0, "x"), toy_conversation(3, 1, "y")])
     out = model(batch)
     assert out.logits.shape == (2, 5, 3)
     loss = torch.nn.functional.cross_entropy(out.logits[batch.mask], batch.labels[batch.mask])
     if out.aux_loss is not None:
+        assert out.aux_loss.dim() == 0 and torch.isfinite(out.aux_loss)
         loss = loss + out.aux_loss
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and
                (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)]
-    assert not missing, f"{name}: parameters without gradient: {missing}"
+    assert not missing, f"{name} {variant}: parameters without gradient: {missing}"
     assert count_parameters(model) > 0
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_padding_does_not_change_outputs(name):
-    torch.manual_seed(0)
-    model = create_model(name, DIMS, len(LABELS)).eval()
-    short = _conversation(4, 2, "short")
-    alone = model(_batch([short])).logits[0]
-    padded = model(_batch([_conversation(9, 3, "long"), short])).logits[1, :4]
+@pytest.mark.parametrize("name,variant", CASES, ids=IDS)
+def test_padding_does_not_change_outputs(name, variant):
+    model = _model(name, variant).eval()
+    short = toy_conversation(4, 2, "short")
+    alone = model(toy_batch([short])).logits[0]
+    padded = model(toy_batch([toy_conversation(9, 3, "long"), short])).logits[1, :4]
     torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_modality_subsets(name):
-    model = create_model(name, {"audio": 5}, 2)
-    convs = [_conversation(3, 0, "x")]
-    batch = collate_dialogues(DialogueDataset(convs, LABELS, ["audio"]).items)
-    assert model(batch).logits.shape == (1, 3, 2)
+@pytest.mark.parametrize("name,variant", CASES, ids=IDS)
+def test_modality_subsets(name, variant):
+    model = _model(name, variant, {"audio": DIMS["audio"]})
+    batch = toy_batch([toy_conversation(3, 0, "x")], ["audio"])
+    assert model(batch).logits.shape == (1, 3, 3)
+
+
+def test_every_variant_names_real_options():
+    """A variant is validated at registration; its options differ from the defaults."""
+    for name in list_models():
+        default = make_config(name)
+        for variant, options in get_entry(name).variants.items():
+            assert make_config(name, options) != default, f"{name} {variant} changes nothing"
 
 
 def test_unknown_model_and_option_are_clear():
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         create_model("nope", DIMS, 3)
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(ValueError, match="model.hidden_sise: unknown option"):
         create_model("mlp", DIMS, 3, hidden_sise=3)

@@ -53,7 +53,7 @@ def write_jsonl(path: Path, records: list) -> Path:
 
 
 def write_tone(path: Path, freq: float, seconds: float = 0.6) -> Path:
-    from conftest import write_wav
+    from helpers import write_wav
 
     return write_wav(path, freq, seconds=seconds)
 

@@ -16,9 +16,6 @@ from pathlib import Path
 from merc import __version__
 from merc.errors import MercInputError
 
-CORPORA = ("iemocap", "meld", "mosi", "emodb", "jsonl", "cosmic-pkl", "cosmic-roberta",
-           "dialoguernn-iemocap", "mmgcn-iemocap", "mmgcn-meld")
-
 TRAIN_EPILOG = """\
 precedence: built-in defaults < --config FILE < flags < key=value overrides.
 overrides use dotted paths into the config; model options are listed by `merc models`.
@@ -44,11 +41,19 @@ example:
 
 
 def _train_epilog() -> str:
-    from merc.config import DataConfig, TrainConfig, describe_options
+    import dataclasses
+    import typing
 
-    return (TRAIN_EPILOG + "\ndata options (data.KEY=VALUE):\n" + describe_options(DataConfig, "data")
-            + "\n\ntraining options (train.KEY=VALUE):\n" + describe_options(TrainConfig, "train")
-            + "\n\nseeds=[0, 1, 2] sets explicit seeds (--seeds N means 0..N-1).\n")
+    from merc.config import ExperimentConfig, describe_options
+
+    hints = typing.get_type_hints(ExperimentConfig)
+    parts = [TRAIN_EPILOG]
+    for f in dataclasses.fields(ExperimentConfig):
+        if f.name != "model" and dataclasses.is_dataclass(hints[f.name]):  # model: `merc models`
+            parts.append(f"\n{f.name} options ({f.name}.KEY=VALUE):\n"
+                         + describe_options(hints[f.name], f.name) + "\n")
+    parts.append("\nseeds=[0, 1, 2] sets explicit seeds (--seeds N means 0..N-1).\n")
+    return "".join(parts)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,12 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from merc.data.corpora import get_corpus, list_corpora
+
+    corpora = list_corpora()
+    corpus_help = "; ".join(f"{c}: {get_corpus(c).description}" for c in corpora)
+
     def data_args(sp: argparse.ArgumentParser, required: bool) -> None:
-        sp.add_argument("--corpus", choices=CORPORA, required=required,
-                        help="corpus loader: iemocap, meld, mosi, emodb (crossval only), jsonl "
-                        "(the generic format, see "
-                        "docs/data.md), or a field pickle read unchanged (then --data-dir is the "
-                        ".pkl file)")
+        sp.add_argument("--corpus", choices=corpora, required=required,
+                        help=f"corpus loader ({corpus_help}); for the field's pickles --data-dir "
+                        "is the .pkl file")
         sp.add_argument("--data-dir", help="folder of the corpus or its parent "
                         "(default: $MERC_DATA_DIR, else ../shared/data)")
         sp.add_argument("--modalities", help="comma-separated subset of text,audio,video "
@@ -207,32 +215,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _experiment_config(args: argparse.Namespace):
+    """The typed config of a training command: ``--config`` file < flags < ``key=value``,
+    validated in one go, so a wrong value fails here (exit 2, one line) before data is read.
+    Paper training settings are *not* applied here but by the library (``run_experiment``)."""
     from merc.config import ExperimentConfig
 
     cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
-    if args.corpus:
-        cfg.data.corpus = args.corpus
-    for name in ("data_dir", "text", "audio", "cache_dir"):
-        if getattr(args, name, None) is not None:
-            setattr(cfg.data, name, getattr(args, name))
+    data = {name: getattr(args, name) for name in ("corpus", "data_dir", "text", "audio",
+                                                    "cache_dir")
+            if getattr(args, name, None) is not None}
     if args.modalities:
-        cfg.data.modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+        data["modalities"] = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    settings: dict = {"data": data}
     if args.model:
-        cfg.model = {"name": args.model}
+        settings["model"] = {"name": args.model}
     if args.seeds is not None:
         if args.seeds < 1:
             raise ValueError("--seeds must be >= 1")
-        cfg.seeds = list(range(args.seeds))
-    cfg.apply_overrides(args.overrides)
-    # Fail on unknown models/options before any data is touched.
-    from merc.models import make_config
-    make_config(cfg.model_name, cfg.model_options)
-    applied = cfg.apply_model_train_defaults()
-    if applied:
-        settings = " ".join(f"train.{k}={v}" for k, v in applied.items())
-        print(f"{cfg.model_name}: using its paper's training settings {settings} "
-              "(override any with train.<name>=...)", file=sys.stderr)
-    return cfg
+        settings["seeds"] = list(range(args.seeds))
+    return cfg.with_overrides(args.overrides, settings=settings)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -246,7 +247,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from merc.config import ExperimentConfig
-    from merc.engine.experiment import prepare_data
+    from merc.data.prepare import prepare_data
 
     args.model, args.seeds, args.overrides, args.config = None, None, [], None
     cfg: ExperimentConfig = _experiment_config(args)
@@ -260,7 +261,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from merc.engine.experiment import evaluate_checkpoint
+    from merc.engine.checkpoint import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, split=args.split)
     print(f"{args.split}: W-F1 {metrics['wf1']:.2f}  acc {metrics['acc']:.2f}  "
@@ -292,6 +293,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         if entry.train_defaults:
             print("    training defaults (from its paper): "
                   + " ".join(f"train.{k}={v}" for k, v in entry.train_defaults.items()))
+        for variant, options in entry.variants.items():
+            print(f"    variant {variant!r}: "
+                  + " ".join(f"model.{k}={v}" for k, v in options.items()))
         print(describe_options(entry.config_cls, "model", indent=4))
     if args.params:
         print(f"(parameters counted for dims {dims}, {args.classes} classes)")

@@ -1,4 +1,4 @@
-"""Typed experiment configuration: one object flows CLI -> trainer -> checkpoint.
+"""Typed experiment configuration: one :class:`ExperimentConfig` flows CLI -> trainer -> checkpoint.
 
 On disk it is YAML with three sections and a seed list::
 
@@ -8,46 +8,153 @@ On disk it is YAML with three sections and a seed list::
     seeds: [0, 1, 2, 3, 4]
 
 ``key=value`` overrides use dotted paths (``train.lr=5e-4``, ``model.hidden_size=256``,
-``data.modalities=[text]``); values are parsed as YAML and checked against the field types.
+``data.modalities=[text]``); values are parsed as YAML. In memory every section is a typed
+dataclass: ``cfg.model`` is the registered model's own config dataclass (``cfg.model.name`` is
+its registry name), built and validated when the config is parsed -- from the CLI, a YAML file,
+a dict, or ``cfg.model = {"name": "matav"}`` in Python -- so a wrong value fails with one line
+naming its key (``model.hidden_size: expected int, got '1e3'``) before any data is read.
+Allowed values and cross-field rules live in each dataclass' ``__post_init__`` (with
+:func:`require` / :func:`require_choice`), so constructing one in Python checks them too.
+
+"Unset" is explicit: the training fields a model's paper may prescribe (:data:`GENERIC_TRAIN`)
+default to ``None``. :meth:`ExperimentConfig.resolved` -- called by the library
+(:func:`merc.engine.experiment.run_experiment`), never by the CLI -- fills them from the model's
+registered ``train_defaults``, then from :data:`GENERIC_TRAIN`; a value set anywhere (CLI, YAML,
+``cfg.train.lr = 3e-3``) is not ``None`` and always wins.
+
+Why pydantic (v2) for the type checks: it is a well-kept library, and
+``pydantic.TypeAdapter(SomeDataclass)`` validates *plain stdlib dataclasses* without rewriting
+them, so the dataclasses keep their attribute docstrings (read by :func:`field_docs` for
+``--help`` and ``merc models``), ``dataclasses.asdict``/``replace`` keep working, and checkpoints
+keep storing plain dicts that ``torch.load(weights_only=True)`` accepts. jsonargparse (Lightning's
+CLI) would also generate the command line, but it would replace merc's argparse sub-commands and
+their help layout; validation is all that was missing. Two adjustments on top of pydantic's lax
+mode: a YAML bool given for a number is refused (lax mode reads ``true`` as 1), and unknown keys
+are refused with the list of known ones (pydantic ignores extra keys of stdlib dataclasses).
+
+Adding a config section: write its dataclass here and add one field to :class:`ExperimentConfig`;
+parsing, overrides (``section.key=value``), YAML, checkpoints, the run fingerprint and
+``merc train --help`` all iterate over the sections.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import inspect
 import os
 import textwrap
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from merc.features.spec import DEFAULT_TEXT_ENCODER, FeatureSpec
+from merc.features.spec import AUDIO_OPENSMILE_SETS, FeatureSpec
 
 DATA_DIR_ENV = "MERC_DATA_DIR"
 """Environment variable naming the data folder (default: ``../shared/data`` beside the checkout)."""
 
-CORPUS_DEFAULTS: dict[str, dict[str, Any]] = {
-    "iemocap": {"modalities": ["text", "audio"], "text": DEFAULT_TEXT_ENCODER},
-    "meld": {"modalities": ["text"], "text": DEFAULT_TEXT_ENCODER},
-    # MOSI ships its own 100-d text vectors; its transcripts are upper-case without punctuation.
-    "mosi": {"modalities": ["text", "audio", "video"], "text": "external"},
-    "jsonl": {"modalities": None, "text": DEFAULT_TEXT_ENCODER},
-    # EmoDB: acted single sentences, no transcripts; audio only (use --audio eGeMAPSv02).
-    "emodb": {"modalities": ["audio"], "text": DEFAULT_TEXT_ENCODER},
-    "cosmic-pkl": {"modalities": ["text"], "text": DEFAULT_TEXT_ENCODER},
-    # Feature pickles carry their own text vectors (RoBERTa / CNN); use them as shipped.
-    "cosmic-roberta": {"modalities": None, "text": "external"},
-    "dialoguernn-iemocap": {"modalities": None, "text": "external"},
-    "mmgcn-iemocap": {"modalities": None, "text": "external"},
-    "mmgcn-meld": {"modalities": None, "text": "external"},
-}
-"""Per-corpus defaults for :class:`DataConfig` fields left unset (``None``)."""
+MODALITIES = ("text", "audio", "video")
 
+
+# --------------------------------------------------------------------------------------------
+# Errors and checks
+# --------------------------------------------------------------------------------------------
+
+class ConfigError(ValueError):
+    """A wrong config value; ``str(e)`` is one line ``"key: message"`` naming the full key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key, self.message = key, message
+
+    def under(self, prefix: str) -> "ConfigError":
+        """The same error with its key inside section ``prefix`` (``context`` -> ``model.context``)."""
+        return ConfigError(f"{prefix}.{self.key}" if self.key else prefix, self.message)
+
+
+def require(ok: bool, key: str, message: str) -> None:
+    """Raise :class:`ConfigError` ``key: message`` unless ``ok`` (for ``__post_init__`` checks)."""
+    if not ok:
+        raise ConfigError(key, message)
+
+
+def require_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``."""
+    require(value in choices, key, f"expected one of {list(choices)}, got {value!r}")
+
+
+_EXPECTED = {"int_parsing": "int", "int_type": "int", "int_from_float": "int",
+             "float_parsing": "float", "float_type": "float", "bool_parsing": "bool",
+             "bool_type": "bool", "string_type": "str", "list_type": "a list",
+             "dict_type": "a mapping"}
+"""pydantic error type -> what the field expects, for the one-line message."""
+
+
+@functools.cache
+def _adapter(cls: type):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
+def _type_name(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (types.UnionType, typing.Union) and args:
+        hint = args[0]
+    if typing.get_origin(hint) is list:
+        return "a list"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _accepts_bool(hint: Any) -> bool:
+    if hint in (bool, Any):
+        return True
+    return any(_accepts_bool(a) for a in typing.get_args(hint))
+
+
+def validate_section(cls: type, values: Any, section: str):
+    """Build dataclass ``cls`` from ``values`` (a mapping of its fields), type-checked.
+
+    Raises:
+        ConfigError: one line naming ``section.key``: an unknown key, a value of the wrong type
+            (``model.hidden_size: expected int, got '1e3'``) or one refused by the class'
+            ``__post_init__``.
+    """
+    from pydantic import ValidationError
+
+    if not isinstance(values, Mapping):
+        raise ConfigError(section, f"expected a mapping of options, got {values!r}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}", f"unknown option; known: {known}")
+    hints = typing.get_type_hints(cls)
+    for k, v in values.items():
+        if isinstance(v, bool) and not _accepts_bool(hints[k]):
+            raise ConfigError(f"{section}.{k}", f"expected {_type_name(hints[k])}, got {v!r}")
+    try:
+        return _adapter(cls).validate_python(dict(values))
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigError):
+            raise cause.under(section) from None
+        key = ".".join([section, *(str(p) for p in err["loc"])])
+        if err["type"] in _EXPECTED:
+            raise ConfigError(key, f"expected {_EXPECTED[err['type']]}, got {err['input']!r}") \
+                from None
+        raise ConfigError(key, err["msg"].removeprefix("Value error, ")) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Help text from attribute docstrings
+# --------------------------------------------------------------------------------------------
 
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each field of dataclass ``cls`` (for ``--help``/``merc models``).
@@ -69,13 +176,18 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def describe_options(cls: type, prefix: str, indent: int = 2, width: int = 100) -> str:
-    """``prefix.field=default`` lines, each followed by its wrapped docstring."""
+    """``prefix.field=default`` lines, each followed by its wrapped docstring.
+
+    A field left unset (``None``) that ``cls.FALLBACKS`` resolves shows that value too."""
     docs = field_docs(cls)
+    fallbacks = getattr(cls, "FALLBACKS", {})
     lines = []
     for f in dataclasses.fields(cls):
         default = (f.default if f.default is not dataclasses.MISSING else
                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        lines.append(f"{' ' * indent}{prefix}.{f.name}={default!r}")
+        shown = (f"unset (-> the model's paper value, else {fallbacks[f.name]!r})"
+                 if default is None and f.name in fallbacks else repr(default))
+        lines.append(f"{' ' * indent}{prefix}.{f.name}={shown}")
         if f.name in docs:
             lines += textwrap.wrap(docs[f.name], width, initial_indent=" " * (indent + 4),
                                    subsequent_indent=" " * (indent + 4))
@@ -85,6 +197,19 @@ def describe_options(cls: type, prefix: str, indent: int = 2, width: int = 100) 
 def default_data_dir() -> Path:
     """``$MERC_DATA_DIR`` or ``../shared/data`` relative to the current directory."""
     return Path(os.environ.get(DATA_DIR_ENV, "../shared/data"))
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+def corpus_defaults() -> dict[str, dict[str, Any]]:
+    """Per-corpus defaults for :class:`DataConfig` fields left unset, from the corpus registry
+    (:mod:`merc.data.corpora`): ``{corpus: {"modalities": [...] | None, "text": ...}}``."""
+    from merc.data.corpora import get_corpus, list_corpora
+
+    return {name: {"modalities": list(e.modalities) if e.modalities else None, "text": e.text}
+            for name in list_corpora() for e in [get_corpus(name)]}
 
 
 @dataclass
@@ -119,9 +244,26 @@ class DataConfig:
     cache_dir: str | None = None
     """Feature cache folder (default ``$MERC_CACHE_DIR`` or ``~/.cache/merc/features``)."""
 
+    NOT_IN_FINGERPRINT: ClassVar[tuple[str, ...]] = ("cache_dir",)
+    """Fields that cannot change a result (see :func:`merc.engine.experiment.run_fingerprint`)."""
+
+    def __post_init__(self) -> None:
+        from merc.data.corpora import list_corpora
+
+        require_choice("corpus", self.corpus, list_corpora())
+        if self.modalities is not None:
+            require(bool(self.modalities) and set(self.modalities) <= set(MODALITIES),
+                    "modalities", f"expected a non-empty subset of {list(MODALITIES)}, "
+                    f"got {self.modalities}")
+        require_choice("audio", self.audio, ("external", *AUDIO_OPENSMILE_SETS))
+        require_choice("video", self.video, ("external",))
+        require_choice("label", self.label, ("emotion", "sentiment"))
+        require(0.0 < self.valid_fraction < 1.0, "valid_fraction",
+                f"expected a fraction in (0, 1), got {self.valid_fraction}")
+
     def resolved(self) -> "DataConfig":
         """Copy with per-corpus defaults filled in."""
-        d = CORPUS_DEFAULTS.get(self.corpus, CORPUS_DEFAULTS["jsonl"])
+        d = corpus_defaults()[self.corpus]
         return dataclasses.replace(
             self,
             data_dir=self.data_dir if self.data_dir is not None else str(default_data_dir()),
@@ -132,31 +274,34 @@ class DataConfig:
     def feature_spec(self, available: list[str] | None = None) -> FeatureSpec:
         """The :class:`FeatureSpec` for the chosen modalities (``available`` fills an unset list)."""
         mods = self.modalities if self.modalities is not None else (available or ["text"])
-        unknown = set(mods) - {"text", "audio", "video"}
-        if unknown or not mods:
-            raise ValueError(f"modalities must be a non-empty subset of text, audio, video; "
-                             f"got {mods}")
         return FeatureSpec(text=self.text if "text" in mods else None,
                            audio=self.audio if "audio" in mods else None,
                            video=self.video if "video" in mods else None,
                            normalize=self.normalize)
 
 
+GENERIC_TRAIN: dict[str, Any] = {"max_epochs": 60, "patience": 10, "batch_size": 16, "lr": 1e-3,
+                                 "weight_decay": 1e-4, "grad_clip": 5.0}
+"""Values of the :class:`TrainConfig` fields left unset when the model's paper prescribes none.
+Only these fields may appear in a model's registered ``train_defaults``."""
+
+
 @dataclass
 class TrainConfig:
-    max_epochs: int = 60
+    max_epochs: int | None = None
     """Upper bound on training epochs."""
-    patience: int = 10
+    patience: int | None = None
     """Early stopping: epochs without validation W-F1 improvement before stopping."""
-    batch_size: int = 16
+    batch_size: int | None = None
     """Dialogues per batch."""
-    lr: float = 1e-3
+    lr: float | None = None
     """AdamW learning rate."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
+    weight_decay: float | None = None
+    """AdamW weight decay (never applied to parameters marked ``_no_weight_decay``, e.g. an SSM's
+    ``A_log`` and ``D``; see :func:`merc.engine.loop.make_optimizer`)."""
     class_weights: bool = False
     """Weight the cross-entropy by inverse train-class frequency (sklearn 'balanced')."""
-    grad_clip: float = 5.0
+    grad_clip: float | None = None
     """Gradient-norm clipping (0 disables)."""
     accelerator: str = "cpu"
     """Lightning accelerator: ``cpu``, ``gpu`` or ``auto``."""
@@ -169,66 +314,123 @@ class TrainConfig:
     progress: bool | None = None
     """Show progress bars (default: only when stderr is a terminal)."""
 
+    FALLBACKS: ClassVar[dict[str, Any]] = GENERIC_TRAIN
+    NOT_IN_FINGERPRINT: ClassVar[tuple[str, ...]] = ("progress",)
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "batch_size"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, name, f"expected >= 1, got {value}")
+        for name in ("patience", "lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            require(value is None or value >= 0, name, f"expected >= 0, got {value}")
+        require(self.num_threads >= 0, "num_threads", f"expected >= 0, got {self.num_threads}")
+
+    def resolved(self, model_defaults: Mapping[str, Any] | None = None) -> "TrainConfig":
+        """Copy with every unset field filled: the model's paper value, else :data:`GENERIC_TRAIN`."""
+        paper = dict(model_defaults or {})
+        return dataclasses.replace(self, **{k: paper.get(k, GENERIC_TRAIN[k])
+                                            for k in GENERIC_TRAIN if getattr(self, k) is None})
+
+
+@dataclass
+class ModelConfig:
+    """Base of every registered model's config dataclass: its fields are the model's options
+    (``model.KEY=VALUE``), checked in ``__post_init__``; :func:`merc.models.register_model` sets
+    :attr:`name`."""
+
+    name: ClassVar[str] = ""
+    """The registry name of the model this config builds."""
+
+
+def build_model_config(value: Any) -> ModelConfig:
+    """The registered model's config dataclass from ``{"name": ..., **options}`` (or a name, or an
+    instance, returned as is), validated like every other section."""
+    from merc.models.registry import get_entry
+
+    if isinstance(value, ModelConfig):
+        return value
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, Mapping):
+        raise ConfigError("model", f"expected a mapping with a 'name' and the model's options, "
+                          f"got {value!r}")
+    options = dict(value)
+    name = options.pop("name", None)
+    if name is None:
+        raise ConfigError("model.name", "missing (see `merc models` for the registered ones)")
+    try:
+        entry = get_entry(name)
+    except ValueError as e:
+        raise ConfigError("model.name", str(e)) from None
+    return validate_section(entry.config_cls, options, "model")
+
+
+def model_to_dict(model: ModelConfig) -> dict[str, Any]:
+    """``{"name": ..., **options}``: a model config as it is written to YAML and checkpoints."""
+    return {"name": model.name, **asdict(model)}
+
+
+def _check_seeds(value: Any) -> list[int]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in value)):
+        raise ConfigError("seeds", f"expected a non-empty list of integers, got {value!r}")
+    return list(value)
+
 
 @dataclass
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     """Which corpus and features."""
-    model: dict[str, Any] = field(default_factory=lambda: {"name": "bc-lstm"})
-    """``name`` of a registered model plus its config fields (see ``merc models``)."""
+    model: ModelConfig = field(default_factory=lambda: build_model_config("bc-lstm"))
+    """The registered model's config dataclass (``name`` + its fields; see ``merc models``).
+    Assigning a dict (``{"name": "matav", "d_model": 128}``) or a name builds and validates it."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimisation, early stopping and selection."""
     seeds: list[int] = field(default_factory=lambda: [0])
     """Training seeds; results are reported as mean +- std over them."""
 
-    def __post_init__(self) -> None:
-        # Train fields set on purpose (config file, overrides): a model's paper defaults
-        # (``apply_model_train_defaults``) never replace these. Not a dataclass field, so it is
-        # not saved; a saved config is fully resolved anyway.
-        self.explicit_train: set[str] = set()
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Python API: `cfg.model = {"name": "matav"}`, `cfg.train = {"lr": 3e-3}` build and
+        # validate the typed section on assignment, exactly as a YAML file would.
+        if name in _parsers():
+            value = _parsers()[name](value)
+        object.__setattr__(self, name, value)
 
     @property
     def model_name(self) -> str:
-        return self.model["name"]
+        return self.model.name
 
-    def apply_model_train_defaults(self) -> dict[str, Any]:
-        """Set the training settings the selected model's paper prescribes (its registry
-        ``train_defaults``, e.g. MaTAV's batch 64 / lr 1e-4) on every ``train`` field the user
-        did not set explicitly. Returns what was applied."""
+    def resolved(self) -> "ExperimentConfig":
+        """Copy with every unset value filled: data per corpus, training per the model's paper
+        (registered ``train_defaults``) and then :data:`GENERIC_TRAIN`. What a run records."""
+        return dataclasses.replace(self, data=self.data.resolved(),
+                                   train=self.train.resolved(self.paper_train_settings()))
+
+    def paper_train_settings(self) -> dict[str, Any]:
+        """The model paper's training settings that :meth:`resolved` will apply (those of its
+        registered ``train_defaults`` whose field is unset here)."""
         from merc.models import get_entry
 
-        applied = {k: v for k, v in get_entry(self.model_name).train_defaults.items()
-                   if k not in self.explicit_train}
-        for k, v in applied.items():
-            _set_field(self.train, k, v, "train")
-        return applied
-
-    @property
-    def model_options(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model.items() if k != "name"}
+        return {k: v for k, v in get_entry(self.model_name).train_defaults.items()
+                if getattr(self.train, k) is None}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: (model_to_dict(value) if name == "model" else
+                       asdict(value) if dataclasses.is_dataclass(value) else list(value))
+                for name, value in ((f.name, getattr(self, f.name))
+                                    for f in dataclasses.fields(self))}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls, d: Mapping[str, Any]) -> "ExperimentConfig":
+        """Parse and validate every section (raises :class:`ConfigError` naming the key)."""
+        if not isinstance(d, Mapping):
+            raise ConfigError("", f"a config must be a mapping with sections {list(_parsers())}")
+        unknown = sorted(set(d) - set(_parsers()))
         if unknown:
-            raise ValueError(f"unknown config section(s) {sorted(unknown)}; "
-                             "expected data, model, train, seeds")
-        cfg = cls()
-        for section in ("data", "train"):
-            for k, v in (d.get(section) or {}).items():
-                _set_field(getattr(cfg, section), k, v, section)
-        cfg.explicit_train.update(d.get("train") or {})
-        if "model" in d:
-            model = dict(d["model"] or {})
-            if "name" not in model:
-                raise ValueError("config section 'model' needs a 'name'")
-            cfg.model = model
-        if "seeds" in d:
-            cfg.seeds = _check_seeds(d["seeds"])
-        return cfg
+            raise ConfigError("", f"unknown config section(s) {unknown}; expected "
+                              f"{', '.join(_parsers())}")
+        return cls(**{name: d[name] for name in _parsers() if name in d})
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -239,85 +441,88 @@ class ExperimentConfig:
             data = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as e:
             raise ValueError(f"{path}: cannot read config: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: config must be a mapping with data/model/train/seeds")
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(data if data is not None else {})
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
 
-    def apply_overrides(self, overrides: list[str]) -> "ExperimentConfig":
-        """Apply ``section.key=value`` strings (values parsed as YAML) in place; returns self."""
-        for item in overrides:
-            key, sep, raw = item.partition("=")
-            if not sep or "." not in key and key != "seeds":
-                raise ValueError(f"override {item!r} must look like section.key=value "
-                                 "(e.g. train.lr=5e-4, model.hidden_size=256)")
-            value = yaml.safe_load(raw)
-            if key == "seeds":
-                self.seeds = _check_seeds(value)
-                continue
-            section, name = key.split(".", 1)
-            if section == "model":
-                self.model[name] = value
-            elif section in ("data", "train"):
-                _set_field(getattr(self, section), name, value, section)
-                if section == "train":
-                    self.explicit_train.add(name)
-            else:
-                raise ValueError(f"unknown config section {section!r} in {item!r}; "
-                                 "expected data, model, train")
+    def with_overrides(self, overrides: Sequence[str] = (),
+                       settings: Mapping[str, Any] | None = None) -> "ExperimentConfig":
+        """A new config: ``settings`` (a nested dict, e.g. from CLI flags), then the
+        ``section.key=value`` strings (values parsed as YAML), merged into this one and validated
+        once -- so options that depend on each other may be set in any order."""
+        raw = merge_config(self.to_dict(), settings or {})
+        return type(self).from_dict(merge_config(raw, parse_overrides(overrides)))
+
+    def apply_overrides(self, overrides: Sequence[str]) -> "ExperimentConfig":
+        """:meth:`with_overrides` in place; returns self."""
+        new = self.with_overrides(overrides)
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, getattr(new, f.name))
         return self
 
 
-def _check_seeds(value: Any) -> list[int]:
-    if not isinstance(value, list) or not value or not all(isinstance(s, int) for s in value):
-        raise ValueError(f"seeds must be a non-empty list of integers, got {value!r}")
-    return list(value)
+@functools.cache
+def _parsers() -> dict[str, Any]:
+    """Section name -> function building it from a plain value (in :class:`ExperimentConfig`'s
+    field order). Every dataclass-typed field is a section validated by :func:`validate_section`."""
+    hints = typing.get_type_hints(ExperimentConfig)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(ExperimentConfig):
+        hint = hints[f.name]
+        if f.name == "model":
+            out[f.name] = build_model_config
+        elif f.name == "seeds":
+            out[f.name] = _check_seeds
+        elif dataclasses.is_dataclass(hint):
+            out[f.name] = functools.partial(_section, hint, f.name)
+        else:  # pragma: no cover - a new field must say how it is parsed
+            raise TypeError(f"ExperimentConfig.{f.name}: no parser for {hint}")
+    return out
 
 
-def _set_field(obj: Any, name: str, value: Any, section: str) -> None:
-    fields = {f.name: f for f in dataclasses.fields(obj)}
-    if name not in fields:
-        raise ValueError(f"unknown option {section}.{name}; known: {sorted(fields)}")
-    hint = typing.get_type_hints(type(obj))[name]
-    setattr(obj, name, _coerce(value, hint, f"{section}.{name}"))
+def _section(cls: type, name: str, value: Any):
+    return value if isinstance(value, cls) else validate_section(cls, value, name)
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against a simple type hint (int/float/str/bool/list/Optional)."""
-    origin = typing.get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where)
-            except ValueError as e:
-                errors.append(str(e))
-        raise ValueError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(hint) or (Any,)
-        return [_coerce(v, item, where) for v in value]
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        # YAML 1.1 reads "5e-4" (no dot) as a string; accept any float literal.
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"{where}: expected float, got {value!r}") from None
-    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if hint in (int, float, str, bool) and not (isinstance(value, hint) and
-                                                 not (hint is int and isinstance(value, bool))):
-        raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``["train.lr=5e-4", "seeds=[1, 2]"]`` -> ``{"train": {"lr": "5e-4"}, "seeds": [1, 2]}``
+    (values parsed as YAML; typed later by :meth:`ExperimentConfig.from_dict`)."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or ("." not in key and key != "seeds"):
+            raise ConfigError("", f"override {item!r} must look like section.key=value "
+                              "(e.g. train.lr=5e-4, model.hidden_size=256)")
+        value = yaml.safe_load(raw)
+        if key == "seeds":
+            out["seeds"] = value
+            continue
+        section, name = key.split(".", 1)
+        if section not in _parsers() or section == "seeds":
+            raise ConfigError("", f"unknown config section {section!r} in {item!r}; expected "
+                              f"{', '.join(s for s in _parsers() if s != 'seeds')}")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def merge_config(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``, section by section. A different ``model.name`` replaces the whole
+    model section (the old model's options mean nothing to the new one)."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
+    for section, value in update.items():
+        old = out.get(section)
+        if section == "model" and isinstance(old, Mapping) and isinstance(value, Mapping) \
+                and value.get("name", old.get("name")) != old.get("name"):
+            old = None
+        out[section] = ({**old, **value} if isinstance(old, Mapping) and isinstance(value, Mapping)
+                        else value)
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    # CORPUS_DEFAULTS is derived from the corpus registry on first use (import order: the
+    # registry imports the loaders, which must not be imported with this module).
+    if name == "CORPUS_DEFAULTS":
+        return corpus_defaults()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

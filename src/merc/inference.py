@@ -98,7 +98,7 @@ class Predictor:
         self.spec = self.loaded.feature_spec
         self.modalities = self.spec.modalities()
         self.label_names = self.loaded.label_names
-        self.model_name = self.loaded.config["model"]["name"]
+        self.model_name = self.loaded.config.model_name
         self._check_spec()
         self._text = None
         self._audio = None

@@ -2,9 +2,10 @@
 
 A *suite* is a list of runs (corpus x model x variant x modalities), each trained over the
 suite's seeds with :func:`merc.engine.experiment.run_experiment` -- validation-selected, test
-evaluated once per seed. Runs are planned from :data:`BENCH_CORPORA` (which corpora, which
-modality subsets and which ablations apply) and :data:`MODEL_VARIANTS` (each model's ablation
-switches); every registered model enters the main table.
+evaluated once per seed. Runs are planned from :data:`merc.bench.suite.BENCH_CORPORA` (which
+corpora, which modality subsets and which ablations apply) and each model's registered variants
+(``register_model(..., variants=...)``: its ablation switches); every registered model enters the
+main table.
 
 Outputs under ``results/<suite>/`` (how to read them: README, "Benchmarks"):
 
@@ -42,6 +43,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from merc.bench import suite as bench_suite
+from merc.bench.suite import FULL, REFERENCE_MODEL
 from merc.config import ExperimentConfig, default_data_dir
 
 SUITE_SEEDS = {"quick": 1, "paper": 5}
@@ -53,81 +56,6 @@ QUICK_SKIPS = ("matav",)
 attention layers at width 256, up to the paper's 100 epochs at lr 1e-4) took 7 min 42 s for one
 IEMOCAP seed on one CPU core, and MELD is larger: with it the quick suite would overrun its
 15-minute budget. The paper suite runs every registered model."""
-
-REFERENCE_MODEL = "broad-mamba"
-"""The model every other model is tested against in ``significance.md``."""
-
-FULL = "full"
-"""Variant name of a model in its default configuration."""
-
-
-@dataclass(frozen=True)
-class BenchCorpus:
-    """A corpus as the bench uses it."""
-
-    kind: str
-    """Loader name (``data.corpus``)."""
-    subdir: str
-    """Folder under the bench's data folder (``--data``)."""
-    modalities: tuple[str, ...] | None = None
-    """Modalities of the main table (default: the corpus' default in ``CORPUS_DEFAULTS``)."""
-    modality_sets: tuple[tuple[str, ...], ...] = ()
-    """Modality subsets for Table 4 (the corpus default is always included); empty = none."""
-    ablations: tuple[str, ...] = ()
-    """Names of :data:`MODEL_VARIANTS` ablations that apply here (PFM/fusion ablations need
-    more than one modality)."""
-    fusion: bool = False
-    """Whether to run the Fig. 5 fusion comparison here."""
-    lnorm: bool = False
-    """Whether to run "w/o L_norm" for the Fig. 6 loss curves here."""
-    overrides: tuple[str, ...] = ()
-    """Dotted config overrides for every run on this corpus (e.g. in tests)."""
-
-
-BENCH_CORPORA: dict[str, BenchCorpus] = {
-    "iemocap": BenchCorpus("iemocap", "iemocap", modality_sets=(("text",), ("audio",)),
-                           ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba", "w/o MEC",
-                                      "bi-Mamba x2", "w/o DDM", "w/o CFM", "w/o CRM"),
-                           fusion=True, lnorm=True),
-    "meld": BenchCorpus("meld", "meld", ablations=("w/o PE", "w/o BLS"), lnorm=True),
-    "mosi": BenchCorpus("mosi", "mosi",
-                        modality_sets=(("text",), ("audio",), ("video",), ("text", "audio"),
-                                       ("text", "video"), ("audio", "video")),
-                        ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba", "w/o MEC",
-                                   "bi-Mamba x2", "w/o DDM", "w/o CFM", "w/o CRM"),
-                        fusion=True),
-}
-"""The corpora of the suites and which tables each contributes to."""
-
-MODEL_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "broad-mamba": {
-        # Table 3. "w/o PFM" drops the probability weights w^m of Eq. 17, leaving h^f = sum_m Y^m.
-        "w/o PE": {"use_pe": False},
-        "w/o BLS": {"use_bls": False},
-        "w/o PFM": {"fusion": "add"},
-        # Fig. 5 (pfm is the full model).
-        "fusion=add": {"fusion": "add"},
-        "fusion=concat": {"fusion": "concat"},
-        "fusion=lmf": {"fusion": "lmf"},
-        # Fig. 6.
-        "w/o L_norm": {"norm_weight": 0.0},
-    },
-    "matav": {
-        # Tables I-II of the MaTAV paper.
-        "w/o Mamba": {"use_mamba": False},
-        "w/o MEC": {"use_mec": False},
-        # Not in the paper: Mamba is causal; a bidirectional scan and a second block were the
-        # best of a 7-config sweep on IEMOCAP validation (docs in models/matav.py).
-        "bi-Mamba x2": {"bidirectional": True, "mamba_layers": 2},
-    },
-    "df-erc": {
-        # The three mechanisms of the abstract, one at a time.
-        "w/o DDM": {"use_ddm": False},
-        "w/o CFM": {"use_cfm": False},
-        "w/o CRM": {"use_crm": False},
-    },
-}
-"""Per model: variant name -> model options. Ablations are looked up here by name."""
 
 FUSION_VARIANTS = ("fusion=add", "fusion=concat", "fusion=lmf")
 TABLES = ("main", "ablation", "modalities", "fusion", "lnorm")
@@ -160,17 +88,6 @@ class BenchRun:
         return f"{self.corpus} {self.model} {self.variant} ({'+'.join(self.modalities)})"
 
 
-def default_modalities(corpus: BenchCorpus) -> tuple[str, ...]:
-    from merc.config import CORPUS_DEFAULTS
-
-    if corpus.modalities:
-        return tuple(corpus.modalities)
-    mods = CORPUS_DEFAULTS.get(corpus.kind, {}).get("modalities")
-    if not mods:
-        raise ValueError(f"bench corpus {corpus.kind!r} needs default modalities")
-    return tuple(mods)
-
-
 def plan_runs(corpora: Sequence[str], models: Sequence[str], *,
               all_ablations: bool = True) -> list[BenchRun]:
     """All runs of a suite, de-duplicated (a run shared by several tables is trained once).
@@ -179,18 +96,20 @@ def plan_runs(corpora: Sequence[str], models: Sequence[str], *,
     table and plot is still written, in 7 min 9 s measured on 2 cores with ``--jobs 2``)."""
     runs: dict[tuple, BenchRun] = {}
 
+    from merc.models import get_entry
+
     def add(corpus: str, model: str, variant: str, mods: tuple[str, ...], table: str) -> None:
-        options = dict(MODEL_VARIANTS.get(model, {}).get(variant, {}))
+        options = dict(get_entry(model).variants.get(variant, {}))
         run = BenchRun(corpus, model, variant, mods, options)
         run = runs.setdefault(run.identity, run)
         run.tables.add(table)
 
     for name in corpora:
-        bc = BENCH_CORPORA[name]
-        mods = default_modalities(bc)
+        bc = bench_suite.BENCH_CORPORA[name]
+        mods = bench_suite.default_modalities(bc)
         for model in models:
             add(name, model, FULL, mods, "main")
-            variants = MODEL_VARIANTS.get(model, {})
+            variants = get_entry(model).variants
             for ablation in bc.ablations:
                 if ablation in variants and (all_ablations or model == REFERENCE_MODEL):
                     add(name, model, FULL, mods, "ablation")
@@ -212,18 +131,15 @@ def plan_runs(corpora: Sequence[str], models: Sequence[str], *,
 
 def run_config(run: BenchRun, data_dir: Path, seeds: int, cache_dir: str | None,
                overrides: Sequence[str] = ()) -> ExperimentConfig:
-    bc = BENCH_CORPORA[run.corpus]
-    cfg = ExperimentConfig()
-    cfg.data.corpus = bc.kind
-    cfg.data.data_dir = str(data_dir / bc.subdir)
-    cfg.data.modalities = list(run.modalities)
-    cfg.data.cache_dir = cache_dir
-    cfg.model = {"name": run.model, **run.options}
-    cfg.seeds = list(range(seeds))
-    cfg.train.progress = False
-    cfg.apply_overrides(list(bc.overrides) + list(overrides))
-    cfg.apply_model_train_defaults()
-    return cfg
+    """The run's config; the model paper's training settings are filled in by
+    :func:`~merc.engine.experiment.run_experiment`, so ``overrides`` always win."""
+    bc = bench_suite.BENCH_CORPORA[run.corpus]
+    settings = {"data": {"corpus": bc.kind, "data_dir": str(data_dir / bc.subdir),
+                         "modalities": list(run.modalities), "cache_dir": cache_dir},
+                "model": {"name": run.model, **run.options}, "seeds": list(range(seeds)),
+                "train": {"progress": False}}
+    return ExperimentConfig().with_overrides(list(bc.overrides) + list(overrides),
+                                             settings=settings)
 
 
 def _execute(cfg_dict: dict, run_dir: str) -> dict:
@@ -249,7 +165,7 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
         data_dir: Folder holding the corpora's folders (default ``$MERC_DATA_DIR``).
         out_dir: Output folder (default ``results/<suite>``).
         seeds: Override the suite's seed count (seeds ``0 .. seeds-1``).
-        corpora, models: Subsets (default: every corpus of :data:`BENCH_CORPORA` whose folder
+        corpora, models: Subsets (default: every corpus of ``bench_suite.BENCH_CORPORA`` whose folder
             exists, and every registered model; the quick suite skips :data:`QUICK_SKIPS`).
         jobs: Runs trained in parallel processes (each single-threaded).
         tables: Keep only the runs of these tables (of :data:`TABLES`; default all).
@@ -273,15 +189,17 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; registered: {registered}")
     if corpora:
-        bad = [c for c in corpora if c not in BENCH_CORPORA]
+        bad = [c for c in corpora if c not in bench_suite.BENCH_CORPORA]
         if bad:
-            raise ValueError(f"unknown bench corpus {bad}; choose from {sorted(BENCH_CORPORA)}")
+            raise ValueError(f"unknown bench corpus {bad}; choose from "
+                             f"{sorted(bench_suite.BENCH_CORPORA)}")
         corpora = list(corpora)
     else:
-        corpora = [c for c, bc in BENCH_CORPORA.items() if (data_dir / bc.subdir).exists()]
-        missing = [c for c in BENCH_CORPORA if c not in corpora]
+        corpora = [c for c, bc in bench_suite.BENCH_CORPORA.items() if (data_dir / bc.subdir).exists()]
+        missing = [c for c in bench_suite.BENCH_CORPORA if c not in corpora]
         if not corpora:
-            raise FileNotFoundError(f"{data_dir}: none of {sorted(BENCH_CORPORA)} found; point "
+            raise FileNotFoundError(f"{data_dir}: none of {sorted(bench_suite.BENCH_CORPORA)} found; "
+                                    "point "
                                     "--data or $MERC_DATA_DIR at the data folder")
         if missing:
             echo(f"not found under {data_dir}, skipped: {', '.join(missing)}")

@@ -24,7 +24,7 @@ timing does not depend on the weights' values) the benchmark measures, in one pr
 ``train_seconds_per_epoch``
     One epoch over the train split: train mode, AdamW (the :class:`~merc.config.TrainConfig`
     learning rate and weight decay), masked cross-entropy plus the model's ``aux_loss`` (the loss
-    of :class:`merc.engine.module.ERCModule`), gradient clipping as in training, batches of
+    of training, :func:`merc.engine.loop.masked_loss`), gradient clipping as in training, batches of
     ``TrainConfig().batch_size`` shuffled with a fixed seed, collation included. Two untimed
     warm-up steps come first. Plain PyTorch, no Lightning: its per-step overhead is left out.
 
@@ -54,16 +54,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn import functional as F
+
+from merc.bench.suite import REFERENCE_MODEL
 
 EVAL_BATCH_SIZE = 16
 """Dialogues per batch for the inference timing (``merc evaluate`` uses 16 as well)."""
 
 TRAIN_WARMUP_STEPS = 2
 """Untimed optimiser steps before the timed training epoch (first-call allocations, caches)."""
-
-REFERENCE_MODEL = "broad-mamba"
-"""Inference-time ratios are taken relative to this model."""
 
 COLUMNS = ["corpus", "model", "params", "flops_per_dialogue", "infer_seconds_test_split",
            "train_seconds_per_epoch"]
@@ -220,13 +218,9 @@ def time_inference(model: torch.nn.Module, batches: Sequence, repeats: int) -> f
 
 
 def _train_step(model, optimizer, batch, grad_clip: float) -> None:
-    from merc.data.collate import IGNORE_INDEX
+    from merc.engine.loop import masked_loss
 
-    out = model(batch)
-    valid = batch.labels != IGNORE_INDEX
-    loss = F.cross_entropy(out.logits[valid], batch.labels[valid])
-    if out.aux_loss is not None:
-        loss = loss + out.aux_loss
+    loss, _ = masked_loss(model(batch), batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -243,11 +237,12 @@ def time_train_epoch(model: torch.nn.Module, prepared, *, batch_size: int, seed:
     The model's weights are changed (it is a throw-away, randomly initialised model).
     """
     from merc.config import TrainConfig
-    from merc.engine.experiment import make_loader
+    from merc.data.prepare import make_loader
+    from merc.engine.loop import make_optimizer
 
-    tc = TrainConfig()
+    tc = TrainConfig().resolved()  # the generic settings, the same for every model
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = make_optimizer(model, tc.lr, tc.weight_decay)
     loader = make_loader(prepared, "train", batch_size, shuffle=True, seed=seed)
     for i, batch in enumerate(loader):
         if i >= warmup_steps:
@@ -271,14 +266,14 @@ def bench_prepared(prepared, corpus: str, models: Iterable[str] | None = None, *
     """Measure every model on one prepared corpus; one row (dict) per model.
 
     Args:
-        prepared: :class:`merc.engine.experiment.PreparedData` with a test and a train split.
+        prepared: :class:`merc.data.prepare.PreparedData` with a test and a train split.
         corpus: Name written in the ``corpus`` column.
         models: Registered model names (default: all).
         repeats: Timed inference passes (median reported).
         echo: Receives one progress line per model.
     """
     from merc.config import TrainConfig
-    from merc.engine.experiment import make_loader
+    from merc.data.prepare import make_loader
     from merc.models import count_parameters, create_model, list_models
 
     names = list(models) if models else list_models()
@@ -286,7 +281,7 @@ def bench_prepared(prepared, corpus: str, models: Iterable[str] | None = None, *
     test_batches = list(make_loader(prepared, "test", EVAL_BATCH_SIZE))
     unlabelled = [without_labels(b) for b in test_batches]
     singles = [without_labels(b) for b in make_loader(prepared, "test", 1)]
-    train_bs = TrainConfig().batch_size
+    train_bs = TrainConfig().resolved().batch_size
     counts = prepared.corpus.counts()
     rows = []
     for name in names:
@@ -421,8 +416,8 @@ def run_efficiency_bench(data_dir: str | Path | None = None, out_dir: str | Path
     Returns:
         The rows written to ``efficiency.csv``.
     """
-    from merc.config import ExperimentConfig, default_data_dir
-    from merc.engine.experiment import prepare_data, resolve_corpus_dir
+    from merc.config import DataConfig, default_data_dir
+    from merc.data.prepare import prepare_data, resolve_corpus_dir
 
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     before = torch.get_num_threads()
@@ -431,11 +426,9 @@ def run_efficiency_bench(data_dir: str | Path | None = None, out_dir: str | Path
     rows: list[dict[str, Any]] = []
     try:
         for corpus in corpora or ["iemocap", "meld"]:
-            cfg = ExperimentConfig()
-            cfg.data.corpus = corpus
-            cfg.data.data_dir = str(resolve_corpus_dir(corpus, data_dir))
-            cfg.data.cache_dir = cache_dir
-            prepared = prepare_data(cfg.data.resolved(), progress=False)
+            data = DataConfig(corpus=corpus, data_dir=str(resolve_corpus_dir(corpus, data_dir)),
+                              cache_dir=cache_dir)
+            prepared = prepare_data(data.resolved(), progress=False)
             rows += bench_prepared(prepared, corpus, models, repeats=repeats, echo=echo)
     finally:
         torch.set_num_threads(before)

@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from merc.bench import suite
+from merc.bench.suite import REFERENCE_MODEL
+
 ACCURACY_COLUMNS = ["corpus", "model", "variant", "modalities", "seeds", "wf1_mean", "wf1_std",
                     "acc_mean", "acc_std"]
 """Leading columns of ``accuracy.csv`` (stable; extra columns follow them)."""
@@ -81,7 +84,7 @@ class _Results:
 
     def full(self, corpus: str, model: str, modalities: tuple[str, ...] | None = None):
         for r in self.runs:
-            if (r.corpus == corpus and r.model == model and r.variant == "full"
+            if (r.corpus == corpus and r.model == model and r.variant == suite.FULL
                     and (modalities is None or r.modalities == modalities)
                     and ("main" in r.tables or modalities is not None)):
                 return r
@@ -206,9 +209,8 @@ def _table_ablation(res: _Results) -> list[Path]:
 
 def _table_modalities(res: _Results) -> list[Path]:
     def base(run):
-        from merc.bench.accuracy import BENCH_CORPORA, default_modalities
-
-        return res.full(run.corpus, run.model, default_modalities(BENCH_CORPORA[run.corpus]))
+        return res.full(run.corpus, run.model,
+                        suite.default_modalities(suite.BENCH_CORPORA[run.corpus]))
 
     md_rows, csv_rows = _delta_rows(res, "modalities",
                                     lambda r: [r.model, "+".join(r.modalities)], base)
@@ -265,7 +267,6 @@ def _fig_fusion(res: _Results) -> list[Path]:
 
 
 def _significance(res: _Results) -> list[Path]:
-    from merc.bench.accuracy import REFERENCE_MODEL
     from merc.engine.stats import paired_test
 
     md_rows, csv_rows = [], []
@@ -375,7 +376,7 @@ def _loss_curves(res: _Results) -> list[Path]:
             seed_dir = res.run_dir(run) / f"seed_{s['seeds'][0]}"
             if (seed_dir / "metrics.csv").exists():
                 epochs_run = json.loads((seed_dir / "metrics.json").read_text())["epochs_run"]
-                name = "with L_norm" if run.variant == "full" else "without L_norm"
+                name = "with L_norm" if run.variant == suite.FULL else "without L_norm"
                 pairs.append((name, _epoch_curves(seed_dir / "metrics.csv", epochs_run),
                               s["seeds"][0]))
         if not pairs:
@@ -398,34 +399,22 @@ def _loss_curves(res: _Results) -> list[Path]:
 def fused_representations(checkpoint: Path, split: str = "test"):
     """``(hidden (N, H), labels (N,), label_names)`` of a checkpoint on ``split``'s labelled
     utterances, with the checkpoint's own feature spec."""
-    import numpy as np
-    import torch
-
-    from merc.config import DataConfig
-    from merc.data.collate import IGNORE_INDEX
-    from merc.engine.checkpoint import load_checkpoint
-    from merc.engine.experiment import make_loader, prepare_data
+    from merc.data.prepare import make_loader
+    from merc.engine.checkpoint import load_checkpoint, prepare_for_checkpoint
+    from merc.engine.loop import evaluate
 
     loaded = load_checkpoint(checkpoint)
-    data = DataConfig(**loaded.config["data"]).resolved()
-    prepared = prepare_data(data, spec=loaded.feature_spec, progress=False)
-    hs, ys = [], []
-    loaded.model.eval()
-    with torch.no_grad():
-        for batch in make_loader(prepared, split, 16):
-            out = loaded.model(batch)
-            if out.hidden is None:
-                raise ValueError(f"{loaded.config['model']['name']} returns no hidden states")
-            keep = batch.labels != IGNORE_INDEX
-            hs.append(out.hidden[keep].numpy())
-            ys.append(batch.labels[keep].numpy())
-    return np.concatenate(hs), np.concatenate(ys), loaded.label_names
+    prepared = prepare_for_checkpoint(loaded)
+    try:
+        preds = evaluate(loaded.model, make_loader(prepared, split, 16), keep_hidden=True)
+    except ValueError as e:
+        raise ValueError(f"{loaded.config.model_name}: {e}") from None
+    return preds.hidden, preds.y_true, loaded.label_names
 
 
 def _tsne(res: _Results) -> list[Path]:
     from sklearn.manifold import TSNE
 
-    from merc.bench.accuracy import REFERENCE_MODEL
 
     plt = _pyplot()
     paths = []

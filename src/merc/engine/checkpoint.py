@@ -1,4 +1,5 @@
-"""Loading merc checkpoints safely (``torch.load(weights_only=True)``: no code can run).
+"""Loading merc checkpoints safely (``torch.load(weights_only=True)``: no code can run), and
+evaluating one on a split with its own feature spec (``merc evaluate``).
 
 Deliberately free of Lightning: inference loads checkpoints without importing the trainer.
 """
@@ -7,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from merc.config import ExperimentConfig
 from merc.errors import MercInputError
 from merc.features.spec import FeatureSpec
 from merc.models import create_model
@@ -25,17 +26,23 @@ class LoadedCheckpoint:
     """A model rebuilt from a checkpoint, in eval mode, with everything needed to feed it."""
 
     model: nn.Module
-    config: dict[str, Any]
-    """The experiment config the model was trained with (plain dict)."""
+    config: ExperimentConfig
+    """The (resolved) experiment config the model was trained with."""
     label_names: list[str]
     input_dims: dict[str, int]
     feature_spec: FeatureSpec
     """Feature sources and the train-split normalisation statistics."""
     merc_version: str
+    path: Path | None = None
+    """The file it was loaded from."""
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
-    """Load a checkpoint written by ``merc train`` (one ``seed_*/best.ckpt``)."""
+    """Load a checkpoint written by ``merc train`` (one ``seed_*/best.ckpt``).
+
+    Checkpoints of earlier merc versions load too: their config is a plain dict of the same
+    sections, parsed and validated here like a YAML file.
+    """
     path = Path(path)
     if not path.exists():
         raise MercInputError(path, "checkpoint not found")
@@ -47,13 +54,54 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
         raise MercInputError(path, "not a merc checkpoint (no 'merc' metadata)", field="merc")
     meta = ckpt[CHECKPOINT_KEY]
-    cfg = meta["config"]
-    model = create_model(cfg["model"]["name"], meta["input_dims"], len(meta["label_names"]),
-                         **{k: v for k, v in cfg["model"].items() if k != "name"})
+    try:
+        config = ExperimentConfig.from_dict(meta["config"])
+    except ValueError as e:
+        raise MercInputError(path, f"stored config: {e}", field="config") from None
+    model = create_model(config.model, meta["input_dims"], len(meta["label_names"]))
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
              if k.startswith("model.")}
     model.load_state_dict(state)
-    return LoadedCheckpoint(model=model.eval(), config=cfg, label_names=list(meta["label_names"]),
+    return LoadedCheckpoint(model=model.eval(), config=config,
+                            label_names=list(meta["label_names"]),
                             input_dims=dict(meta["input_dims"]),
                             feature_spec=FeatureSpec.from_dict(meta["feature_spec"]),
-                            merc_version=meta.get("merc_version", "unknown"))
+                            merc_version=meta.get("merc_version", "unknown"), path=path)
+
+
+def prepare_for_checkpoint(loaded: LoadedCheckpoint, *, data_dir: str | None = None,
+                           progress: bool = False):
+    """The corpus the checkpoint was trained on, with the checkpoint's own feature spec
+    (extractors and train-split statistics): a :class:`merc.data.prepare.PreparedData`.
+
+    Raises:
+        MercInputError: the corpus' label map differs from the checkpoint's.
+    """
+    import dataclasses
+
+    from merc.data.prepare import prepare_data
+
+    data = loaded.config.data
+    if data_dir is not None:
+        data = dataclasses.replace(data, data_dir=data_dir)
+    prepared = prepare_data(data.resolved(), spec=loaded.feature_spec, progress=progress)
+    if prepared.corpus.label_names != loaded.label_names:
+        raise MercInputError(loaded.path, f"label map {loaded.label_names} does not "
+                             f"match the corpus' {prepared.corpus.label_names}",
+                             field="label_names")
+    return prepared
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None,
+                        split: str = "test", progress: bool = False) -> dict:
+    """Metrics (percent) of a saved checkpoint on ``split`` of the corpus it was trained on.
+
+    The checkpoint's own feature spec is applied, so the numbers match what ``merc train``
+    reported for that seed.
+    """
+    from merc.data.prepare import make_loader
+    from merc.engine.loop import evaluate
+
+    loaded = load_checkpoint(checkpoint)
+    prepared = prepare_for_checkpoint(loaded, data_dir=data_dir, progress=progress)
+    return evaluate(loaded.model, make_loader(prepared, split, 16)).metrics(loaded.label_names)

@@ -10,7 +10,7 @@ same fold, and every utterance is tested exactly once per seed.
 Honesty. Features are extracted once, unnormalised, for the whole corpus (a cached, label-free
 transform of each wav on its own). Standardisation statistics are then fitted per fold on that
 fold's *train speakers only* and applied to its validation and test speakers. Each fold and seed
-is trained by :func:`merc.engine.experiment.train_seed`, exactly like ``merc train``: the
+is trained by :func:`merc.engine.trainer.train_seed`, exactly like ``merc train``: the
 checkpoint with the best validation W-F1 is kept and the test speakers are evaluated once on it.
 
 Reporting (all in percent). UAR, the unweighted average recall (mean per-class recall, chance
@@ -28,7 +28,6 @@ Output layout::
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -38,13 +37,14 @@ from typing import Any
 import numpy as np
 
 import merc
-from merc.config import DataConfig, ExperimentConfig
-from merc.data import CORPUS_LOADERS, Corpus, load_corpus
-from merc.engine.experiment import (PreparedData, resolve_corpus_dir, run_fingerprint,
-                                    train_seed)
+from merc.config import ExperimentConfig
+from merc.data import Corpus
+from merc.data.prepare import PreparedData, extract_features, load_configured
+from merc.engine.experiment import run_fingerprint
 from merc.engine.metrics import uar_from_confusion
+from merc.engine.trainer import train_seed
 from merc.errors import MercInputError
-from merc.features import FeatureSpec, apply_stats, build_features, fit_stats
+from merc.features import FeatureSpec
 
 METRICS = ("uar", "wf1", "acc", "macro_f1")
 """Metrics reported per fold and aggregated over folds (percent)."""
@@ -129,67 +129,20 @@ def assign_fold(corpus: Corpus, fold: SpeakerFold, speaker_of: dict[str, str]) -
     return replace(corpus, conversations=convs, valid_split=note)
 
 
-def extract_features(data: DataConfig, *, progress: bool = False) -> tuple[Corpus, FeatureSpec]:
-    """Load the corpus and compute its (cached) features once, *unnormalised*.
-
-    The modalities follow :func:`merc.engine.experiment.prepare_data`: ``data.modalities`` if
-    set, else every modality the corpus provides (loader features, transcripts, and audio when
-    ``data.audio`` names an openSMILE set and the corpus has wav paths).
-
-    Args:
-        data: A resolved :class:`DataConfig`.
-
-    Returns:
-        ``(corpus, spec)``: the corpus with ``features[m]`` ``(1 or n, d_m)`` per conversation for
-        each enabled modality, and the spec without statistics (``spec.stats == {}``).
-    """
-    loader = CORPUS_LOADERS.get(data.corpus)
-    takes_label = loader is not None and "label" in inspect.signature(loader).parameters
-    options = {"label": data.label} if takes_label else {}
-    corpus = load_corpus(data.corpus, resolve_corpus_dir(data.corpus, data.data_dir), **options)
-    available = set(corpus.feature_modalities)
-    if any(u.strip() for c in corpus.conversations for u in c.utterances):
-        available.add("text")
-    has_wavs = any(c.media.get("audio") for c in corpus.conversations)
-    if data.audio != "external" and has_wavs:
-        available.add("audio")
-    wants_audio = data.modalities is not None and "audio" in data.modalities
-    if (wants_audio and data.audio == "external" and has_wavs
-            and "audio" not in corpus.feature_modalities):
-        raise MercInputError(corpus.source, "the corpus has wav files but no precomputed audio "
-                             "features; choose an extractor, e.g. --audio eGeMAPSv02",
-                             field="audio")
-    if data.modalities is None and not available:
-        hint = " (the corpus has wav paths: e.g. --audio eGeMAPSv02)" if has_wavs else ""
-        raise MercInputError(corpus.source, f"no features to train on: no transcripts and no "
-                             f"loader-supplied features; choose an audio extractor{hint}",
-                             field="modalities")
-    spec = data.feature_spec(sorted(available, key=["text", "audio", "video"].index))
-    corpus = build_features(corpus, spec, data.cache_dir, progress=progress)
-    return corpus, spec
-
-
 def prepare_fold(corpus: Corpus, spec: FeatureSpec, fold: SpeakerFold,
                  speaker_of: dict[str, str]) -> PreparedData:
     """Splits for ``fold`` plus standardisation fitted on the fold's train speakers only.
 
     Args:
-        corpus: Output of :func:`extract_features` (unnormalised features ``(n, d_m)``).
+        corpus: Output of :func:`merc.data.prepare.extract_features` (unnormalised features
+            ``(n, d_m)``).
         spec: Its feature spec; not modified (a copy carries this fold's statistics).
 
     Returns:
-        A :class:`PreparedData` for :func:`merc.engine.experiment.train_seed`.
+        A :class:`PreparedData` for :func:`merc.engine.trainer.train_seed`.
     """
-    fold_corpus = assign_fold(corpus, fold, speaker_of)
-    modalities = spec.modalities()
-    fold_spec = replace(spec, stats={})
-    if spec.normalize:
-        # fit_stats reads split "train" only, which here is exactly the fold's train speakers.
-        fold_spec.stats = fit_stats(fold_corpus, modalities)
-        fold_corpus = apply_stats(fold_corpus, fold_spec.stats)
-    dims = fold_corpus.feature_dims()
-    return PreparedData(corpus=fold_corpus, spec=fold_spec, modalities=modalities,
-                        input_dims={m: dims[m] for m in modalities})
+    # fit_stats reads split "train" only, which here is exactly the fold's train speakers.
+    return PreparedData.normalised(assign_fold(corpus, fold, speaker_of), replace(spec, stats={}))
 
 
 def metrics_from_confusion(confusion: np.ndarray | Sequence[Sequence[int]]) -> dict[str, float]:
@@ -241,9 +194,9 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg.data = cfg.data.resolved()
+    cfg = ExperimentConfig.from_dict(cfg.to_dict()).resolved()  # validated; paper settings filled
     progress = bool(progress)
-    corpus, spec = extract_features(cfg.data, progress=progress)
+    corpus, spec = extract_features(load_configured(cfg.data), cfg.data, progress=progress)
     speaker_of = conversation_speakers(corpus)
     plan = make_speaker_folds(list(speaker_of.values()), folds)
     protocol = ("leave-one-speaker-out" if all(len(f.test) == 1 for f in plan)
@@ -254,6 +207,7 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
          f"modalities {spec.modalities()} dims {corpus.feature_dims()}; {protocol}, "
          f"{len(plan)} folds x {len(cfg.seeds)} seed(s)")
     cfg.save(out_dir / "config.yaml")
+    fingerprint = run_fingerprint(cfg)
 
     fold_records: list[dict[str, Any]] = []
     pooled = {s: np.zeros((len(labels), len(labels)), dtype=np.int64) for s in cfg.seeds}
@@ -269,7 +223,8 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
         (fold_dir / "fold.json").write_text(json.dumps(info, indent=2))
         runs = []
         for seed in cfg.seeds:
-            r = train_seed(cfg, prepared, seed, fold_dir / f"seed_{seed}", progress=progress)
+            r = train_seed(cfg, prepared, seed, fold_dir / f"seed_{seed}", progress=progress,
+                           fingerprint=fingerprint)
             params = r["params"]
             pooled[seed] += np.asarray(r["test"]["confusion"], dtype=np.int64)
             runs.append({"seed": seed, "best_epoch": r["best_epoch"],
@@ -310,7 +265,7 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
         "train_seconds": float(sum(r["train_seconds"] for f in fold_records
                                    for r in f["per_seed"])),
         "feature_spec": {k: v for k, v in spec.to_dict().items() if k != "stats"},
-        "merc_version": merc.__version__, "fingerprint": run_fingerprint(cfg),
+        "merc_version": merc.__version__, "fingerprint": fingerprint,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     t, p = summary["test"], summary["pooled"]

@@ -7,80 +7,71 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 import merc
-from merc.data.collate import IGNORE_INDEX, Batch
+from merc.config import ExperimentConfig
+from merc.data.collate import Batch
 from merc.engine.checkpoint import CHECKPOINT_KEY
-from merc.engine.metrics import classification_metrics
+from merc.engine.loop import Predictions, make_optimizer, masked_loss
 from merc.models import ModelOutput, create_model
 
 
 class ERCModule(L.LightningModule):
     """Trains a registered model with masked cross-entropy (+ the model's ``aux_loss``).
 
-    Validation W-F1 is logged as ``val_wf1`` each epoch (the selection metric); ``test`` metrics
-    are computed once on the selected checkpoint and kept in :attr:`test_metrics`.
+    Every metric of :func:`merc.engine.metrics.classification_metrics` is computed per epoch on
+    validation (``val_wf1`` is the selection metric) and once on test; the last values are kept
+    in :attr:`last_metrics` (``{"val": {...}, "test": {...}}``).
 
     Args:
-        meta: Everything needed to rebuild the model without the training code: ``config``
-            (the experiment config dict), ``label_names``, ``input_dims``, ``feature_spec``.
+        config: The *resolved* experiment config (every training value set).
+        label_names: Class names, index order.
+        input_dims: Modality -> feature dimension.
+        meta: More to store in the checkpoint beside the config, label map and dims (the
+            feature spec, corpus name, ...; plain Python values).
         class_weights: Optional ``(C,)`` cross-entropy weights.
     """
 
-    def __init__(self, meta: dict[str, Any], class_weights: torch.Tensor | None = None) -> None:
+    def __init__(self, config: ExperimentConfig, label_names: list[str],
+                 input_dims: dict[str, int], *, meta: dict[str, Any] | None = None,
+                 class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.meta = dict(meta, merc_version=merc.__version__)
-        cfg = meta["config"]
-        self.model = create_model(cfg["model"]["name"], meta["input_dims"],
-                                  len(meta["label_names"]),
-                                  **{k: v for k, v in cfg["model"].items() if k != "name"})
-        self.train_cfg = cfg["train"]
+        self.config = config
+        self.label_names = list(label_names)
+        self.meta = {**(meta or {}), "config": config.to_dict(), "label_names": self.label_names,
+                     "input_dims": dict(input_dims), "merc_version": merc.__version__}
+        self.model = create_model(config.model, input_dims, len(self.label_names))
         self.register_buffer("class_weights", class_weights if class_weights is not None
-                             else torch.ones(len(meta["label_names"])), persistent=False)
-        self._outputs: dict[str, list] = {"val": [], "test": []}
+                             else torch.ones(len(self.label_names)), persistent=False)
+        self._predictions: dict[str, Predictions] = {"val": Predictions(),
+                                                     "test": Predictions()}
         self.last_metrics: dict[str, dict] = {}
 
     def forward(self, batch: Batch) -> ModelOutput:
         return self.model(batch)
 
-    def _loss(self, batch: Batch, out: ModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
-        valid = batch.labels != IGNORE_INDEX
-        ce = F.cross_entropy(out.logits[valid], batch.labels[valid], weight=self.class_weights)
-        total = ce + out.aux_loss if out.aux_loss is not None else ce
-        return total, ce
-
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def _step(self, batch: Batch, stage: str) -> tuple[ModelOutput, torch.Tensor]:
         out = self(batch)
-        loss, ce = self._loss(batch, out)
-        n = int(batch.mask.sum())
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n)
-        self.log("train_ce", ce, on_step=False, on_epoch=True, batch_size=n)
-        return loss
-
-    def _eval_step(self, batch: Batch, stage: str) -> None:
-        out = self(batch)
-        loss, ce = self._loss(batch, out)
+        loss, ce = masked_loss(out, batch, self.class_weights)
         n = int(batch.mask.sum())
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=n)
         self.log(f"{stage}_ce", ce, on_step=False, on_epoch=True, batch_size=n)
-        valid = batch.labels != IGNORE_INDEX
-        self._outputs[stage].append((batch.labels[valid].cpu(), out.logits[valid].argmax(-1).cpu()))
+        return out, loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")[1]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._predictions["val"].add(batch, self._step(batch, "val")[0])
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._predictions["test"].add(batch, self._step(batch, "test")[0])
 
     def _epoch_metrics(self, stage: str) -> None:
-        pairs = self._outputs[stage]
-        self._outputs[stage] = []
-        if not pairs:
+        preds, self._predictions[stage] = self._predictions[stage], Predictions()
+        if not len(preds):
             return
-        y_true = torch.cat([p[0] for p in pairs]).numpy()
-        y_pred = torch.cat([p[1] for p in pairs]).numpy()
-        metrics = classification_metrics(y_true, y_pred, self.meta["label_names"])
+        metrics = preds.metrics(self.label_names)
         self.last_metrics[stage] = metrics
         self.log(f"{stage}_wf1", metrics["wf1"], prog_bar=True)
         self.log(f"{stage}_acc", metrics["acc"])
@@ -92,8 +83,7 @@ class ERCModule(L.LightningModule):
         self._epoch_metrics("test")
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.train_cfg["lr"],
-                                 weight_decay=self.train_cfg["weight_decay"])
+        return make_optimizer(self.model, self.config.train.lr, self.config.train.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Only plain Python types: the file must load with torch.load(weights_only=True).

@@ -7,19 +7,25 @@ from dataclasses import dataclass
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from merc.config import ModelConfig, require
 from merc.data.collate import Batch
 from merc.models.registry import ModelOutput, register_model
 from merc.modules.fusion import ConcatProjection
 
 
 @dataclass
-class BcLSTMConfig:
+class BcLSTMConfig(ModelConfig):
     hidden_size: int = 128
     """LSTM hidden size per direction (the fused input projection has the same width)."""
     num_layers: int = 1
     """Stacked LSTM layers."""
     dropout: float = 0.3
     """Dropout on the inputs, on the LSTM output and between stacked layers."""
+
+    def __post_init__(self) -> None:
+        require(self.hidden_size >= 1, "hidden_size", f"expected >= 1, got {self.hidden_size}")
+        require(self.num_layers >= 1, "num_layers", f"expected >= 1, got {self.num_layers}")
+        require(0.0 <= self.dropout < 1.0, "dropout", f"expected [0, 1), got {self.dropout}")
 
 
 @register_model("bc-lstm", BcLSTMConfig)

@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from merc.config import ModelConfig, require, require_choice
 from merc.data.collate import IGNORE_INDEX, Batch
 from merc.models.registry import ModelOutput, register_model
 from merc.modules.bls import BroadLearningSystem, ridge_norm_loss
@@ -69,7 +70,7 @@ from merc.modules.ssm import BiSelectiveScan, BiSSMConv
 
 
 @dataclass
-class BroadMambaConfig:
+class BroadMambaConfig(ModelConfig):
     d_model: int = 128
     """Width ``d_m`` of each modality after the Conv1D front end (Eq. 9) and of the SSM."""
     conv_kernel: int = 1
@@ -125,8 +126,40 @@ class BroadMambaConfig:
     dropout: float = 0.3
     """Dropout on the input features, on the context output and before the classifier."""
 
+    def __post_init__(self) -> None:
+        require(self.conv_kernel >= 1 and self.conv_kernel % 2 == 1, "conv_kernel",
+                f"expected a positive odd number, got {self.conv_kernel}")
+        require_choice("context", self.context, CONTEXTS)
+        require_choice("fusion", self.fusion, FUSIONS)
+        require_choice("pfm_mode", self.pfm_mode, ("max", "gate"))
+        require_choice("norm_target", self.norm_target, ("labels", "self"))
+        require(not (self.use_bls and self.norm_weight > 0) or self.norm_lambda > 0,
+                "norm_lambda", "expected > 0 (Eq. 15 needs A^T A + lambda I invertible)")
+        require(0.0 <= self.dropout < 1.0, "dropout", f"expected [0, 1), got {self.dropout}")
 
-@register_model("broad-mamba", BroadMambaConfig)
+
+CONTEXTS = ("bissm", "selective")
+
+
+@register_model("broad-mamba", BroadMambaConfig, variants={
+    # Table 3. "w/o PFM" drops the probability weights w^m of Eq. 17, leaving h^f = sum_m Y^m.
+    "w/o PE": {"use_pe": False},
+    "w/o BLS": {"use_bls": False},
+    "w/o PFM": {"fusion": "add"},
+    # Fig. 5 (pfm is the full model).
+    "fusion=add": {"fusion": "add"},
+    "fusion=concat": {"fusion": "concat"},
+    "fusion=lmf": {"fusion": "lmf"},
+    # Fig. 6.
+    "w/o L_norm": {"norm_weight": 0.0},
+    # The documented alternatives of the config (not in the paper's tables).
+    "conv kernel 3": {"conv_kernel": 3},
+    "context=selective": {"context": "selective"},
+    "pfm gate": {"pfm_mode": "gate"},
+    "pfm normalised": {"pfm_normalize": True},
+    "pfm w/o label loss": {"pfm_aux_weight": 0.0},
+    "L_norm literal target": {"norm_target": "self"},
+})
 class BroadMamba(nn.Module):
     """Broad Mamba: Conv1D+PE -> bidirectional SSM -> broad learning -> probability-guided fusion.
 
@@ -136,17 +169,7 @@ class BroadMamba(nn.Module):
     def __init__(self, input_dims: dict[str, int], num_classes: int,
                  config: BroadMambaConfig) -> None:
         super().__init__()
-        c = self.config = config
-        if c.conv_kernel < 1 or c.conv_kernel % 2 == 0:
-            raise ValueError(f"conv_kernel must be a positive odd number, got {c.conv_kernel}")
-        if c.context not in ("bissm", "selective"):
-            raise ValueError(f"context must be 'bissm' or 'selective', got {c.context!r}")
-        if c.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {c.fusion!r}")
-        if c.norm_target not in ("labels", "self"):
-            raise ValueError(f"norm_target must be 'labels' or 'self', got {c.norm_target!r}")
-        if c.use_bls and c.norm_weight > 0 and c.norm_lambda <= 0:
-            raise ValueError("norm_lambda must be > 0 (Eq. 15 needs A^T A + lambda I invertible)")
+        c = self.config = config  # values checked by BroadMambaConfig.__post_init__
         self.modalities = sorted(input_dims)
         self.num_classes = num_classes
         d = c.d_model

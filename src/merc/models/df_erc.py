@@ -101,6 +101,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from merc.config import ModelConfig, require, require_choice
 from merc.data.collate import Batch
 from merc.models.registry import ModelOutput, register_model
 from merc.modules.contrastive import supervised_contrastive
@@ -109,7 +110,7 @@ GATES = ("scalar", "vector")
 
 
 @dataclass
-class DFERCConfig:
+class DFERCConfig(ModelConfig):
     hidden: int = 256
     """Width ``H`` of the unimodal encoders, the fused vector, the context layer and ``hidden``
     (must be even: the bidirectional GRU has ``H/2`` units per direction)."""
@@ -136,8 +137,27 @@ class DFERCConfig:
     dropout: float = 0.4
     """Dropout after the unimodal encoders and before the classifier."""
 
+    def __post_init__(self) -> None:
+        require_choice("gate", self.gate, GATES)
+        require(self.hidden >= 2 and self.hidden % 2 == 0, "hidden",
+                f"expected an even number >= 2 (BiGRU), got {self.hidden}")
+        require(self.proj_dim >= 1, "proj_dim", f"expected >= 1, got {self.proj_dim}")
+        require(self.temperature > 0, "temperature", f"expected > 0, got {self.temperature}")
+        for name in ("modality_weight", "utterance_weight"):
+            require(getattr(self, name) >= 0, name, f"expected >= 0, got {getattr(self, name)}")
+        require(self.max_contrast >= 2, "max_contrast",
+                f"expected >= 2, got {self.max_contrast}")
+        require(0.0 <= self.dropout < 1.0, "dropout", f"expected [0, 1), got {self.dropout}")
 
-@register_model("df-erc", DFERCConfig)
+
+@register_model("df-erc", DFERCConfig, variants={
+    # The three mechanisms of the abstract, one at a time.
+    "w/o DDM": {"use_ddm": False},
+    "w/o CFM": {"use_cfm": False},
+    "w/o CRM": {"use_crm": False},
+    # The documented alternative of the config.
+    "gate=vector": {"gate": "vector"},
+})
 class DFERC(nn.Module):
     """DF-ERC: contrastive modality/utterance disentanglement -> weighted fusion -> gated BiGRU.
 
@@ -151,20 +171,6 @@ class DFERC(nn.Module):
                  config: DFERCConfig) -> None:
         super().__init__()
         c = self.config = config
-        if c.gate not in GATES:
-            raise ValueError(f"gate must be one of {GATES}, got {c.gate!r}")
-        if c.hidden < 2 or c.hidden % 2:
-            raise ValueError(f"hidden must be an even number >= 2 (BiGRU), got {c.hidden}")
-        if c.proj_dim < 1:
-            raise ValueError(f"proj_dim must be >= 1, got {c.proj_dim}")
-        if c.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {c.temperature}")
-        if c.modality_weight < 0 or c.utterance_weight < 0:
-            raise ValueError("modality_weight and utterance_weight must be >= 0")
-        if c.max_contrast < 2:
-            raise ValueError(f"max_contrast must be >= 2, got {c.max_contrast}")
-        if not 0.0 <= c.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {c.dropout}")
         self.modalities = sorted(input_dims)
         self.num_classes = num_classes
         H, P = c.hidden, c.proj_dim

@@ -6,19 +6,25 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from merc.config import ModelConfig, require
 from merc.data.collate import Batch
 from merc.models.registry import ModelOutput, register_model
 from merc.modules.fusion import ConcatProjection
 
 
 @dataclass
-class MLPConfig:
+class MLPConfig(ModelConfig):
     hidden_size: int = 256
     """Width of the hidden layers."""
     num_layers: int = 2
     """Number of hidden layers (>= 1), the first being the fused input projection."""
     dropout: float = 0.3
     """Dropout on the inputs and between layers."""
+
+    def __post_init__(self) -> None:
+        require(self.hidden_size >= 1, "hidden_size", f"expected >= 1, got {self.hidden_size}")
+        require(self.num_layers >= 1, "num_layers", f"expected >= 1, got {self.num_layers}")
+        require(0.0 <= self.dropout < 1.0, "dropout", f"expected [0, 1), got {self.dropout}")
 
 
 @register_model("mlp", MLPConfig)

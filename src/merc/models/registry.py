@@ -1,7 +1,10 @@
 """Model registry in the style of timm: ``@register_model`` + ``create_model(name, ...)``.
 
 Every model is an ``nn.Module`` whose constructor takes ``input_dims`` (modality -> feature
-dim, from the data), ``num_classes`` and a typed config dataclass; it never knows dataset names.
+dim, from the data), ``num_classes`` and its typed config dataclass (a
+:class:`merc.config.ModelConfig`, whose ``__post_init__`` checks the allowed values); it never
+knows dataset names. **Adding a model variant (ablation) is one entry in the ``variants`` of the
+model's ``@register_model``** in its own file.
 ``forward(batch)`` takes a :class:`merc.data.collate.Batch` and returns a :class:`ModelOutput`.
 """
 
@@ -14,6 +17,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from merc.config import ModelConfig
 
 
 @dataclass
@@ -38,30 +43,55 @@ class ModelOutput:
 class ModelEntry:
     name: str
     cls: type[nn.Module]
-    config_cls: type
+    config_cls: type[ModelConfig]
     description: str = ""
     train_defaults: dict[str, Any] = field(default_factory=dict)
-    """Training settings (``TrainConfig`` fields) the model's paper prescribes; they replace the
-    generic defaults unless the user sets them
-    (:meth:`merc.config.ExperimentConfig.apply_model_train_defaults`)."""
+    """Training settings (``TrainConfig`` fields) the model's paper prescribes; they fill the
+    fields the user left unset (:meth:`merc.config.ExperimentConfig.resolved`)."""
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Named variants (ablations, alternatives): variant name -> model options. The bench plans
+    its ablation tables from them and the registry test runs every one."""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, config_cls: type, *, train_defaults: Mapping[str, Any] | None = None
+def register_model(name: str, config_cls: type[ModelConfig], *,
+                   train_defaults: Mapping[str, Any] | None = None,
+                   variants: Mapping[str, Mapping[str, Any]] | None = None
                    ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator registering a model under ``name`` with its config dataclass.
 
-    ``train_defaults``: optimiser/schedule settings the model's paper prescribes (e.g. MaTAV's
-    batch 64, lr 1e-4), applied in place of the generic ``TrainConfig`` defaults."""
+    Args:
+        config_cls: A :class:`merc.config.ModelConfig` dataclass (its ``name`` is set here).
+        train_defaults: Optimiser/schedule settings the model's paper prescribes (e.g. MaTAV's
+            batch 64, lr 1e-4); keys of :data:`merc.config.GENERIC_TRAIN`.
+        variants: Variant name -> model options, e.g. ``{"w/o PFM": {"fusion": "add"}}``;
+            each is validated here, so a typo fails at import.
+    """
+    from merc.config import GENERIC_TRAIN
+
+    if not (isinstance(config_cls, type) and issubclass(config_cls, ModelConfig)):
+        raise TypeError(f"model {name!r}: config class must subclass merc.config.ModelConfig")
+    bad = sorted(set(train_defaults or {}) - set(GENERIC_TRAIN))
+    if bad:
+        raise ValueError(f"model {name!r}: train_defaults {bad} are not among the settings a "
+                         f"paper may prescribe ({sorted(GENERIC_TRAIN)})")
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         doc = (cls.__doc__ or "").strip().splitlines()
+        config_cls.name = name
         _REGISTRY[name] = ModelEntry(name, cls, config_cls, doc[0] if doc else "",
-                                     dict(train_defaults or {}))
+                                     dict(train_defaults or {}),
+                                     {v: dict(o) for v, o in (variants or {}).items()})
+        for variant, options in (variants or {}).items():
+            try:
+                make_config(name, options)
+            except ValueError as e:
+                del _REGISTRY[name]
+                raise ValueError(f"model {name!r} variant {variant!r}: {e}") from None
         cls.model_name = name
         return cls
 
@@ -80,26 +110,29 @@ def get_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}; registered: {list_models()}") from None
 
 
-def make_config(name: str, overrides: Mapping[str, Any] | None = None):
-    """The model's config dataclass with ``overrides`` applied (unknown keys are an error)."""
-    cfg_cls = get_entry(name).config_cls
-    known = {f.name for f in dataclasses.fields(cfg_cls)}
-    unknown = set(overrides or {}) - known
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)} for model {name!r}; "
-                         f"known: {sorted(known)}")
-    return cfg_cls(**dict(overrides or {}))
+def make_config(name: str, overrides: Mapping[str, Any] | None = None) -> ModelConfig:
+    """The model's config dataclass with ``overrides`` applied, validated (a wrong key or value
+    raises :class:`merc.config.ConfigError` naming ``model.<key>``)."""
+    from merc.config import build_model_config
+
+    return build_model_config({**dict(overrides or {}), "name": name})
 
 
-def create_model(name: str, input_dims: Mapping[str, int], num_classes: int,
-                 config=None, **overrides) -> nn.Module:
-    """Build registered model ``name``.
+def create_model(model: str | ModelConfig, input_dims: Mapping[str, int], num_classes: int,
+                 config: ModelConfig | None = None, **overrides) -> nn.Module:
+    """Build a registered model: from its config (``create_model(cfg.model, dims, C)``, how the
+    engine and checkpoints do it) or from its name plus options.
 
     Args:
+        model: A model config dataclass (it names the model), or a registered model name.
         input_dims: Modality -> feature dimension, e.g. ``{"text": 384, "audio": 8}``.
         num_classes: Number of output classes.
-        config: A config dataclass instance (default: the model's defaults + ``overrides``).
+        config: With a name: a config instance (default: the model's defaults + ``overrides``).
     """
+    if isinstance(model, ModelConfig):
+        config, name = model, model.name
+    else:
+        name = model
     entry = get_entry(name)
     if config is None:
         config = make_config(name, overrides)

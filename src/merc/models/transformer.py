@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from merc.config import ModelConfig, require
 from merc.data.collate import Batch
 from merc.models.registry import ModelOutput, register_model
 from merc.modules.fusion import ConcatProjection
@@ -13,7 +14,7 @@ from merc.modules.position import sinusoidal_positions
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(ModelConfig):
     hidden_size: int = 128
     """Model width (d_model)."""
     num_layers: int = 2
@@ -26,6 +27,12 @@ class TransformerConfig:
     """Dropout on inputs, attention and feed-forward."""
     positional: bool = True
     """Add sinusoidal utterance-position encodings."""
+
+    def __post_init__(self) -> None:
+        require(self.num_heads >= 1 and self.hidden_size % self.num_heads == 0, "num_heads",
+                f"must divide hidden_size ({self.hidden_size}), got {self.num_heads}")
+        require(self.num_layers >= 1, "num_layers", f"expected >= 1, got {self.num_layers}")
+        require(0.0 <= self.dropout < 1.0, "dropout", f"expected [0, 1), got {self.dropout}")
 
 
 @register_model("transformer", TransformerConfig)

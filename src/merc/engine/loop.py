@@ -1,0 +1,115 @@
+"""The pieces every training and evaluation loop shares, written once.
+
+* :func:`masked_loss` -- cross-entropy over the labelled real utterances plus the model's
+  ``aux_loss`` (training, validation, test, the efficiency bench's timed steps).
+* :func:`make_optimizer` -- AdamW with the weight-decay parameter-group rule.
+* :class:`Predictions` and :func:`evaluate` -- collect labels, predictions (and optionally the
+  fused representations) of the labelled real utterances and turn them into the metrics of
+  :func:`merc.engine.metrics.classification_metrics`. The Lightning module feeds one
+  :class:`Predictions` per stage from its steps; ``merc evaluate``
+  (:func:`merc.engine.checkpoint.evaluate_checkpoint`) and the bench call :func:`evaluate`.
+
+No Lightning here: inference and the bench use it without importing the trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from merc.data.collate import IGNORE_INDEX, Batch
+from merc.engine.metrics import classification_metrics
+from merc.models import ModelOutput
+
+
+def masked_loss(out: ModelOutput, batch: Batch, class_weights: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(total, ce)``: the class-weighted cross-entropy of ``out.logits (B, L, C)`` over the
+    utterances with a label (``batch.labels != IGNORE_INDEX``; padding never counts), and that
+    plus ``out.aux_loss``."""
+    valid = batch.labels != IGNORE_INDEX
+    ce = F.cross_entropy(out.logits[valid], batch.labels[valid], weight=class_weights)
+    total = ce + out.aux_loss if out.aux_loss is not None else ce
+    return total, ce
+
+
+def no_weight_decay(param: nn.Parameter) -> bool:
+    """Whether ``param`` is marked to train without weight decay (``param._no_weight_decay``)."""
+    return bool(getattr(param, "_no_weight_decay", False))
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over ``model``'s trainable parameters; those marked ``_no_weight_decay = True``
+    (an SSM's ``A_log`` and skip ``D``, as in the Mamba reference code: decaying ``A_log`` pulls
+    every state's decay rate towards ``A = -1`` and ``D`` towards no skip) get weight decay 0.
+
+    With nothing marked this is one parameter group in ``model.parameters()`` order, i.e. exactly
+    ``AdamW(model.parameters(), ...)``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if not no_weight_decay(p)]
+    exempt = [p for p in params if no_weight_decay(p)]
+    groups: list[dict[str, Any]] = [{"params": decay}]
+    if exempt:
+        groups.append({"params": exempt, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+class Predictions:
+    """Labels and predictions (and optionally fused representations) of the labelled real
+    utterances, accumulated batch by batch."""
+
+    def __init__(self, keep_hidden: bool = False) -> None:
+        self.keep_hidden = keep_hidden
+        self._true: list[torch.Tensor] = []
+        self._pred: list[torch.Tensor] = []
+        self._hidden: list[torch.Tensor] = []
+
+    def add(self, batch: Batch, out: ModelOutput) -> None:
+        """Record ``out.logits (B, L, C)`` argmaxes (and ``out.hidden (B, L, H)``) where
+        ``batch.labels (B, L)`` holds a label."""
+        valid = batch.labels != IGNORE_INDEX
+        self._true.append(batch.labels[valid].detach().cpu())
+        self._pred.append(out.logits[valid].argmax(-1).detach().cpu())
+        if self.keep_hidden:
+            if out.hidden is None:
+                raise ValueError("this model returns no hidden states")
+            self._hidden.append(out.hidden[valid].detach().cpu())
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._true)
+
+    @property
+    def y_true(self) -> np.ndarray:
+        """``(N,)`` class indices."""
+        return torch.cat(self._true).numpy() if self._true else np.zeros(0, dtype=np.int64)
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        """``(N,)`` predicted class indices."""
+        return torch.cat(self._pred).numpy() if self._pred else np.zeros(0, dtype=np.int64)
+
+    @property
+    def hidden(self) -> np.ndarray:
+        """``(N, H)`` fused representations (``keep_hidden=True`` only)."""
+        return torch.cat(self._hidden).numpy()
+
+    def metrics(self, label_names: Sequence[str]) -> dict[str, Any]:
+        """:func:`~merc.engine.metrics.classification_metrics` of what was recorded (percent)."""
+        return classification_metrics(self.y_true, self.y_pred, list(label_names))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[Batch], *, keep_hidden: bool = False
+             ) -> Predictions:
+    """Run ``model`` in eval mode over ``batches``; :class:`Predictions` of every labelled real
+    utterance (``.metrics(label_names)`` for the numbers)."""
+    model.eval()
+    preds = Predictions(keep_hidden)
+    for batch in batches:
+        preds.add(batch, model(batch))
+    return preds

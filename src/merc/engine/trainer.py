@@ -1,0 +1,116 @@
+"""One seed of the honest loop with Lightning: train, keep the checkpoint with the best validation
+W-F1 (``ModelCheckpoint``), stop early on it (``EarlyStopping``), then evaluate the test split
+exactly once on that checkpoint. Used by ``merc train`` (per seed) and ``merc crossval`` (per fold
+and seed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from merc.config import ExperimentConfig
+from merc.data.prepare import PreparedData, balanced_class_weights, make_loader
+from merc.models import count_parameters
+
+SELECTION_METRIC = "wf1"
+"""Validation metric (a key of :func:`merc.engine.metrics.classification_metrics`) that selects
+the checkpoint and drives early stopping; logged as ``val_<metric>`` by
+:class:`merc.engine.module.ERCModule`."""
+
+
+def quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists and is not empty.*")
+
+
+class EpochClock(Callback):
+    """Wall time at the end of each validation, to report time-to-best-checkpoint."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.at_epoch: dict[int, float] = {}
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.at_epoch[trainer.current_epoch] = time.perf_counter() - self.start
+
+
+def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_dir: Path,
+               *, progress: bool, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one seed, select on validation W-F1, evaluate test once; write ``seed_dir``.
+
+    Args:
+        cfg: A *resolved* config (:meth:`ExperimentConfig.resolved`): every training value set.
+        fingerprint: Stored in ``metrics.json`` so a resumed run can recognise the seed.
+
+    Returns:
+        The ``metrics.json`` dict: ``seed, best_epoch, epochs_run, train_seconds,
+        seconds_to_best, params, valid, test, checkpoint, fingerprint``.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from merc.engine.module import ERCModule
+
+    quiet_lightning()
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    for stale in seed_dir.glob("best*.ckpt"):
+        stale.unlink()  # a re-run must not select a previous run's checkpoint
+    L.seed_everything(seed, workers=True, verbose=False)
+    tc = cfg.train
+    corpus = prepared.corpus
+    weights = balanced_class_weights(corpus) if tc.class_weights else None
+    module = ERCModule(cfg, corpus.label_names, prepared.input_dims, class_weights=weights,
+                       meta={"feature_spec": prepared.spec.to_dict(), "corpus": corpus.name,
+                             "valid_split": corpus.valid_split, "seed": seed})
+    monitor = f"val_{SELECTION_METRIC}"
+    checkpoint = ModelCheckpoint(dirpath=seed_dir, filename="best", monitor=monitor,
+                                 mode="max", save_top_k=1, save_weights_only=True,
+                                 enable_version_counter=False)
+    stopper = EarlyStopping(monitor=monitor, mode="max", patience=tc.patience)
+    clock = EpochClock()
+    trainer = L.Trainer(
+        max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=1,
+        deterministic=tc.deterministic, callbacks=[checkpoint, stopper, clock],
+        logger=CSVLogger(seed_dir, name="", version=""), enable_progress_bar=progress,
+        enable_model_summary=False, gradient_clip_val=tc.grad_clip or None,
+        num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=seed_dir)
+    train_loader = make_loader(prepared, "train", tc.batch_size, shuffle=True, seed=seed)
+    valid_loader = make_loader(prepared, "valid", tc.batch_size)
+    t0 = time.perf_counter()
+    trainer.fit(module, train_loader, valid_loader)
+    train_seconds = time.perf_counter() - t0
+    best_path = checkpoint.best_model_path
+    if not best_path:
+        raise RuntimeError(f"seed {seed}: no checkpoint was selected (did validation run?)")
+    best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"])
+    # Selected model's full validation metrics, then the one and only test evaluation.
+    trainer.validate(module, valid_loader, ckpt_path=best_path, verbose=False)
+    valid_metrics = module.last_metrics["val"]
+    trainer.test(module, make_loader(prepared, "test", tc.batch_size), ckpt_path=best_path,
+                 verbose=False)
+    test_metrics = module.last_metrics["test"]
+    result = {
+        "seed": seed, "best_epoch": best_epoch, "epochs_run": trainer.current_epoch,
+        "train_seconds": train_seconds,
+        "seconds_to_best": clock.at_epoch.get(best_epoch, train_seconds),
+        "params": count_parameters(module.model), "valid": valid_metrics, "test": test_metrics,
+        "checkpoint": str(Path(best_path).name), "fingerprint": fingerprint,
+    }
+    (seed_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    cfg.save(seed_dir / "config.yaml")
+    return result
