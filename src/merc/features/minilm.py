@@ -26,7 +26,138 @@ from torch import nn
 from torch.nn import functional as F
 
 
-class MiniLMEncoder(nn.Module):
+class BertEncoder(nn.Module):
+    """A BERT encoder (embeddings + post-norm layers) read from a Hugging Face ``BertModel`` folder.
+
+    One implementation serves training (``merc finetune``), feature extraction and prediction, so
+    a fine-tuned encoder computes exactly the same function at all three. Layers are PyTorch's
+    ``nn.TransformerEncoderLayer`` (BERT's post-norm layout); with ``dropout > 0`` it also drops
+    between the two feed-forward linears, which BERT does not (a training-time difference only).
+
+    Args:
+        model_dir: Folder with ``config.json`` (``model_type: bert``, GELU) and
+            ``model.safetensors``.
+        dropout: Dropout used in training mode (embeddings, attention, residual branches).
+    """
+
+    def __init__(self, model_dir: str | Path, dropout: float = 0.0) -> None:
+        super().__init__()
+        from safetensors.torch import load_file
+
+        model_dir = Path(model_dir)
+        cfg = json.loads((model_dir / "config.json").read_text())
+        if cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu":
+            raise ValueError(f"{model_dir}: not a BERT/GELU model; use sentence-transformers")
+        self.config = cfg
+        d, eps = cfg["hidden_size"], cfg["layer_norm_eps"]
+        self.word = nn.Embedding(cfg["vocab_size"], d)
+        self.position = nn.Embedding(cfg["max_position_embeddings"], d)
+        self.token_type = nn.Embedding(cfg["type_vocab_size"], d)
+        self.norm = nn.LayerNorm(d, eps=eps)
+        self.drop = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(d, cfg["num_attention_heads"], cfg["intermediate_size"],
+                                       dropout=dropout, activation="gelu", layer_norm_eps=eps,
+                                       batch_first=True, norm_first=False)
+            for _ in range(cfg["num_hidden_layers"]))
+        weights = load_file(str(model_dir / "model.safetensors"))
+        # Tensors this port does not use (BERT's pooler) are kept to be written back unchanged.
+        self._extra = {k: v for k, v in weights.items()
+                       if k.removeprefix("bert.").startswith("pooler.")}
+        self.load_state_dict(_from_hf(weights, len(self.layers)))
+        self.eval()
+
+    @property
+    def dim(self) -> int:
+        return self.word.embedding_dim
+
+    @property
+    def max_positions(self) -> int:
+        return self.position.num_embeddings
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids (B, T)`` -> embeddings ``(B, T, d)`` (token type 0 throughout)."""
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        return self.drop(self.norm(self.word(ids) + self.position(pos)
+                                   + self.token_type(torch.zeros_like(ids))))
+
+    def hidden(self, ids: torch.Tensor | None, mask: torch.Tensor, *, start: int = 0,
+               stop: int | None = None, h: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states after layers ``[start, stop)``.
+
+        Args:
+            ids: ``(B, T)`` token ids (used when ``h`` is ``None``; then ``start`` must be 0).
+            mask: ``(B, T)`` bool, True on real tokens; padding never reaches a real token.
+            h: ``(B, T, d)`` states entering layer ``start`` (e.g. cached frozen lower layers).
+
+        Returns:
+            ``(B, T, d)``; rows at padded positions are meaningless.
+        """
+        if h is None:
+            if start != 0:
+                raise ValueError("hidden(start>0) needs the states entering that layer")
+            h = self.embed(ids)
+        for layer in self.layers[start:stop]:
+            h = layer(h, src_key_padding_mask=~mask)
+        return h
+
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` in ``BertModel``'s own key layout, so
+        the folder loads in transformers / sentence-transformers as well as here."""
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(self.config, indent=2))
+        state = _to_hf(self.state_dict(), len(self.layers))
+        state.update(self._extra)
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()},
+                  str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+
+
+# (our name, BertModel's name) inside one layer, besides the fused q/k/v projection.
+_LAYER_NAMES = (("self_attn.out_proj", "attention.output.dense"),
+                ("norm1", "attention.output.LayerNorm"),
+                ("linear1", "intermediate.dense"),
+                ("linear2", "output.dense"),
+                ("norm2", "output.LayerNorm"))
+_EMBED_NAMES = (("word.weight", "embeddings.word_embeddings.weight"),
+                ("position.weight", "embeddings.position_embeddings.weight"),
+                ("token_type.weight", "embeddings.token_type_embeddings.weight"),
+                ("norm.weight", "embeddings.LayerNorm.weight"),
+                ("norm.bias", "embeddings.LayerNorm.bias"))
+
+
+def _from_hf(w: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
+    """``BertModel`` tensors -> this module's state dict (q/k/v fused into ``in_proj``)."""
+    w = {k.removeprefix("bert."): v for k, v in w.items()}
+    state = {ours: w[theirs] for ours, theirs in _EMBED_NAMES}
+    for i in range(n_layers):
+        p, q = f"encoder.layer.{i}.", f"layers.{i}."
+        att = p + "attention.self."
+        for kind in ("weight", "bias"):
+            state[q + "self_attn.in_proj_" + kind] = torch.cat(
+                [w[att + n + "." + kind] for n in ("query", "key", "value")])
+            for ours, theirs in _LAYER_NAMES:
+                state[q + ours + "." + kind] = w[p + theirs + "." + kind]
+    return state
+
+
+def _to_hf(state: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`_from_hf`."""
+    w = {theirs: state[ours] for ours, theirs in _EMBED_NAMES}
+    for i in range(n_layers):
+        p, q = f"encoder.layer.{i}.", f"layers.{i}."
+        for kind in ("weight", "bias"):
+            qkv = state[q + "self_attn.in_proj_" + kind].chunk(3)
+            for n, t in zip(("query", "key", "value"), qkv):
+                w[p + "attention.self." + n + "." + kind] = t
+            for ours, theirs in _LAYER_NAMES:
+                w[p + theirs + "." + kind] = state[q + ours + "." + kind]
+    return w
+
+
+class MiniLMEncoder(BertEncoder):
     """BERT encoder + masked mean pooling + L2 normalisation, from a sentence-transformers folder.
 
     Args:
@@ -36,63 +167,21 @@ class MiniLMEncoder(nn.Module):
     """
 
     def __init__(self, model_dir: str | Path, batch_size: int = 64) -> None:
-        super().__init__()
-        from safetensors.torch import load_file
+        super().__init__(model_dir)
         from tokenizers import Tokenizer
 
         model_dir = Path(model_dir)
-        cfg = json.loads((model_dir / "config.json").read_text())
         st_cfg = json.loads((model_dir / "sentence_bert_config.json").read_text())
-        if cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu":
-            raise ValueError(f"{model_dir}: not a BERT/GELU model; use sentence-transformers")
         self.batch_size = batch_size
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         # sentence-transformers cuts at max_seq_length tokens (the model's own limit).
         self.tokenizer.enable_truncation(int(st_cfg["max_seq_length"]))
-        self.tokenizer.enable_padding(pad_id=int(cfg.get("pad_token_id", 0)))
-        d, eps = cfg["hidden_size"], cfg["layer_norm_eps"]
-        self.word = nn.Embedding(cfg["vocab_size"], d)
-        self.position = nn.Embedding(cfg["max_position_embeddings"], d)
-        self.token_type = nn.Embedding(cfg["type_vocab_size"], d)
-        self.norm = nn.LayerNorm(d, eps=eps)
-        self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(d, cfg["num_attention_heads"], cfg["intermediate_size"],
-                                       dropout=0.0, activation="gelu", layer_norm_eps=eps,
-                                       batch_first=True, norm_first=False)
-            for _ in range(cfg["num_hidden_layers"]))
-        self._load(load_file(str(model_dir / "model.safetensors")))
-        self.eval()
-
-    def _load(self, w: dict[str, torch.Tensor]) -> None:
-        w = {k.removeprefix("bert."): v for k, v in w.items()}
-        state = {"word.weight": w["embeddings.word_embeddings.weight"],
-                 "position.weight": w["embeddings.position_embeddings.weight"],
-                 "token_type.weight": w["embeddings.token_type_embeddings.weight"],
-                 "norm.weight": w["embeddings.LayerNorm.weight"],
-                 "norm.bias": w["embeddings.LayerNorm.bias"]}
-        for i in range(len(self.layers)):
-            p, q = f"encoder.layer.{i}.", f"layers.{i}."
-            att = p + "attention.self."
-            state[q + "self_attn.in_proj_weight"] = torch.cat(
-                [w[att + n + ".weight"] for n in ("query", "key", "value")])
-            state[q + "self_attn.in_proj_bias"] = torch.cat(
-                [w[att + n + ".bias"] for n in ("query", "key", "value")])
-            for ours, theirs in (("self_attn.out_proj", "attention.output.dense"),
-                                 ("norm1", "attention.output.LayerNorm"),
-                                 ("linear1", "intermediate.dense"),
-                                 ("linear2", "output.dense"),
-                                 ("norm2", "output.LayerNorm")):
-                state[q + ours + ".weight"] = w[p + theirs + ".weight"]
-                state[q + ours + ".bias"] = w[p + theirs + ".bias"]
-        self.load_state_dict(state)
+        self.tokenizer.enable_padding(pad_id=int(self.config.get("pad_token_id", 0)))
 
     @torch.no_grad()
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``ids, mask (B, T)`` -> L2-normalised mean-pooled embeddings ``(B, d)``."""
-        pos = torch.arange(ids.shape[1], device=ids.device)
-        h = self.norm(self.word(ids) + self.position(pos) + self.token_type(torch.zeros_like(ids)))
-        for layer in self.layers:
-            h = layer(h, src_key_padding_mask=~mask)
+        h = self.hidden(ids, mask)
         m = mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return F.normalize(pooled, p=2, dim=-1)

@@ -20,14 +20,16 @@ from merc.data.conversation import Corpus
 from merc.errors import MercInputError
 from merc.features.audio import OpenSmileExtractor
 from merc.features.cache import FeatureCache, hash_files, hash_texts
+from merc.features.encoder_folder import FinetunedTextEncoder, is_encoder_folder
 from merc.features.spec import AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, FeatureSpec
 from merc.features.text import TextEncoder
 
 log = logging.getLogger(__name__)
 
 _CHOICES = {
-    "text": f"None, 'external', or a sentence-transformers model (default "
-            f"{DEFAULT_TEXT_ENCODER!r}) to embed the transcripts",
+    "text": f"None, 'external', a sentence-transformers model (default "
+            f"{DEFAULT_TEXT_ENCODER!r}) or a `merc finetune` encoder folder to embed the "
+            f"transcripts",
     "audio": f"None, 'external', or an openSMILE set {list(AUDIO_OPENSMILE_SETS)} computed from "
              f"the utterances' wav paths",
     "video": "None or 'external' (no built-in video extractor)",
@@ -137,6 +139,16 @@ def _text_matrix(corpus: Corpus, model: str, cache: FeatureCache, progress: bool
         raise MercInputError(corpus.source, "the corpus has no transcripts (all utterance texts "
                              f"are empty), so FeatureSpec.text={model!r} cannot be computed; use "
                              "text=None", dialogue=first.id, field="text")
+    if is_encoder_folder(model):
+        # A fine-tuned merc encoder formats each utterance with its dialogue context and
+        # speakers, so those are part of the inputs (and of the cache key); with cross-fitted
+        # encoders, so are a dialogue's id and split (they choose the fold encoder).
+        ctx = FinetunedTextEncoder(model)
+        keyed = [f"{c.split}\0{c.id}\0{len(c)}\0"
+                 + "\0".join(f"{s}\0{t}" for s, t in zip(c.speakers, c.utterances))
+                 for c in corpus.conversations]
+        return cache.get_or_compute(ctx.name, ctx.settings(), hash_texts(keyed), len(texts),
+                                    lambda: ctx.encode(corpus.conversations, progress=progress))
     encoder = TextEncoder(model)
     return cache.get_or_compute(encoder.name, encoder.settings(), hash_texts(texts), len(texts),
                                 lambda: encoder.encode(texts, progress=progress))

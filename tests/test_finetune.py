@@ -1,0 +1,259 @@
+"""Fine-tuned context-aware text encoders: input formatting, a tiny fine-tune, and the round trip
+through feature extraction, the feature cache, training and ``merc predict``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from merc.features.context_format import ContextFormat, InputFormatter
+from merc.features.text import bundled_model_dir
+
+CLS, SEP = 101, 102
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
+
+
+def _decode(tok, ids):
+    return tok.decode(ids, skip_special_tokens=False)
+
+
+TEXTS = ["hello there my friend how are you doing on this fine day", "fine", "I am so angry at "
+         "you right now!", "why?", "", "because you forgot the oven and the kitchen is on fire"]
+SPEAKERS = ["Ana", "Ben", "Ana", "Ben", "Ana", "Ben"]
+
+
+@pytest.mark.parametrize("past,future,budget", [(0, 0, 8), (2, 0, 16), (3, 2, 20), (5, 5, 64),
+                                                (1, 3, 12), (4, 1, 9)])
+def test_truncation_never_cuts_the_target(tokenizer, past, future, budget):
+    fmt = ContextFormat(past=past, future=future, max_tokens=budget)
+    f = InputFormatter(tokenizer, fmt, cls_id=CLS, sep_id=SEP)
+    pieces = f.pieces(TEXTS, SPEAKERS)
+    for i, x in enumerate(f.conversation(TEXTS, SPEAKERS)):
+        s, e = x.target
+        assert x.ids[0] == CLS and x.ids[-1] == SEP
+        if pieces[i]:
+            assert x.ids[s:e] == pieces[i]              # the whole target, untouched
+        else:
+            assert e - s == 1 and x.ids[s] == SEP        # empty utterance: its separator
+        # The budget binds whenever the target itself fits in it.
+        if len(pieces[i]) + 4 <= budget:
+            assert len(x.ids) <= budget
+    assert f.truncated_targets == 0
+
+
+def test_far_context_is_dropped_first(tokenizer):
+    """With room for part of the context, the nearest utterances are kept whole and only the
+    farthest kept one is cut (at its far end)."""
+    fmt = ContextFormat(past=4, future=0, speakers=True, max_tokens=22)
+    f = InputFormatter(tokenizer, fmt, cls_id=CLS, sep_id=SEP)
+    x = f.conversation(TEXTS, SPEAKERS)[3]               # target "Ben: why?"
+    text = _decode(tokenizer, x.ids)
+    assert "ana : i am so angry at you right now!" in text       # nearest past, whole
+    assert "hello" not in text                                    # farthest past, dropped
+    assert text.index("angry") < text.index("why")
+    assert _decode(tokenizer, x.ids[x.target[0]:x.target[1]]) == "ben : why?"
+    # No speakers: names vanish from the input, the target span is the bare text.
+    g = InputFormatter(tokenizer, replace(fmt, speakers=False), cls_id=CLS, sep_id=SEP)
+    y = g.conversation(TEXTS, SPEAKERS)[3]
+    assert "ana" not in _decode(tokenizer, y.ids) and _decode(
+        tokenizer, y.ids[y.target[0]:y.target[1]]) == "why?"
+
+
+def test_future_context_and_no_context_layouts(tokenizer):
+    f = InputFormatter(tokenizer, ContextFormat(past=1, future=1, max_tokens=128),
+                       cls_id=CLS, sep_id=SEP)
+    x = f.conversation(TEXTS, SPEAKERS)[1]
+    assert _decode(tokenizer, x.ids).split(" [SEP] ")[1] == "ben : fine"
+    first = f.conversation(TEXTS, SPEAKERS)[0]           # no past: starts with the target
+    assert first.target[0] == 1
+    alone = InputFormatter(tokenizer, ContextFormat(past=0, future=0), cls_id=CLS, sep_id=SEP)
+    assert [len(x.ids) for x in alone.conversation(["a b", "c"], ["A", "B"])] == [
+        2 + len(p) for p in alone.pieces(["a b", "c"], ["A", "B"])]
+
+
+def test_a_target_longer_than_the_model_is_counted(tokenizer):
+    f = InputFormatter(tokenizer, ContextFormat(past=2, max_tokens=16), cls_id=CLS, sep_id=SEP,
+                       max_positions=32)
+    xs = f.conversation(["word " * 100, "short"], ["A", "B"])
+    assert len(xs[0].ids) <= 32 and f.truncated_targets == 1
+    assert len(xs[1].ids) <= 16
+
+
+@pytest.mark.parametrize("bad", [{"past": -1}, {"max_tokens": 4}, {"speakers": "yes"},
+                                 {"future": 1.5}])
+def test_context_format_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="context\\."):
+        ContextFormat(**bad)
+
+
+# --- a tiny fine-tune on a synthetic text corpus ---------------------------------------------
+
+WORDS = {"joy": ["wonderful", "great news", "so happy", "we won"],
+         "anger": ["furious", "so angry", "how dare you", "I hate this"],
+         "neutral": ["the bus leaves at nine", "ok", "it is on the table", "see you"]}
+
+
+def write_text_corpus(root: Path, n_train: int = 10, n_valid: int = 4, n_test: int = 4,
+                      seed: int = 0) -> Path:
+    """A generic-format corpus with transcripts only (no feature files): the label is written
+    in the words, so a fine-tune has something to learn."""
+    rng = np.random.default_rng(seed)
+    labels = sorted(WORDS)
+    lines = []
+    for d, split in enumerate(["train"] * n_train + ["valid"] * n_valid + ["test"] * n_test):
+        utts = []
+        for i in range(int(rng.integers(3, 6))):
+            lab = labels[int(rng.integers(len(labels)))]
+            phrase = WORDS[lab][int(rng.integers(len(WORDS[lab])))]
+            utts.append({"utterance_id": f"d{d}_{i}", "speaker": ["Ana", "Ben"][i % 2],
+                         "text": f"{phrase}, said {i}", "label": lab})
+        lines.append(json.dumps({"dialogue_id": f"d{d}", "split": split, "utterances": utts}))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "conversations.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A one-epoch, top-layer fine-tune of the bundled MiniLM on the synthetic corpus."""
+    from merc.data import load_corpus
+    from merc.data.conversation import ensure_validation_split
+    from merc.engine.finetune import FinetuneConfig, finetune_encoder
+
+    root = write_text_corpus(tmp_path_factory.mktemp("corpus"))
+    corpus = ensure_validation_split(load_corpus("jsonl", root), 0.1, 0)
+    out = tmp_path_factory.mktemp("enc") / "enc"
+    lines: list[str] = []
+    cfg = FinetuneConfig(context=ContextFormat(past=2, future=1, max_tokens=40), train_layers=1,
+                         max_epochs=2, patience=2, batch_size=8, lr=5e-4, accelerator="cpu")
+    record = finetune_encoder(corpus, cfg, out, echo=lines.append)
+    return root, out, record, lines
+
+
+def test_finetune_changes_the_encoder_and_records_how(tiny_encoder):
+    from safetensors.torch import load_file
+
+    root, out, record, lines = tiny_encoder
+    base = load_file(str(bundled_model_dir() / "model.safetensors"))
+    tuned = load_file(str(out / "model.safetensors"))
+    assert set(tuned) >= {k for k in base if k != "embeddings.position_ids"}
+    top, bottom = "encoder.layer.5.output.dense.weight", "encoder.layer.0.output.dense.weight"
+    assert not torch.equal(base[top], tuned[top])          # the trained layer moved
+    assert torch.equal(base[bottom], tuned[bottom])        # frozen layers did not
+    saved = json.loads((out / "merc_encoder.json").read_text())
+    assert saved["context"] == {"past": 2, "future": 1, "speakers": True, "max_tokens": 40}
+    t = saved["training"]
+    assert t["corpus"] == "corpus0" and len(t["corpus_fingerprint"]) == 64
+    assert t["settings"]["train_layers"] == 1 and t["label_names"] == ["anger", "joy", "neutral"]
+    assert 0 <= t["valid_wf1"] <= 100 and len(t["history"]) == 2 and t["seconds"] > 0
+    assert record.dim == 384 and (out / "tokenizer.json").is_file()
+    assert any("valid W-F1" in line for line in lines)
+
+
+def test_encoder_folder_loads_in_transformers(tiny_encoder):
+    """The folder is a plain Hugging Face BERT folder: other tools can read it."""
+    from transformers import AutoModel
+
+    from merc.features.finetuned import ContextEncoder
+
+    _, out, _, _ = tiny_encoder
+    hf = AutoModel.from_pretrained(str(out), local_files_only=True).eval()
+    ours = ContextEncoder(out).eval()
+    ids = torch.tensor([[CLS, 7592, 2088, SEP]])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        mine = ours.backbone.hidden(ids, mask)
+    torch.testing.assert_close(mine, ref, atol=2e-5, rtol=1e-4)
+
+
+def test_extraction_cache_and_predict_use_identical_inputs(tiny_encoder, tmp_path, monkeypatch):
+    """Features extracted for training equal those ``merc predict`` computes for the same
+    conversation; the cache key changes when the encoder folder changes."""
+    from merc.data import load_corpus
+    from merc.features import FeatureSpec, build_features
+    from merc.features.encoder_folder import FinetunedTextEncoder
+    from merc.inference import _text_encoder
+
+    root, out, _, _ = tiny_encoder
+    corpus = load_corpus("jsonl", root)
+    spec = FeatureSpec(text=str(out), normalize=False)
+    calls = []
+    real = FinetunedTextEncoder.encode
+    monkeypatch.setattr(FinetunedTextEncoder, "encode",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    cache = tmp_path / "cache"
+    first = build_features(corpus, spec, cache, progress=False)
+    build_features(corpus, spec, cache, progress=False)
+    assert len(calls) == 1                                   # second run: a cache hit
+    conv = first.conversations[-1]
+    predicted = _text_encoder(str(out))(corpus.conversations[-1], False)
+    np.testing.assert_allclose(predicted, conv.features["text"], atol=1e-5)
+    n = len(calls)
+    # Another encoder in the same place (re-fine-tuned): new key, recomputed.
+    copy = tmp_path / "enc2"
+    import shutil
+
+    shutil.copytree(out, copy)
+    build_features(corpus, FeatureSpec(text=str(copy), normalize=False), cache, progress=False)
+    assert len(calls) == n + 1
+    rec = json.loads((copy / "merc_encoder.json").read_text())
+    rec["context"]["past"] = 0
+    (copy / "merc_encoder.json").write_text(json.dumps(rec))
+    again = build_features(corpus, FeatureSpec(text=str(copy), normalize=False), cache,
+                           progress=False)
+    assert len(calls) == n + 2
+    assert not np.allclose(again.conversations[-1].features["text"], conv.features["text"])
+
+
+def test_a_broken_encoder_record_is_one_clear_line(tmp_path):
+    from merc.errors import MercInputError
+    from merc.features.encoder_folder import FinetunedTextEncoder
+
+    (tmp_path / "merc_encoder.json").write_text("{\"version\": 1}")
+    with pytest.raises(MercInputError) as e:
+        FinetunedTextEncoder(tmp_path)
+    assert "merc_encoder.json" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cross_fit_embeds_train_dialogues_with_the_encoder_that_never_saw_them(tmp_path):
+    from merc.data import load_corpus
+    from merc.data.conversation import ensure_validation_split
+    from merc.engine.finetune import FinetuneConfig, finetune_encoder
+    from merc.features import FeatureSpec, build_features
+    from merc.features.encoder_folder import FinetunedTextEncoder
+
+    root = write_text_corpus(tmp_path / "corpus", n_train=6, n_valid=2, n_test=2)
+    corpus = ensure_validation_split(load_corpus("jsonl", root), 0.1, 0)
+    cfg = FinetuneConfig(context=ContextFormat(past=1, future=0, max_tokens=24), train_layers=1,
+                         max_epochs=1, batch_size=8, lr=1e-3, cross_fit=2, accelerator="cpu")
+    out = tmp_path / "enc"
+    record = finetune_encoder(corpus, cfg, out, echo=lambda line: None)
+    fold_of = record.training["cross_fit"]["fold_of"]
+    assert sorted(fold_of) == sorted(str(c.id) for c in corpus.split("train"))
+    assert sorted(set(fold_of.values())) == [0, 1]
+    assert all((out / "folds" / str(k) / "model.safetensors").is_file() for k in (0, 1))
+    enc = FinetunedTextEncoder(out)
+    folds = enc.cross_fit_folds(corpus.conversations)
+    assert [f is not None for f in folds] == [c.split == "train" for c in corpus.conversations]
+    # Another corpus (or a changed one) never gets fold encoders.
+    other = [replace(c, utterances=[t + "!" for t in c.utterances]) for c in corpus.conversations]
+    assert enc.cross_fit_folds(other) == [None] * len(other)
+    feats = build_features(corpus, FeatureSpec(text=str(out), normalize=False), tmp_path / "c",
+                           progress=False)
+    main_only = enc.encode([replace(c, split="test") for c in corpus.conversations])
+    rows = np.cumsum([0] + [len(c) for c in corpus.conversations])
+    for i, c in enumerate(feats.conversations):
+        same = np.allclose(c.features["text"], main_only[rows[i]:rows[i + 1]], atol=1e-5)
+        assert same == (c.split != "train"), (c.id, c.split)
