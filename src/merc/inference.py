@@ -134,7 +134,7 @@ class Predictor:
         if "text" in self.modalities:
             if self._text is None:
                 self._text = _text_encoder(self.spec.text)
-            features["text"] = self._text(conv.utterances, progress)
+            features["text"] = self._text(conv, progress)
         if "audio" in self.modalities:
             paths = conv.media.get("audio") or [None] * len(conv)
             have = [i for i, p in enumerate(paths) if p]
@@ -208,10 +208,15 @@ class Predictor:
 
 
 def _text_encoder(name: str):
-    """``texts, progress -> (n, d)`` for encoder ``name``. The bundled MiniLM runs through the
-    light :class:`merc.features.minilm.MiniLMEncoder` (same embeddings as sentence-transformers to
-    float rounding, without importing it: seconds faster to start); others through
-    sentence-transformers."""
+    """``conversation, progress -> (n, d)`` for text encoder ``name``.
+
+    The bundled MiniLM runs through the light :class:`merc.features.minilm.MiniLMEncoder` (same
+    embeddings as sentence-transformers to float rounding, without importing it: seconds faster
+    to start); a ``merc finetune`` encoder folder through
+    :class:`~merc.features.encoder_folder.FinetunedTextEncoder`, which formats each utterance
+    with its context and speakers exactly as in training; others through sentence-transformers.
+    """
+    from merc.features.encoder_folder import FinetunedTextEncoder, is_encoder_folder
     from merc.features.spec import DEFAULT_TEXT_ENCODER
     from merc.features.text import TextEncoder, bundled_model_dir
 
@@ -219,6 +224,9 @@ def _text_encoder(name: str):
         from merc.features.minilm import MiniLMEncoder
 
         fast = MiniLMEncoder(bundled_model_dir())
-        return lambda texts, progress: fast.encode(texts)
+        return lambda conv, progress: fast.encode(conv.utterances)
+    if is_encoder_folder(name):
+        ctx = FinetunedTextEncoder(name)
+        return lambda conv, progress: ctx.encode([conv], progress=progress)
     encoder = TextEncoder(name)
-    return lambda texts, progress: encoder.encode(texts, progress=progress)
+    return lambda conv, progress: encoder.encode(conv.utterances, progress=progress)
