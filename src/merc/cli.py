@@ -237,9 +237,9 @@ def _experiment_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _experiment_config(args)  # first: a config error must not wait for Lightning's import
     from merc.engine.experiment import run_experiment
 
-    cfg = _experiment_config(args)
     run_experiment(cfg, args.out, progress=args.progress)
     print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0
@@ -374,11 +374,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_crossval(args: argparse.Namespace) -> int:
-    from merc.engine.crossval import run_speaker_cv
-
     if args.model is None and not args.config:
         args.model = "mlp"  # one utterance per "dialogue": the no-context classifier
     cfg = _experiment_config(args)
+    from merc.engine.crossval import run_speaker_cv
+
     progress = next((p for p in (args.progress, cfg.train.progress) if p is not None),
                     sys.stderr.isatty())
     run_speaker_cv(cfg, args.out, folds=args.folds, progress=progress)
