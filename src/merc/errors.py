@@ -41,3 +41,15 @@ class MercInputError(ValueError):
         text = f"{prefix}: {where}: {message}" if where else f"{prefix}: {message}"
         # One line, always: embedded newlines from e.g. repr() of user text are escaped.
         super().__init__(text.replace("\n", "\\n"))
+
+
+class ConfigError(ValueError):
+    """A wrong config value; ``str(e)`` is one line ``"key: message"`` naming the full key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key, self.message = key, message
+
+    def under(self, prefix: str) -> "ConfigError":
+        """The same error with its key inside section ``prefix`` (``context`` -> ``model.context``)."""
+        return ConfigError(f"{prefix}.{self.key}" if self.key else prefix, self.message)

