@@ -163,3 +163,14 @@ def test_tables_filter_plans_only_their_runs(toy_bench):
     assert ("broad-mamba", "fusion=concat") not in variants
     assert {("df-erc", v) for v in ("full", "w/o DDM", "w/o CFM", "w/o CRM")} <= variants
     assert all(r.modalities == ("text", "audio") for r in plan)
+
+
+def test_no_import_cycle_in_bench():
+    """accuracy runs the suite and imports report; report and efficiency read the shared plan
+    (merc.bench.suite), never accuracy."""
+    import inspect
+
+    from merc.bench import efficiency, report
+
+    for module in (report, efficiency):
+        assert "merc.bench.accuracy" not in inspect.getsource(module), module.__name__

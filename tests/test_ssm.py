@@ -166,3 +166,27 @@ def test_mamba_ssm_kernel_matches_reference():  # pragma: no cover - needs CUDA 
     layer.use_cuda_kernel = False
     ref = layer(x, mask)
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_ssm_a_log_and_d_get_no_weight_decay_other_parameters_do():
+    """The optimizer's parameter-group rule: A_log/D-like SSM parameters are exempt."""
+    from merc.engine.loop import make_optimizer
+    from merc.models import create_model
+
+    dims = {"text": 6, "audio": 3}
+    for name, options in (("broad-mamba", {}), ("broad-mamba", {"context": "selective"}),
+                          ("matav", {"bidirectional": True})):
+        model = create_model(name, dims, 3, **options)
+        opt = make_optimizer(model, lr=1e-3, weight_decay=0.1)
+        decay, exempt = opt.param_groups
+        assert decay["weight_decay"] == 0.1 and exempt["weight_decay"] == 0.0
+        names = {id(p): n for n, p in model.named_parameters()}
+        exempt_names = sorted(names[id(p)] for p in exempt["params"])
+        assert exempt_names and all(n.endswith(("A_log", ".D")) for n in exempt_names), exempt_names
+        assert not [names[id(p)] for p in decay["params"] if names[id(p)].endswith("A_log")]
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        assert len(decay["params"]) + len(exempt["params"]) == len(trainable)
+    # A model without an SSM: one group, exactly AdamW(model.parameters()).
+    model = create_model("bc-lstm", dims, 3)
+    (group,) = make_optimizer(model, lr=1e-3, weight_decay=0.1).param_groups
+    assert [id(p) for p in group["params"]] == [id(p) for p in model.parameters()]

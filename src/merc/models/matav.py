@@ -115,8 +115,8 @@ from merc.config import ModelConfig, require
 from merc.data.collate import Batch
 from merc.models.registry import ModelOutput, register_model
 from merc.modules.contrastive import KeyQueue, info_nce, momentum_update, utterance_ids
-from merc.modules.ssm import (_mamba_scan, _SelectiveDirection, flip_padded,
-                              selective_scan_cuda, selective_scan_reference)
+from merc.modules.ssm import (_mamba_scan, _SelectiveDirection, exempt_from_weight_decay,
+                              flip_padded, selective_scan_cuda, selective_scan_reference)
 
 PAPER_TRAIN = {"lr": 1e-4, "weight_decay": 1e-5, "batch_size": 64, "max_epochs": 100}
 """§III-B optimiser settings, registered as the model's ``train_defaults``: ``merc train`` and
@@ -251,6 +251,7 @@ class MambaBlock(nn.Module):
         self.ssm = nn.ModuleList(_SelectiveDirection(inner, state_size, dt_rank, dt_min, dt_max)
                                  for _ in range(n_dir))
         self.D = nn.Parameter(torch.ones(n_dir, inner))
+        exempt_from_weight_decay(self.D)  # the scans' A_log are exempt in _SelectiveDirection
         self.out_proj = nn.Linear(inner, dim, bias=False)
         self.bidirectional = bidirectional
         self.use_cuda_kernel = True

@@ -64,6 +64,15 @@ def flip_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, src)
 
 
+def exempt_from_weight_decay(*params: nn.Parameter) -> None:
+    """Mark SSM parameters to train without weight decay (``param._no_weight_decay = True``, read
+    by :func:`merc.engine.loop.make_optimizer`), as the Mamba reference code does for ``A_log``
+    and ``D``: decay would pull every state's ``A = -exp(A_log)`` towards ``-1`` (one time scale
+    for all) and the skip ``D`` towards 0, neither of which is a smaller, simpler model."""
+    for p in params:
+        p._no_weight_decay = True
+
+
 def _zero_padding(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)
 
@@ -131,6 +140,7 @@ class BiSSMConv(nn.Module):
         log_dt = (torch.rand(2, dim) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         self.log_dt = nn.Parameter(log_dt)                                      # (2, D)
         self.D = nn.Parameter(torch.ones(dim))                                  # (D,)
+        exempt_from_weight_decay(self.A_log, self.D)
 
     def discretize(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(A_bar, B_bar, C)``, each ``(2, D, N)`` (Eq. 2-3)."""
@@ -268,6 +278,7 @@ class _SelectiveDirection(nn.Module):
         super().__init__()
         a = torch.arange(1, state_size + 1, dtype=torch.float32).repeat(dim, 1)
         self.A_log = nn.Parameter(torch.log(a))                                 # (D, N)
+        exempt_from_weight_decay(self.A_log)
         self.x_proj = nn.Linear(dim, dt_rank + 2 * state_size, bias=False)
         self.dt_proj = nn.Linear(dt_rank, dim)
         # Mamba's Delta init: softplus(bias) log-uniform in [dt_min, dt_max] (inverse softplus).
@@ -303,6 +314,7 @@ class BiSelectiveScan(nn.Module):
         self.fwd = _SelectiveDirection(dim, state_size, dt_rank, dt_min, dt_max)
         self.bwd = _SelectiveDirection(dim, state_size, dt_rank, dt_min, dt_max)
         self.D = nn.Parameter(torch.ones(dim))
+        exempt_from_weight_decay(self.D)
         self.use_cuda_kernel = True
         """Set to ``False`` to force the reference scan (tests compare the two)."""
 
