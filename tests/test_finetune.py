@@ -36,7 +36,7 @@ SPEAKERS = ["Ana", "Ben", "Ana", "Ben", "Ana", "Ben"]
 @pytest.mark.parametrize("past,future,budget", [(0, 0, 8), (2, 0, 16), (3, 2, 20), (5, 5, 64),
                                                 (1, 3, 12), (4, 1, 9)])
 def test_truncation_never_cuts_the_target(tokenizer, past, future, budget):
-    fmt = ContextFormat(past=past, future=future, max_tokens=budget)
+    fmt = ContextFormat(past=past, future=future, speakers=True, max_tokens=budget)
     f = InputFormatter(tokenizer, fmt, cls_id=CLS, sep_id=SEP)
     pieces = f.pieces(TEXTS, SPEAKERS)
     for i, x in enumerate(f.conversation(TEXTS, SPEAKERS)):
@@ -55,7 +55,7 @@ def test_truncation_never_cuts_the_target(tokenizer, past, future, budget):
 def test_far_context_is_dropped_first(tokenizer):
     """With room for part of the context, the nearest utterances are kept whole and only the
     farthest kept one is cut (at its far end)."""
-    fmt = ContextFormat(past=4, future=0, speakers=True, max_tokens=22)
+    fmt = ContextFormat(past=4, future=0, speakers=True, max_tokens=22)  # names on purpose
     f = InputFormatter(tokenizer, fmt, cls_id=CLS, sep_id=SEP)
     x = f.conversation(TEXTS, SPEAKERS)[3]               # target "Ben: why?"
     text = _decode(tokenizer, x.ids)
@@ -71,7 +71,7 @@ def test_far_context_is_dropped_first(tokenizer):
 
 
 def test_future_context_and_no_context_layouts(tokenizer):
-    f = InputFormatter(tokenizer, ContextFormat(past=1, future=1, max_tokens=128),
+    f = InputFormatter(tokenizer, ContextFormat(past=1, future=1, speakers=True, max_tokens=128),
                        cls_id=CLS, sep_id=SEP)
     x = f.conversation(TEXTS, SPEAKERS)[1]
     assert _decode(tokenizer, x.ids).split(" [SEP] ")[1] == "ben : fine"
@@ -135,7 +135,8 @@ def tiny_encoder(tmp_path_factory):
     corpus = ensure_validation_split(load_corpus("jsonl", root), 0.1, 0)
     out = tmp_path_factory.mktemp("enc") / "enc"
     lines: list[str] = []
-    cfg = FinetuneConfig(context=ContextFormat(past=2, future=1, max_tokens=40), train_layers=1,
+    cfg = FinetuneConfig(context=ContextFormat(past=2, future=1, speakers=True, max_tokens=40),
+                         train_layers=1,
                          max_epochs=2, patience=2, batch_size=8, lr=5e-4, accelerator="cpu")
     record = finetune_encoder(corpus, cfg, out, echo=lines.append)
     return root, out, record, lines

@@ -474,9 +474,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "extract": cmd_extract, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "models": cmd_models, "compare": cmd_compare, "demo": cmd_demo,
-            "bench": cmd_bench, "crossval": cmd_crossval}
+COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "extract": cmd_extract,
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
+            "compare": cmd_compare, "demo": cmd_demo, "bench": cmd_bench, "crossval": cmd_crossval}
 
 
 def main(argv: list[str] | None = None) -> int:

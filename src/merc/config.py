@@ -366,6 +366,10 @@ class FinetuneConfig:
     """PyTorch CPU threads (0 = PyTorch's default: all cores)."""
     eval_batch_size: int = 128
     """Inputs per forward pass when encoding the validation split."""
+    precision: str = "auto"
+    """Training arithmetic: ``bf16`` (autocast), ``32``, or ``auto`` = bf16 where the hardware runs
+    it fast (CUDA; CPUs with AVX512-BF16 or AMX, measured 1.5x faster per step on 2 cores) and
+    float32 elsewhere. Extraction and prediction on a CPU always run in float32."""
     cross_fit: int = 0
     """0 = off. K >= 2: also fine-tune K encoders, each without one fold of the train dialogues,
     so that train-split features come from an encoder that never saw those dialogues (the
@@ -379,6 +383,7 @@ class FinetuneConfig:
             self.context = ContextFormat.from_dict(dict(self.context))
         require_choice("class_weights", self.class_weights, ("sqrt", "balanced", "none"))
         require_choice("accelerator", self.accelerator, ("cpu", "gpu", "auto"))
+        require_choice("precision", self.precision, ("auto", "bf16", "32"))
         require(self.train_layers is None or self.train_layers >= 1, "train_layers",
                 f"expected an integer >= 1 or null (all layers), got {self.train_layers!r}")
         for name in ("batch_size", "max_epochs", "eval_batch_size"):

@@ -42,8 +42,9 @@ from merc.errors import MercInputError
 from merc.config import ExperimentConfig, FinetuneConfig
 from merc.features.context_format import EncodedInput, InputFormatter
 from merc.features.finetuned import (ContextEncoder, EncoderRecord, _autocast, batches_by_length,
-                                     copy_tokenizer, corpus_fingerprint, encode_inputs,
-                                     load_tokenizer, now_iso, pad_inputs, pool_target)
+                                     copy_tokenizer, corpus_fingerprint, cpu_has_fast_bf16,
+                                     encode_inputs, load_tokenizer, now_iso, pad_inputs,
+                                     pool_target)
 from merc.features.spec import DEFAULT_TEXT_ENCODER
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,8 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     if cfg.accelerator == "gpu" and device.type != "cuda":
         raise MercInputError("finetune.accelerator", "gpu requested but no CUDA device is visible",
                              field="accelerator")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (
+        device.type == "cuda" or cpu_has_fast_bf16()))
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     base_dir = resolve_base(cfg.base)
@@ -230,7 +233,7 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     echo(f"{tag}fine-tuning {cfg.base} on {corpus.name}: {len(train_x)} train / {len(valid_x)} valid "
          f"utterances, {n_classes} classes, input {cfg.context.describe()}, "
          f"{'full' if not frozen else f'top {n_layers - frozen} of {n_layers} layers'}, "
-         f"device {device.type}")
+         f"device {device.type}{' (bf16)' if bf16 else ''}")
     best = {"wf1": -1.0, "epoch": -1, "state": None}
     history = []
     lengths = [len(x.ids) for x in train_x]
@@ -243,7 +246,7 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
             batch = [train_x[i] for i in idx]
             ids, mask, spans = pad_inputs(batch, pad_id, device)
             y = torch.as_tensor(train_y[idx], device=device)
-            with _autocast(device):
+            with _autocast(device, bf16):
                 if frozen:
                     h = _pad_states([train_h[i] for i in idx], device)
                     h = backbone.hidden(None, mask, start=frozen, h=h)
@@ -292,6 +295,7 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
             "label_names": list(corpus.label_names), "valid_split": corpus.valid_split,
             "best_epoch": best["epoch"], "valid_wf1": best["wf1"], "history": history,
             "cache_seconds": cache_seconds, "seconds": seconds, "device": device.type,
+            "precision": "bf16" if bf16 else "32",
             "truncated_targets": formatter.truncated_targets,
             "merc_version": merc.__version__, "created": now_iso()})
     record.save(out_dir)

@@ -37,11 +37,16 @@ class ContextFormat:
     """How an utterance and its dialogue context become one encoder input."""
 
     past: int = 4
-    """Past utterances in the window (0 = none); the nearest are kept first."""
+    """Past utterances in the window (0 = none); the nearest are kept first. Chosen on
+    validation with ``future``: utterance alone 54.62, past 4 57.56, past 4 + future 1 58.20
+    (mean fine-tune validation W-F1 over MELD and IEMOCAP; scripts/finetune_suite.py)."""
     future: int = 1
     """Future utterances in the window (0 = none; a causal, online setting needs 0)."""
-    speakers: bool = True
-    """Prefix each utterance with its speaker's name (``"Ana: ..."``)."""
+    speakers: bool = False
+    """Prefix each utterance with its speaker's name (``"Ana: ..."``). Off by default: chosen on
+    validation (fine-tuned MiniLM, mean over MELD and IEMOCAP, a tie: 58.20 off vs 58.19 on;
+    MELD's real names gained 0.66, IEMOCAP's M/F labels cost 0.69). Turn it on for corpora
+    with real speaker names."""
     max_tokens: int = 128
     """Token budget of the whole input, special tokens included; far context is dropped first,
     the target is never cut (unless it alone exceeds the encoder's position limit)."""

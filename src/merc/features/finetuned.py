@@ -181,11 +181,18 @@ def encode_inputs(model: ContextEncoder, inputs: Sequence[EncodedInput], pad_id:
     return out
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA (tensor cores); a no-op context on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def _autocast(device: torch.device, enabled: bool | None = None):
+    """bf16 autocast on ``device`` when ``enabled`` (default: on CUDA only, so CPU extraction
+    and prediction stay float32)."""
+    on = device.type == "cuda" if enabled is None else enabled
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product units (AVX512-BF16 or AMX)."""
+    check = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported",
+                                                  "_is_amx_tile_supported")]
+    return any(f() for f in check if f is not None)
 
 
 def copy_tokenizer(src: str | Path, dst: str | Path) -> None:
