@@ -298,3 +298,43 @@ def test_cli_finetune_config_errors_come_first(tmp_path, capsys, override, key):
                  "--out", str(tmp_path / "enc"), override]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and key in err and not (tmp_path / "enc").exists()
+
+
+def test_any_local_hugging_face_folder_fine_tunes(tmp_path):
+    """A non-BERT folder (a tiny random RoBERTa with its own tokenizer, built offline) goes
+    through transformers.AutoModel: fine-tune, record its special tokens, extract."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import RobertaConfig, RobertaModel
+
+    from merc.data import load_corpus
+    from merc.data.conversation import ensure_validation_split
+    from merc.engine.finetune import FinetuneConfig, finetune_encoder
+    from merc.features.encoder_folder import FinetunedTextEncoder
+
+    root = write_text_corpus(tmp_path / "corpus", n_train=6, n_valid=2, n_test=2)
+    corpus = ensure_validation_split(load_corpus("jsonl", root), 0.1, 0)
+    words = sorted({w for c in corpus.conversations for t in c.utterances
+                    for w in t.replace(",", " ,").split()} | {"Ana", "Ben", ":"})
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    base = tmp_path / "tiny-roberta"
+    base.mkdir()
+    tok.save(str(base / "tokenizer.json"))
+    (base / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}))
+    torch.manual_seed(0)
+    RobertaModel(RobertaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=64, pad_token_id=1,
+                               max_position_embeddings=80)).save_pretrained(str(base))
+    cfg = FinetuneConfig(base=str(base), max_epochs=1, batch_size=8, lr=1e-3,
+                         context=ContextFormat(past=1, future=1, max_tokens=32), accelerator="cpu")
+    record = finetune_encoder(corpus, cfg, tmp_path / "enc", echo=lambda line: None)
+    assert (record.cls_id, record.sep_id, record.pad_id) == (0, 2, 1)
+    assert record.max_positions == 80 - 2 and record.dim == 32
+    feats = FinetunedTextEncoder(tmp_path / "enc").encode(corpus.conversations)
+    assert feats.shape == (sum(len(c) for c in corpus.conversations), 32)
+    assert np.isfinite(feats).all()
+    with pytest.raises(Exception, match="BERT-family"):
+        finetune_encoder(corpus, replace(cfg, train_layers=1), tmp_path / "enc2",
+                         echo=lambda line: None)

@@ -204,10 +204,10 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     # Partial fine-tuning: freeze embeddings + lower layers, cache their outputs once.
     n_layers = len(backbone.layers)
     frozen = 0
-    if cfg.train_layers is not None and cfg.train_layers < max(n_layers, 1):
-        if not n_layers:
-            raise MercInputError(cfg.base, "train_layers needs a BERT-family encoder; use "
-                                 "train_layers=null (full fine-tune)", field="finetune.train_layers")
+    if cfg.train_layers is not None and not n_layers:
+        raise MercInputError(cfg.base, "train_layers needs a BERT-family encoder; use "
+                             "train_layers=null (full fine-tune)", field="finetune.train_layers")
+    if cfg.train_layers is not None and cfg.train_layers < n_layers:
         frozen = n_layers - cfg.train_layers
         for p in backbone.parameters():
             p.requires_grad_(False)

@@ -43,7 +43,11 @@ class _HFBackbone(nn.Module):
     def __init__(self, model_dir: str | Path, dropout: float = 0.0) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel
+        from transformers.utils import logging as hf_logging
 
+        # Load reports and progress bars are noise here; real problems raise.
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         cfg = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if hasattr(cfg, name):
