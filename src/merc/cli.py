@@ -22,10 +22,12 @@ overrides use dotted paths into the config; model options are listed by `merc mo
 outputs: RUN_DIR/summary.json (mean ± std over seeds, per-seed values, metrics in percent),
 RUN_DIR/config.yaml (resolved config) and RUN_DIR/seed_<s>/{metrics.json,config.yaml,best.ckpt,
 metrics.csv}. The test split is evaluated once per seed, on the checkpoint with the best
-validation W-F1.
-example:
+validation W-F1 (or the --metric chosen; summary.json names it under "selection_metric").
+examples:
   merc train --corpus iemocap --data-dir ../shared/data/iemocap --model bc-lstm --seeds 5 \\
       --out runs/iemocap-bclstm
+  merc train --corpus jsonl --data-dir dailydialog/ --metric micro_f1 --ignore-labels no_emotion \\
+      --out runs/dd-bclstm
 """
 
 
@@ -84,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from merc.config import SELECTION_METRICS
     from merc.data.corpora import get_corpus, list_corpora
 
     corpora = list_corpora()
@@ -112,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help="YAML config file (sections data, model, train, seeds)")
         sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars (default: when stderr is a terminal)")
+        sp.add_argument("--metric", choices=SELECTION_METRICS,
+                        help="validation metric that selects the checkpoint and stops early "
+                        "(train.metric; default wf1)")
+        sp.add_argument("--ignore-labels", metavar="LABELS",
+                        help="comma-separated labels left out of that metric's F1 average "
+                        "(train.ignore_labels), e.g. --metric micro_f1 --ignore-labels no_emotion")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
     t = sub.add_parser("train", help="train a model over seeds; validation-selected test metrics",
@@ -265,6 +274,12 @@ def _experiment_config(args: argparse.Namespace):
     settings: dict = {"data": data}
     if args.model:
         settings["model"] = {"name": args.model}
+    # --metric/--ignore-labels belong to the training commands (train, crossval), not extract.
+    train = {"metric": args.metric} if getattr(args, "metric", None) else {}
+    if getattr(args, "ignore_labels", None) is not None:
+        train["ignore_labels"] = [x.strip() for x in args.ignore_labels.split(",") if x.strip()]
+    if train:
+        settings["train"] = train
     if args.seeds is not None:
         if args.seeds < 1:
             raise ValueError("--seeds must be >= 1")

@@ -275,6 +275,9 @@ class DataConfig:
                            normalize=self.normalize)
 
 
+SELECTION_METRICS = ("wf1", "micro_f1", "macro_f1", "acc")
+"""Choices of ``train.metric`` (computed by :class:`merc.engine.metrics.SelectionMetric`)."""
+
 GENERIC_TRAIN: dict[str, Any] = {"max_epochs": 60, "patience": 10, "batch_size": 16, "lr": 1e-3,
                                  "weight_decay": 1e-4, "grad_clip": 5.0}
 """Values of the :class:`TrainConfig` fields left unset when the model's paper prescribes none.
@@ -286,7 +289,8 @@ class TrainConfig:
     max_epochs: int | None = None
     """Upper bound on training epochs."""
     patience: int | None = None
-    """Early stopping: epochs without validation W-F1 improvement before stopping."""
+    """Early stopping: epochs without improvement of the validation selection metric
+    (:attr:`metric`, W-F1 by default) before stopping."""
     batch_size: int | None = None
     """Dialogues per batch."""
     lr: float | None = None
@@ -308,9 +312,20 @@ class TrainConfig:
     """Ask PyTorch for deterministic kernels (reproducible seeds)."""
     progress: bool | None = None
     """Show progress bars (default: only when stderr is a terminal)."""
+    metric: str = "wf1"
+    """Validation metric that selects the checkpoint and drives early stopping (logged as
+    ``val_<metric>``): ``wf1`` (weighted F1), ``micro_f1``, ``macro_f1`` or ``acc``. Written in
+    ``metrics.json`` and ``summary.json`` beside the usual metrics."""
+    ignore_labels: list[str] = field(default_factory=list)
+    """Labels left out of the selection metric's F1 average, e.g. ``[no_emotion]`` for
+    DailyDialog's micro-F1 (``train.metric=micro_f1 train.ignore_labels=[no_emotion]``); checked
+    against the corpus' labels when the data is loaded. Not with ``acc``."""
 
     FALLBACKS: ClassVar[dict[str, Any]] = GENERIC_TRAIN
     NOT_IN_FINGERPRINT: ClassVar[tuple[str, ...]] = ("progress",)
+    FINGERPRINT_IF_SET: ClassVar[dict[str, Any]] = {"metric": "wf1", "ignore_labels": []}
+    """Fields added after runs were recorded: left out of the run fingerprint while they hold
+    this (default) value, so those runs still resume; any other value changes the fingerprint."""
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size"):
@@ -320,6 +335,20 @@ class TrainConfig:
             value = getattr(self, name)
             require(value is None or value >= 0, name, f"expected >= 0, got {value}")
         require(self.num_threads >= 0, "num_threads", f"expected >= 0, got {self.num_threads}")
+        require_choice("metric", self.metric, SELECTION_METRICS)
+        require(not (self.ignore_labels and self.metric == "acc"), "ignore_labels",
+                "only F1 metrics leave labels out; train.metric is acc (choose micro_f1, "
+                "macro_f1 or wf1)")
+        require(len(set(self.ignore_labels)) == len(self.ignore_labels), "ignore_labels",
+                f"a label is listed twice: {self.ignore_labels}")
+
+    @property
+    def selection(self):
+        """The :class:`~merc.engine.metrics.SelectionMetric` of :attr:`metric` and
+        :attr:`ignore_labels`."""
+        from merc.engine.metrics import SelectionMetric
+
+        return SelectionMetric(self.metric, tuple(self.ignore_labels))
 
     def resolved(self, model_defaults: Mapping[str, Any] | None = None) -> "TrainConfig":
         """Copy with every unset field filled: the model's paper value, else :data:`GENERIC_TRAIN`."""

@@ -97,11 +97,12 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None,
     """Metrics (percent) of a saved checkpoint on ``split`` of the corpus it was trained on.
 
     The checkpoint's own feature spec is applied, so the numbers match what ``merc train``
-    reported for that seed.
+    reported for that seed (the run's selection metric included, under its key).
     """
     from merc.data.prepare import make_loader
     from merc.engine.loop import evaluate
 
     loaded = load_checkpoint(checkpoint)
     prepared = prepare_for_checkpoint(loaded, data_dir=data_dir, progress=progress)
-    return evaluate(loaded.model, make_loader(prepared, split, 16)).metrics(loaded.label_names)
+    return evaluate(loaded.model, make_loader(prepared, split, 16)).metrics(
+        loaded.label_names, loaded.config.train.selection)

@@ -252,8 +252,10 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
         "model": cfg.model_name, "corpus": corpus.name, "modalities": spec.modalities(),
         "protocol": protocol, "n_folds": len(plan), "seeds": list(cfg.seeds), "params": params,
         "label_names": labels, "chance_uar": 100.0 / len(labels),
-        "selection": "per fold and seed: checkpoint with the best validation W-F1 (validation = "
-                     "the next speaker group), early stopping on it; test evaluated once",
+        "selection": f"per fold and seed: checkpoint with the best validation "
+                     f"{cfg.train.selection.description} (validation = the next speaker group), "
+                     "early stopping on it; test evaluated once",
+        "selection_metric": cfg.train.selection.to_dict(),
         "normalisation": "fitted per fold on the train speakers only" if spec.normalize
                          else "none",
         "test": {k: _over([f["test"][k] for f in fold_records], "per_fold") for k in METRICS},

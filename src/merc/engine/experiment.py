@@ -2,8 +2,9 @@
 
 :func:`run_experiment` resolves the config (per-corpus data defaults, the model paper's training
 settings for every unset field), prepares the data once (:mod:`merc.data.prepare`), trains each
-seed with :func:`merc.engine.trainer.train_seed` (best validation W-F1 checkpoint, test evaluated
-exactly once on it) and writes ``summary.json``: mean +- std over seeds, per-seed values kept.
+seed with :func:`merc.engine.trainer.train_seed` (the checkpoint with the best validation
+selection metric, ``train.metric``, W-F1 by default; test evaluated exactly once on it) and
+writes ``summary.json``: mean +- std over seeds, per-seed values kept.
 Resuming reuses a finished seed only when its :func:`run_fingerprint` matches.
 """
 
@@ -24,15 +25,19 @@ from merc.engine.trainer import train_seed
 def summarize(cfg: ExperimentConfig, prepared: PreparedData, results: list[dict]) -> dict:
     """The ``summary.json`` contract: metrics in percent, mean/std/per-seed."""
     labels = prepared.corpus.label_names
-    test = {k: mean_std([r["test"][k] for r in results]) for k in ("wf1", "acc", "macro_f1")}
+    key = cfg.train.selection.key
+    test = {k: mean_std([r["test"][k] for r in results])
+            for k in dict.fromkeys(("wf1", "acc", "macro_f1", key))}
     test["per_class_f1"] = {lab: mean_std([r["test"]["per_class_f1"][lab] for r in results])
                             for lab in labels}
     return {
         "model": cfg.model_name, "corpus": prepared.corpus.name, "modalities": prepared.modalities,
         "seeds": [r["seed"] for r in results], "params": results[0]["params"],
-        "valid": {"wf1": mean_std([r["valid"]["wf1"] for r in results]),
-                  "acc": mean_std([r["valid"]["acc"] for r in results])},
+        "valid": {k: mean_std([r["valid"][k] for r in results])
+                  for k in dict.fromkeys(("wf1", "acc", key))},
         "test": test,
+        # What chose each seed's checkpoint; its mean ± std is under valid[key] and test[key].
+        "selection_metric": cfg.train.selection.to_dict(),
         "train_seconds": {k: v for k, v in mean_std([r["train_seconds"] for r in results]).items()
                           if k != "std"},
         "seconds_to_best": {k: v for k, v in mean_std([r["seconds_to_best"] for r in results])
@@ -55,6 +60,9 @@ def run_fingerprint(cfg: ExperimentConfig) -> dict[str, Any]:
             d.pop(f.name)
         elif skip:
             d[f.name] = {k: v for k, v in d[f.name].items() if k not in skip}
+        for k, default in getattr(type(getattr(cfg, f.name)), "FINGERPRINT_IF_SET", {}).items():
+            if d.get(f.name, {}).get(k) == default:
+                del d[f.name][k]
     d.pop("seeds", None)
     d["merc_version"] = merc.__version__
     return json.loads(json.dumps(d))  # plain JSON types, comparable with what was read back
@@ -99,6 +107,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
     if progress is None:
         progress = cfg.train.progress if cfg.train.progress is not None else sys.stderr.isatty()
     prepared = prepare_data(cfg.data, progress=progress)
+    selection = cfg.train.selection
+    selection.kept(prepared.corpus.label_names)  # a wrong train.ignore_labels fails right here
     counts = prepared.corpus.counts()
     echo(f"{prepared.corpus.name}: " + ", ".join(
         f"{s} {v['dialogues']} dialogues/{v['utterances']} utterances" for s, v in counts.items())
@@ -107,24 +117,36 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
     cfg.save(out_dir / "config.yaml")
     results = []
     fingerprint = run_fingerprint(cfg)
+
+    def chosen(m: dict) -> str:
+        # The default (W-F1) lines stay as they were; another selection metric leads each line.
+        return ("" if selection.key == "wf1"
+                else f"{selection.description} {m[selection.key]:.2f}  ")
+
     for seed in cfg.seeds:
         r = _finished_seed(out_dir / f"seed_{seed}", fingerprint) if resume else None
         if r is not None:
             results.append(r)
-            echo(f"seed {seed}: finished earlier, reused (valid W-F1 {r['valid']['wf1']:.2f}  "
-                 f"test W-F1 {r['test']['wf1']:.2f})")
+            echo(f"seed {seed}: finished earlier, reused (valid {chosen(r['valid'])}W-F1 "
+                 f"{r['valid']['wf1']:.2f}  test {chosen(r['test'])}W-F1 {r['test']['wf1']:.2f})")
             continue
         r = train_seed(cfg, prepared, seed, out_dir / f"seed_{seed}", progress=progress,
                        fingerprint=fingerprint)
         results.append(r)
-        echo(f"seed {seed}: valid W-F1 {r['valid']['wf1']:.2f}  test W-F1 {r['test']['wf1']:.2f}  "
-             f"acc {r['test']['acc']:.2f}  (best epoch {r['best_epoch']}, "
+        echo(f"seed {seed}: valid {chosen(r['valid'])}W-F1 {r['valid']['wf1']:.2f}  "
+             f"test {chosen(r['test'])}W-F1 {r['test']['wf1']:.2f}  "
+             f"acc {r['test']['acc']:.2f}  (best epoch {r['best_epoch']}"
+             f"{'' if selection.key == 'wf1' else ' by valid ' + selection.description}, "
              f"{r['seconds_to_best']:.1f} s to best, {r['train_seconds']:.1f} s total)")
     summary = summarize(cfg, prepared, results)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     t, v = summary["test"], summary["valid"]
+    sel = "" if selection.key == "wf1" else (
+        f"{selection.description} {t[selection.key]['mean']:.2f} ± "
+        f"{t[selection.key]['std']:.2f} (valid {v[selection.key]['mean']:.2f} ± "
+        f"{v[selection.key]['std']:.2f}, the selection metric), ")
     echo(f"{cfg.model_name} on {prepared.corpus.name} ({'+'.join(prepared.modalities)}), "
-         f"{len(results)} seed(s), validation-selected: test W-F1 {t['wf1']['mean']:.2f} ± "
+         f"{len(results)} seed(s), validation-selected: test {sel}W-F1 {t['wf1']['mean']:.2f} ± "
          f"{t['wf1']['std']:.2f}, acc {t['acc']['mean']:.2f} ± {t['acc']['std']:.2f} "
          f"(valid W-F1 {v['wf1']['mean']:.2f} ± {v['wf1']['std']:.2f})")
     return summary

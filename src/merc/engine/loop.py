@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from merc.data.collate import IGNORE_INDEX, Batch
-from merc.engine.metrics import classification_metrics
+from merc.engine.metrics import SelectionMetric, classification_metrics
 from merc.models import ModelOutput
 
 
@@ -98,9 +98,11 @@ class Predictions:
         """``(N, H)`` fused representations (``keep_hidden=True`` only)."""
         return torch.cat(self._hidden).numpy()
 
-    def metrics(self, label_names: Sequence[str]) -> dict[str, Any]:
-        """:func:`~merc.engine.metrics.classification_metrics` of what was recorded (percent)."""
-        return classification_metrics(self.y_true, self.y_pred, list(label_names))
+    def metrics(self, label_names: Sequence[str], selection: SelectionMetric | None = None
+                ) -> dict[str, Any]:
+        """:func:`~merc.engine.metrics.classification_metrics` of what was recorded (percent),
+        with ``selection``'s value under its key when that is not a standard one."""
+        return classification_metrics(self.y_true, self.y_pred, list(label_names), selection)
 
 
 @torch.no_grad()

@@ -20,8 +20,9 @@ class ERCModule(L.LightningModule):
     """Trains a registered model with masked cross-entropy (+ the model's ``aux_loss``).
 
     Every metric of :func:`merc.engine.metrics.classification_metrics` is computed per epoch on
-    validation (``val_wf1`` is the selection metric) and once on test; the last values are kept
-    in :attr:`last_metrics` (``{"val": {...}, "test": {...}}``).
+    validation and once on test; the selection metric (``config.train.selection``) is logged as
+    ``val_<key>`` (``val_wf1`` by default); the last values are kept in :attr:`last_metrics`
+    (``{"val": {...}, "test": {...}}``).
 
     Args:
         config: The *resolved* experiment config (every training value set).
@@ -46,6 +47,7 @@ class ERCModule(L.LightningModule):
         self._predictions: dict[str, Predictions] = {"val": Predictions(),
                                                      "test": Predictions()}
         self.last_metrics: dict[str, dict] = {}
+        self.selection = config.train.selection
 
     def forward(self, batch: Batch) -> ModelOutput:
         return self.model(batch)
@@ -71,10 +73,12 @@ class ERCModule(L.LightningModule):
         preds, self._predictions[stage] = self._predictions[stage], Predictions()
         if not len(preds):
             return
-        metrics = preds.metrics(self.label_names)
+        metrics = preds.metrics(self.label_names, self.selection)
         self.last_metrics[stage] = metrics
         self.log(f"{stage}_wf1", metrics["wf1"], prog_bar=True)
         self.log(f"{stage}_acc", metrics["acc"])
+        if self.selection.key not in ("wf1", "acc"):
+            self.log(f"{stage}_{self.selection.key}", metrics[self.selection.key])
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_metrics("val")

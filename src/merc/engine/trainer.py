@@ -1,7 +1,7 @@
 """One seed of the honest loop with Lightning: train, keep the checkpoint with the best validation
-W-F1 (``ModelCheckpoint``), stop early on it (``EarlyStopping``), then evaluate the test split
-exactly once on that checkpoint. Used by ``merc train`` (per seed) and ``merc crossval`` (per fold
-and seed)."""
+selection metric (``train.metric``, W-F1 by default; ``ModelCheckpoint``), stop early on it
+(``EarlyStopping``), then evaluate the test split exactly once on that checkpoint. Used by
+``merc train`` (per seed) and ``merc crossval`` (per fold and seed)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from merc.data.prepare import PreparedData, balanced_class_weights, make_loader
 from merc.models import count_parameters
 
 SELECTION_METRIC = "wf1"
-"""Validation metric (a key of :func:`merc.engine.metrics.classification_metrics`) that selects
-the checkpoint and drives early stopping; logged as ``val_<metric>`` by
+"""The default validation metric that selects the checkpoint and drives early stopping. A run's
+own is ``cfg.train.selection`` (:class:`merc.engine.metrics.SelectionMetric`, from
+``train.metric`` and ``train.ignore_labels``), logged as ``val_<key>`` by
 :class:`merc.engine.module.ERCModule`."""
 
 
@@ -48,7 +49,8 @@ class EpochClock(Callback):
 
 def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_dir: Path,
                *, progress: bool, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one seed, select on validation W-F1, evaluate test once; write ``seed_dir``.
+    """Train one seed, select on the validation selection metric (``cfg.train.selection``),
+    evaluate test once; write ``seed_dir``.
 
     Args:
         cfg: A *resolved* config (:meth:`ExperimentConfig.resolved`): every training value set.
@@ -56,7 +58,10 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
 
     Returns:
         The ``metrics.json`` dict: ``seed, best_epoch, epochs_run, train_seconds,
-        seconds_to_best, params, valid, test, checkpoint, fingerprint``.
+        seconds_to_best, params, valid, test, checkpoint, fingerprint, selection_metric``.
+
+    Raises:
+        ConfigError: ``train.ignore_labels`` names a label the corpus does not have.
     """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -64,6 +69,8 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
 
     from merc.engine.module import ERCModule
 
+    selection = cfg.train.selection
+    selection.kept(prepared.corpus.label_names)  # a wrong ignore label fails before training
     quiet_lightning()
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
@@ -77,7 +84,7 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
     module = ERCModule(cfg, corpus.label_names, prepared.input_dims, class_weights=weights,
                        meta={"feature_spec": prepared.spec.to_dict(), "corpus": corpus.name,
                              "valid_split": corpus.valid_split, "seed": seed})
-    monitor = f"val_{SELECTION_METRIC}"
+    monitor = f"val_{selection.key}"
     checkpoint = ModelCheckpoint(dirpath=seed_dir, filename="best", monitor=monitor,
                                  mode="max", save_top_k=1, save_weights_only=True,
                                  enable_version_counter=False)
@@ -110,6 +117,7 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
         "seconds_to_best": clock.at_epoch.get(best_epoch, train_seconds),
         "params": count_parameters(module.model), "valid": valid_metrics, "test": test_metrics,
         "checkpoint": str(Path(best_path).name), "fingerprint": fingerprint,
+        "selection_metric": selection.to_dict(),
     }
     (seed_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     cfg.save(seed_dir / "config.yaml")
