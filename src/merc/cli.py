@@ -196,6 +196,11 @@ def _parser() -> argparse.ArgumentParser:
     ba.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR)")
     ba.add_argument("--tables", help="comma-separated subset of main,ablation,modalities,fusion,"
                     "lnorm: plan only their runs (default all)")
+    ba.add_argument("--features", help="comma-separated text-feature sources; every run that "
+                    "reads text is done once per source: frozen (the default text features: the "
+                    "bundled MiniLM, MOSI's shipped vectors) and NAME=ENC_DIR (a `merc finetune` "
+                    "folder; {corpus} in ENC_DIR is replaced by each corpus' name, e.g. "
+                    "frozen,ft=encoders/{corpus}); default frozen")
     ba.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     ba.add_argument("overrides", nargs="*", metavar="section.key=value",
                     help="config overrides for every run, recorded in its config (e.g. "
@@ -463,7 +468,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                     seeds=args.seeds, corpora=split(args.corpora),
                                     models=split(args.models), jobs=args.jobs,
                                     cache_dir=args.cache_dir, tables=split(args.tables),
-                                    overrides=args.overrides,
+                                    overrides=args.overrides, features=split(args.features),
                                     dry_run=args.dry_run)
         if result["failures"]:
             return 1  # the tables are written; failures.md says which runs failed and why

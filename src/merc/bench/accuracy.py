@@ -28,6 +28,12 @@ Outputs under ``results/<suite>/`` (how to read them: README, "Benchmarks"):
 
 Re-running the command skips every seed already finished with the same configuration (see
 :func:`merc.engine.experiment.run_fingerprint`) and rebuilds the tables from the run folders.
+
+Features axis (``--features frozen,ft=encoders/{corpus}``): every planned run that reads text is
+done once per text-feature source -- the corpus' default (``frozen``: the bundled MiniLM, MOSI's
+shipped vectors) and each fine-tuned encoder folder (``merc finetune``); runs without text are
+planned once. The tables then gain a features column that says how many encoder fine-tunes
+stand behind a row and that they are shared by the row's seeds.
 """
 
 from __future__ import annotations
@@ -38,13 +44,13 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from merc.bench import suite as bench_suite
-from merc.bench.suite import FULL, REFERENCE_MODEL
+from merc.bench.suite import CORPUS_PLACEHOLDER, FROZEN, FULL, REFERENCE_MODEL, parse_features
 from merc.config import ExperimentConfig, default_data_dir
 
 SUITE_SEEDS = {"quick": 1, "paper": 5}
@@ -72,28 +78,41 @@ class BenchRun:
     modalities: tuple[str, ...]
     options: dict[str, Any]
     tables: set[str] = field(default_factory=set)
+    features: str = FROZEN
+    """Text-feature source (:class:`merc.bench.suite.FeatureSource` name); runs without text
+    keep :data:`~merc.bench.suite.FROZEN`."""
+    text: str | None = None
+    """Encoder folder used as ``data.text`` (``None``: the corpus' default text features)."""
 
     @property
     def identity(self) -> tuple:
         return (self.corpus, self.model, json.dumps(self.options, sort_keys=True),
-                self.modalities)
+                self.modalities, self.features)
 
     @property
     def folder(self) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", self.variant.lower()).strip("-")
-        return f"{self.model}__{slug}__{'+'.join(self.modalities)}"
+        # Frozen-feature runs keep the folder names they had before the features axis existed.
+        tail = "" if self.features == FROZEN else f"__{self.features}"
+        return f"{self.model}__{slug}__{'+'.join(self.modalities)}{tail}"
 
     @property
     def label(self) -> str:
-        return f"{self.corpus} {self.model} {self.variant} ({'+'.join(self.modalities)})"
+        tail = "" if self.features == FROZEN else f" [{self.features} features]"
+        return f"{self.corpus} {self.model} {self.variant} ({'+'.join(self.modalities)}){tail}"
 
 
 def plan_runs(corpora: Sequence[str], models: Sequence[str], *,
-              all_ablations: bool = True) -> list[BenchRun]:
+              all_ablations: bool = True,
+              features: dict[str, list[tuple[str, str | None]]] | None = None) -> list[BenchRun]:
     """All runs of a suite, de-duplicated (a run shared by several tables is trained once).
 
     ``all_ablations=False`` keeps only the reference model's ablations (the quick suite: every
-    table and plot is still written, in 7 min 9 s measured on 2 cores with ``--jobs 2``)."""
+    table and plot is still written, in 7 min 9 s measured on 2 cores with ``--jobs 2``).
+
+    ``features`` maps a corpus to its text-feature sources ``[(name, encoder folder or None for
+    frozen)]`` (default: frozen only): every run that reads text is planned once per source; a
+    run without text once, as frozen, whatever the sources."""
     runs: dict[tuple, BenchRun] = {}
 
     from merc.models import get_entry
@@ -126,7 +145,16 @@ def plan_runs(corpora: Sequence[str], models: Sequence[str], *,
                 if bc.lnorm:
                     add(name, model, FULL, mods, "lnorm")
                     add(name, model, "w/o L_norm", mods, "lnorm")
-    return list(runs.values())
+    planned: list[BenchRun] = []
+    for run in runs.values():
+        sources = (features or {}).get(run.corpus, [(FROZEN, None)])
+        if "text" not in run.modalities:
+            planned.append(run)  # the text features cannot change it: trained once
+            continue
+        for source, folder in sources:
+            planned.append(run if source == FROZEN else
+                           replace(run, tables=set(run.tables), features=source, text=folder))
+    return planned
 
 
 def run_config(run: BenchRun, data_dir: Path, seeds: int, cache_dir: str | None,
@@ -138,8 +166,11 @@ def run_config(run: BenchRun, data_dir: Path, seeds: int, cache_dir: str | None,
                          "modalities": list(run.modalities), "cache_dir": cache_dir},
                 "model": {"name": run.model, **run.options}, "seeds": list(range(seeds)),
                 "train": {"progress": False}}
-    return ExperimentConfig().with_overrides(list(bc.overrides) + list(overrides),
-                                             settings=settings)
+    cfg = ExperimentConfig().with_overrides(list(bc.overrides) + list(overrides),
+                                            settings=settings)
+    if run.text is not None:  # last: the fine-tuned encoder replaces any default text source
+        cfg = cfg.with_overrides(settings={"data": {"text": run.text}})
+    return cfg
 
 
 def _execute(cfg_dict: dict, run_dir: str) -> dict:
@@ -157,6 +188,7 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
                        jobs: int = 1, cache_dir: str | None = None,
                        tables: Sequence[str] | None = None,
                        overrides: Sequence[str] = (), dry_run: bool = False,
+                       features: Sequence[str] | None = None,
                        echo: Callable[[str], None] = print) -> dict:
     """Plan, run (or resume) and tabulate a suite. Returns ``{"runs", "failures", "out_dir"}``.
 
@@ -171,6 +203,10 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
         tables: Keep only the runs of these tables (of :data:`TABLES`; default all).
         overrides: Dotted config overrides applied to every run (recorded in its config).
         dry_run: Only print the plan.
+        features: Text-feature sources (see :func:`merc.bench.suite.parse_features`):
+            ``frozen`` and ``NAME=ENC_DIR`` (``{corpus}`` in ``ENC_DIR`` is replaced by each
+            corpus' name; a corpus without that folder runs frozen only). Default: frozen only,
+            exactly the suite without a features axis.
     """
     from merc.models import list_models
 
@@ -203,7 +239,8 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
                                     "--data or $MERC_DATA_DIR at the data folder")
         if missing:
             echo(f"not found under {data_dir}, skipped: {', '.join(missing)}")
-    runs = plan_runs(corpora, models, all_ablations=suite != "quick")
+    sources = _feature_sources(features, corpora, overrides, echo)
+    runs = plan_runs(corpora, models, all_ablations=suite != "quick", features=sources)
     if tables:
         bad = sorted(set(tables) - set(TABLES))
         if bad:
@@ -211,7 +248,9 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
         for run in runs:
             run.tables &= set(tables)
         runs = [run for run in runs if run.tables]
-    echo(f"suite {suite}: {len(runs)} runs x {n_seeds} seed(s) on {', '.join(corpora)} "
+    axis = "" if sources is None else " with features " + ", ".join(
+        dict.fromkeys(name for per in sources.values() for name, _ in per))
+    echo(f"suite {suite}: {len(runs)} runs x {n_seeds} seed(s) on {', '.join(corpora)}{axis} "
          f"-> {out}")
     if dry_run:
         for run in runs:
@@ -265,6 +304,33 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
     if failures:
         echo(f"{len(failures)} run(s) failed; see {out / 'failures.md'}")
     return {"runs": runs, "summaries": summaries, "failures": failures, "out_dir": out}
+
+
+def _feature_sources(features: Sequence[str] | None, corpora: Sequence[str],
+                     overrides: Sequence[str], echo: Callable[[str], None]
+                     ) -> dict[str, list[tuple[str, str | None]]] | None:
+    """Per corpus, the ``(name, encoder folder)`` sources of ``--features`` (``None``: frozen
+    only). A folder without ``{corpus}`` must exist; with it, a corpus lacking its folder is
+    skipped for that source (said in one line)."""
+    if not features:
+        return None
+    parsed = parse_features(list(features))
+    if any(o.startswith("data.text=") for o in overrides) and parsed != [
+            bench_suite.FeatureSource(FROZEN)]:
+        raise ValueError("--features and a data.text= override both choose the text features; "
+                         "give the encoders with --features only")
+    out: dict[str, list[tuple[str, str | None]]] = {c: [] for c in corpora}
+    for source in parsed:
+        for corpus in corpora:
+            folder = source.folder(corpus)
+            if folder is not None and not Path(folder).expanduser().is_dir():
+                if CORPUS_PLACEHOLDER not in (source.encoder or ""):
+                    raise FileNotFoundError(f"--features {source.name}={folder}: no such "
+                                            "encoder folder")
+                echo(f"features {source.name}: {folder} not found, {corpus} runs without it")
+                continue
+            out[corpus].append((source.name, folder))
+    return out
 
 
 def _one_line(e: BaseException) -> str:

@@ -15,11 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from merc.bench import suite
-from merc.bench.suite import REFERENCE_MODEL
+from merc.bench.suite import FROZEN, REFERENCE_MODEL
 
 ACCURACY_COLUMNS = ["corpus", "model", "variant", "modalities", "seeds", "wf1_mean", "wf1_std",
                     "acc_mean", "acc_std"]
 """Leading columns of ``accuracy.csv`` (stable; extra columns follow them)."""
+
+FEATURES_NOTE = (
+    "features: `frozen` = the corpus' default text features (the bundled frozen "
+    "all-MiniLM-L6-v2; MOSI: its shipped text vectors); another name = the encoder folder given "
+    "to `--features` (column `text_encoder` of accuracy.csv), with how many encoder fine-tunes "
+    "stand behind the row (1, or 1 + K with K cross-fit folds). Those fine-tunes are not "
+    "repeated per seed: the ± over seeds does not include the encoder's own fine-tuning "
+    "variance. `no text`: the run reads no text, so it is shared by every features source.")
+"""Written under Table 1 when the suite has a features axis."""
 
 
 def _pm(m: dict | None, digits: int = 2) -> str:
@@ -65,6 +74,46 @@ class _Results:
     def __init__(self, out: Path, runs, summaries: dict, failures: dict, n_seeds: int) -> None:
         self.out, self.runs, self.summaries, self.failures = out, runs, summaries, failures
         self.n_seeds = n_seeds
+        # The features column appears only with a features axis: the default suite's tables
+        # stay exactly as they were.
+        self.axis = any(r.features != FROZEN for r in runs)
+        self._finetunes: dict[str, int | None] = {}
+
+    @property
+    def feat_header(self) -> list[str]:
+        return ["features"] if self.axis else []
+
+    def feat_csv(self, run) -> list[str]:
+        """The features column of a CSV row: the source name (``no-text`` for a text-free run)."""
+        if not self.axis:
+            return []
+        return [run.features if "text" in run.modalities else "no-text"]
+
+    def feat_md(self, run) -> list[str]:
+        """The features column of a Markdown row, saying for a fine-tuned encoder how many
+        fine-tunes stand behind the row and that its seeds share them, e.g. ``ft: 1 encoder
+        fine-tune shared by 5 seeds``."""
+        if not self.axis:
+            return []
+        if "text" not in run.modalities:
+            return ["no text"]
+        k = self.finetunes(run)
+        if run.features == FROZEN or k is None:
+            return [run.features]
+        s = self.get(run)
+        seeds = len(s["seeds"]) if s else self.n_seeds
+        cell = f"{run.features}: {k} encoder fine-tune{'s' if k != 1 else ''}"
+        if k > 1:
+            cell += f" (1 + {k - 1} cross-fit folds)"
+        return [cell + (f" shared by {seeds} seeds" if seeds > 1 else "")]
+
+    def finetunes(self, run) -> int | None:
+        """Encoder fine-tunes behind ``run``'s text features (``None``: not a merc encoder)."""
+        if run.text is None:
+            return None
+        if run.text not in self._finetunes:
+            self._finetunes[run.text] = suite.encoder_finetunes(run.text)
+        return self._finetunes[run.text]
 
     def get(self, run) -> dict | None:
         return self.summaries.get(run.identity)
@@ -82,13 +131,19 @@ class _Results:
     def run_dir(self, run) -> Path:
         return self.out / "runs" / run.corpus / run.folder
 
-    def full(self, corpus: str, model: str, modalities: tuple[str, ...] | None = None):
+    def full(self, corpus: str, model: str, modalities: tuple[str, ...] | None = None,
+             features: str = FROZEN):
         for r in self.runs:
             if (r.corpus == corpus and r.model == model and r.variant == suite.FULL
                     and (modalities is None or r.modalities == modalities)
-                    and ("main" in r.tables or modalities is not None)):
+                    and ("main" in r.tables or modalities is not None)
+                    and (r.features == features or "text" not in r.modalities)):
                 return r
         return None
+
+    def suffix(self, run) -> str:
+        """File-name suffix of a figure per run (none for frozen features)."""
+        return "" if run.features == FROZEN else f"_{run.features}"
 
 
 def write_accuracy_report(out: Path, runs, summaries: dict, failures: dict, n_seeds: int,
@@ -133,10 +188,12 @@ def _accuracy_csv(res: _Results) -> Path:
             v.get("wf1", {}).get("mean"), v.get("wf1", {}).get("std"),
             t.get("macro_f1", {}).get("mean"), s["params"] if s else None,
             (s or {}).get("seconds_to_best", {}).get("mean"),
-            ";".join(sorted(run.tables)), str(res.run_dir(run).relative_to(res.out)), status])
+            ";".join(sorted(run.tables)), str(res.run_dir(run).relative_to(res.out)), status]
+            + (res.feat_csv(run) + [run.text, res.finetunes(run)] if res.axis else []))
     return _write_csv(res.out / "accuracy.csv", ACCURACY_COLUMNS + [
         "valid_wf1_mean", "valid_wf1_std", "macro_f1_mean", "params", "seconds_to_best_mean",
-        "tables", "run_dir", "status"], rows)
+        "tables", "run_dir", "status"]
+        + (["features", "text_encoder", "encoder_finetunes"] if res.axis else []), rows)
 
 
 def _table_main(res: _Results) -> list[Path]:
@@ -151,22 +208,28 @@ def _table_main(res: _Results) -> list[Path]:
         for run in runs:
             s = res.get(run)
             t = s["test"] if s else None
-            rows.append([run.model, _mods(run), s["params"] if s else "-"]
+            rows.append([run.model, *res.feat_md(run), _mods(run), s["params"] if s else "-"]
                         + [_pm(t["per_class_f1"].get(lab)) if t else "failed" for lab in labels]
                         + [_pm(t["wf1"]) if t else "failed", _pm(t["acc"]) if t else "failed"])
             if t:
                 for lab in labels:
                     m = t["per_class_f1"][lab]
-                    csv_rows.append([corpus, run.model, "+".join(run.modalities),
-                                     len(s["seeds"]), f"f1[{lab}]", m["mean"], m["std"]])
+                    csv_rows.append([corpus, run.model, *res.feat_csv(run),
+                                     "+".join(run.modalities), len(s["seeds"]), f"f1[{lab}]",
+                                     m["mean"], m["std"]])
                 for key in ("wf1", "acc", "macro_f1"):
-                    csv_rows.append([corpus, run.model, "+".join(run.modalities),
-                                     len(s["seeds"]), key, t[key]["mean"], t[key]["std"]])
-        md += [_md_table(["model", "mod.", "params"] + labels + ["W-F1", "Acc"], rows), ""]
+                    csv_rows.append([corpus, run.model, *res.feat_csv(run),
+                                     "+".join(run.modalities), len(s["seeds"]), key,
+                                     t[key]["mean"], t[key]["std"]])
+        md += [_md_table(["model", *res.feat_header, "mod.", "params"] + labels + ["W-F1", "Acc"],
+                         rows), ""]
+    if res.axis:
+        md += [FEATURES_NOTE, ""]
     (res.out / "table1_main.md").write_text("\n".join(md))
     return [res.out / "table1_main.md", _write_csv(
         res.out / "table1_main.csv",
-        ["corpus", "model", "modalities", "seeds", "metric", "mean", "std"], csv_rows)]
+        ["corpus", "model", *res.feat_header, "modalities", "seeds", "metric", "mean", "std"],
+        csv_rows)]
 
 
 def _delta_rows(res: _Results, table: str, key_of, base_of) -> tuple[list, list]:
@@ -176,17 +239,18 @@ def _delta_rows(res: _Results, table: str, key_of, base_of) -> tuple[list, list]
         for run in res.in_table(table, corpus):
             s, base = res.get(run), res.get(base_of(run))
             name = key_of(run)
+            md_name, csv_name = [*name, *res.feat_md(run)], [*name, *res.feat_csv(run)]
             if not s:
-                md_rows.append([corpus, *name, "failed", "failed", "", ""])
-                csv_rows.append([corpus, *name, None, None, None, None, None, None])
+                md_rows.append([corpus, *md_name, "failed", "failed", "", ""])
+                csv_rows.append([corpus, *csv_name, None, None, None, None, None, None])
                 continue
             t = s["test"]
             dw = t["wf1"]["mean"] - base["test"]["wf1"]["mean"] if base else None
             da = t["acc"]["mean"] - base["test"]["acc"]["mean"] if base else None
-            md_rows.append([corpus, *name, _pm(t["wf1"]), _pm(t["acc"]),
+            md_rows.append([corpus, *md_name, _pm(t["wf1"]), _pm(t["acc"]),
                             "" if dw is None or run is base_of(run) else f"{dw:+.2f}",
                             "" if da is None or run is base_of(run) else f"{da:+.2f}"])
-            csv_rows.append([corpus, *name, t["wf1"]["mean"], t["wf1"]["std"],
+            csv_rows.append([corpus, *csv_name, t["wf1"]["mean"], t["wf1"]["std"],
                              t["acc"]["mean"], t["acc"]["std"], dw, da])
     return md_rows, csv_rows
 
@@ -194,15 +258,16 @@ def _delta_rows(res: _Results, table: str, key_of, base_of) -> tuple[list, list]
 def _table_ablation(res: _Results) -> list[Path]:
     md_rows, csv_rows = _delta_rows(
         res, "ablation", lambda r: [r.model, r.variant, _mods(r)],
-        lambda r: res.full(r.corpus, r.model))
+        lambda r: res.full(r.corpus, r.model, features=r.features))
     md = ["# Table 3: ablations (test W-F1 / accuracy, change against the full model)", "",
           "w/o PE: no position encoding (Eq. 10); w/o BLS: no broad learning system or L_norm "
           "(Eq. 12-15); w/o PFM: modalities summed without the probability weights of Eq. 17.",
-          "", _md_table(["corpus", "model", "variant", "mod.", "W-F1", "Acc", "Δ W-F1", "Δ Acc"],
-                        md_rows), ""]
+          "", _md_table(["corpus", "model", "variant", "mod.", *res.feat_header, "W-F1", "Acc",
+                         "Δ W-F1", "Δ Acc"], md_rows), ""]
     (res.out / "table3_ablation.md").write_text("\n".join(md))
     return [res.out / "table3_ablation.md", _write_csv(
-        res.out / "table3_ablation.csv", ["corpus", "model", "variant", "modalities", "wf1_mean",
+        res.out / "table3_ablation.csv", ["corpus", "model", "variant", "modalities",
+                                          *res.feat_header, "wf1_mean",
                                           "wf1_std", "acc_mean", "acc_std", "delta_wf1",
                                           "delta_acc"], csv_rows)]
 
@@ -210,16 +275,17 @@ def _table_ablation(res: _Results) -> list[Path]:
 def _table_modalities(res: _Results) -> list[Path]:
     def base(run):
         return res.full(run.corpus, run.model,
-                        suite.default_modalities(suite.BENCH_CORPORA[run.corpus]))
+                        suite.default_modalities(suite.BENCH_CORPORA[run.corpus]), run.features)
 
     md_rows, csv_rows = _delta_rows(res, "modalities",
                                     lambda r: [r.model, "+".join(r.modalities)], base)
     md = ["# Table 4: modality subsets (test W-F1 / accuracy, change against all modalities)", "",
-          _md_table(["corpus", "model", "modalities", "W-F1", "Acc", "Δ W-F1", "Δ Acc"],
-                    md_rows), ""]
+          _md_table(["corpus", "model", "modalities", *res.feat_header, "W-F1", "Acc", "Δ W-F1",
+                     "Δ Acc"], md_rows), ""]
     (res.out / "table4_modalities.md").write_text("\n".join(md))
     return [res.out / "table4_modalities.md", _write_csv(
-        res.out / "table4_modalities.csv", ["corpus", "model", "modalities", "wf1_mean",
+        res.out / "table4_modalities.csv", ["corpus", "model", "modalities", *res.feat_header,
+                                            "wf1_mean",
                                             "wf1_std", "acc_mean", "acc_std", "delta_wf1",
                                             "delta_acc"], csv_rows)]
 
@@ -230,15 +296,19 @@ def _fusion_name(run) -> str:
 
 def _fig_fusion(res: _Results) -> list[Path]:
     md_rows, csv_rows = _delta_rows(res, "fusion", lambda r: [_fusion_name(r)],
-                                    lambda r: res.full(r.corpus, r.model))
+                                    lambda r: res.full(r.corpus, r.model, features=r.features))
     md = ["# Fig. 5: fusion strategies (test W-F1 / accuracy, change against PFM)", "",
-          _md_table(["corpus", "fusion", "W-F1", "Acc", "Δ W-F1", "Δ Acc"], md_rows), ""]
+          _md_table(["corpus", "fusion", *res.feat_header, "W-F1", "Acc", "Δ W-F1", "Δ Acc"],
+                    md_rows), ""]
     paths = [res.out / "fig5_fusion.md"]
     (res.out / "fig5_fusion.md").write_text("\n".join(md))
     paths.append(_write_csv(res.out / "fig5_fusion.csv",
-                            ["corpus", "fusion", "wf1_mean", "wf1_std", "acc_mean", "acc_std",
-                             "delta_wf1", "delta_acc"], csv_rows))
-    done = [r for r in csv_rows if r[2] is not None]
+                            ["corpus", "fusion", *res.feat_header, "wf1_mean", "wf1_std",
+                             "acc_mean", "acc_std", "delta_wf1", "delta_acc"], csv_rows))
+    # The plot reads (corpus, bar name, W-F1 mean, std); a features column joins the bar name.
+    n = len(res.feat_header)
+    done = [(r[0], r[1] if not n or r[2] == FROZEN else f"{r[1]} [{r[2]}]", *r[2 + n:])
+            for r in csv_rows if r[2 + n] is not None]
     if done:
         plt = _pyplot()
         corpora = list(dict.fromkeys(r[0] for r in done))
@@ -271,33 +341,33 @@ def _significance(res: _Results) -> list[Path]:
 
     md_rows, csv_rows = [], []
     for corpus in res.corpora("main"):
-        ref_run = res.full(corpus, REFERENCE_MODEL)
-        ref = res.get(ref_run) if ref_run else None
-        if not ref:
-            continue
-        ref_by_seed = dict(zip(ref["seeds"], ref["test"]["wf1"]["per_seed"]))
         for run in res.in_table("main", corpus):
+            # Against the reference model on the same text features.
+            ref_run = res.full(corpus, REFERENCE_MODEL, features=run.features)
+            ref = res.get(ref_run) if ref_run else None
             s = res.get(run)
-            if run is ref_run or not s:
+            if not ref or run is ref_run or not s:
                 continue
+            ref_by_seed = dict(zip(ref["seeds"], ref["test"]["wf1"]["per_seed"]))
             by_seed = dict(zip(s["seeds"], s["test"]["wf1"]["per_seed"]))
             shared = sorted(set(by_seed) & set(ref_by_seed))
             t = paired_test([by_seed[k] for k in shared], [ref_by_seed[k] for k in shared])
             fmt = lambda p: "n/a" if p is None else ("<0.0001" if p < 1e-4 else f"{p:.4f}")  # noqa: E731
-            md_rows.append([corpus, run.model, REFERENCE_MODEL, t["n"],
+            md_rows.append([corpus, run.model, *res.feat_csv(run), REFERENCE_MODEL, t["n"],
                             f"{t['mean_diff']:+.2f}", fmt(t["t_pvalue"]),
                             fmt(t["wilcoxon_pvalue"])])
-            csv_rows.append([corpus, run.model, REFERENCE_MODEL, t["n"], t["mean_diff"],
+            csv_rows.append([corpus, run.model, *res.feat_csv(run), REFERENCE_MODEL, t["n"],
+                             t["mean_diff"],
                              t["t_pvalue"], t["wilcoxon_pvalue"]])
     md = ["# Paired significance against the reference model (test W-F1, shared seeds)", "",
           "mean diff = model − reference. p-values need at least 2 seeds (n/a otherwise); with "
           "5 seeds the Wilcoxon test cannot go below 0.0625.", "",
-          _md_table(["corpus", "model", "reference", "seeds", "mean diff", "t-test p",
-                     "Wilcoxon p"], md_rows), ""]
+          _md_table(["corpus", "model", *res.feat_header, "reference", "seeds", "mean diff",
+                     "t-test p", "Wilcoxon p"], md_rows), ""]
     (res.out / "significance.md").write_text("\n".join(md))
     return [res.out / "significance.md", _write_csv(
-        res.out / "significance.csv", ["corpus", "model", "reference", "n", "mean_diff",
-                                       "t_pvalue", "wilcoxon_pvalue"], csv_rows)]
+        res.out / "significance.csv", ["corpus", "model", *res.feat_header, "reference", "n",
+                                       "mean_diff", "t_pvalue", "wilcoxon_pvalue"], csv_rows)]
 
 
 # ----------------------------------------------------------------------------------- figures
@@ -342,9 +412,11 @@ def _confusions(res: _Results) -> list[Path]:
         fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(labels), 0.6 + 0.7 * len(labels)))
         ConfusionMatrixDisplay(norm, display_labels=labels).plot(
             ax=ax, values_format=".2f", cmap="Blues", colorbar=False, xticks_rotation=45)
-        ax.set_title(f"{run.corpus} {run.model}: test, rows = true\n"
+        feats = "" if run.features == FROZEN else f", {run.features} features"
+        ax.set_title(f"{run.corpus} {run.model}{feats}: test, rows = true\n"
                      f"(summed over {len(seeds)} seed(s), row-normalised)", fontsize=9)
-        paths.append(_save(fig, folder / f"{run.corpus}_{run.model}.png", dpi=110))
+        paths.append(_save(fig, folder / f"{run.corpus}_{run.model}{res.suffix(run)}.png",
+                           dpi=110))
     return paths
 
 
@@ -367,10 +439,14 @@ def _epoch_curves(path: Path, epochs_run: int) -> dict[str, dict[int, float]]:
 def _loss_curves(res: _Results) -> list[Path]:
     plt = _pyplot()
     paths = []
-    for corpus in res.corpora("lnorm"):
+    groups = [(corpus, features) for corpus in res.corpora("lnorm")
+              for features in dict.fromkeys(r.features for r in res.in_table("lnorm", corpus))]
+    for corpus, features in groups:
         pairs = []
         for run in res.in_table("lnorm", corpus):
             s = res.get(run)
+            if run.features != features:
+                continue
             if not s:
                 continue
             seed_dir = res.run_dir(run) / f"seed_{s['seeds'][0]}"
@@ -390,9 +466,12 @@ def _loss_curves(res: _Results) -> list[Path]:
                             label=f"{name}, {'train' if key == 'train_ce' else 'validation'}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("cross-entropy")
-        ax.set_title(f"{corpus}: loss with and without L_norm (seed {pairs[0][2]})", fontsize=10)
+        feats = "" if features == FROZEN else f", {features} features"
+        ax.set_title(f"{corpus}: loss with and without L_norm (seed {pairs[0][2]}{feats})",
+                     fontsize=10)
         ax.legend(fontsize=8)
-        paths.append(_save(fig, res.out / f"fig6_loss_{corpus}.png"))
+        tail = "" if features == FROZEN else f"_{features}"
+        paths.append(_save(fig, res.out / f"fig6_loss_{corpus}{tail}.png"))
     return paths
 
 
@@ -418,9 +497,11 @@ def _tsne(res: _Results) -> list[Path]:
 
     plt = _pyplot()
     paths = []
-    for corpus in res.corpora("main"):
-        run = res.full(corpus, REFERENCE_MODEL)
-        s = res.get(run) if run else None
+    refs = [r for corpus in res.corpora("main") for r in res.in_table("main", corpus)
+            if r.model == REFERENCE_MODEL and r.variant == suite.FULL]
+    for run in refs:
+        corpus = run.corpus
+        s = res.get(run)
         if not s:
             continue
         seed_dir = res.run_dir(run) / f"seed_{s['seeds'][0]}"
@@ -435,8 +516,10 @@ def _tsne(res: _Results) -> list[Path]:
             ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color=cmap(i % 10), label=lab, alpha=0.7)
         ax.set_xticks([])
         ax.set_yticks([])
+        feats = "" if run.features == FROZEN else f", {run.features} features"
         ax.set_title(f"{corpus}: t-SNE of {REFERENCE_MODEL} fused test representations\n"
-                     f"(seed {s['seeds'][0]}, colour = true emotion, n={len(h)})", fontsize=9)
+                     f"(seed {s['seeds'][0]}{feats}, colour = true emotion, n={len(h)})",
+                     fontsize=9)
         ax.legend(fontsize=7, markerscale=3, loc="best")
-        paths.append(_save(fig, res.out / f"fig7_tsne_{corpus}.png"))
+        paths.append(_save(fig, res.out / f"fig7_tsne_{corpus}{res.suffix(run)}.png"))
     return paths

@@ -67,3 +67,75 @@ def default_modalities(corpus: BenchCorpus) -> tuple[str, ...]:
     if not mods:
         raise ValueError(f"bench corpus {corpus.kind!r} needs default modalities")
     return tuple(mods)
+
+
+FROZEN = "frozen"
+"""Feature source of a corpus' default text features: the bundled frozen all-MiniLM-L6-v2
+(MOSI: its shipped text vectors). The accuracy bench's only source unless ``--features`` adds
+fine-tuned encoder folders."""
+
+CORPUS_PLACEHOLDER = "{corpus}"
+"""In a ``--features NAME=ENC_DIR`` folder: replaced by each bench corpus' name."""
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """One value of the accuracy bench's features axis."""
+
+    name: str
+    """Shown in the tables' features column and in run folder names."""
+    encoder: str | None = None
+    """Encoder folder used as ``data.text`` (may hold :data:`CORPUS_PLACEHOLDER`); ``None`` =
+    the corpus' default text features (:data:`FROZEN`)."""
+
+    def folder(self, corpus: str) -> str | None:
+        """The encoder folder for ``corpus`` (``None`` for the frozen default)."""
+        return None if self.encoder is None else self.encoder.replace(CORPUS_PLACEHOLDER, corpus)
+
+
+def parse_features(items: list[str] | tuple[str, ...]) -> list[FeatureSource]:
+    """``["frozen", "ft=encoders/{corpus}", "runs/enc-meld"]`` -> feature sources.
+
+    ``NAME=ENC_DIR`` names a source; a bare ``ENC_DIR`` is named after its last folder.
+
+    Raises:
+        ValueError: one line naming ``--features``: an empty list, a bad or repeated name.
+    """
+    import re
+    from pathlib import PurePath
+
+    sources: list[FeatureSource] = []
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep:
+            name, folder = ("" if item == FROZEN else PurePath(item).name), item
+        if item == FROZEN:
+            source = FeatureSource(FROZEN)
+        elif not folder or not name:
+            raise ValueError(f"--features {item!r}: expected frozen, NAME=ENC_DIR or ENC_DIR "
+                             f"(ENC_DIR may contain {CORPUS_PLACEHOLDER})")
+        elif CORPUS_PLACEHOLDER in name:
+            raise ValueError(f"--features {item!r}: name this source, e.g. ft={item}")
+        elif name == FROZEN or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise ValueError(f"--features {item!r}: a source name is letters, digits, '.', '_' "
+                             f"or '-' and not {FROZEN!r} (the default text features)")
+        else:
+            source = FeatureSource(name, folder)
+        if any(s.name == source.name for s in sources):
+            raise ValueError(f"--features: {source.name!r} is given twice")
+        sources.append(source)
+    if not sources:
+        raise ValueError("--features: expected at least one source (e.g. frozen)")
+    return sources
+
+
+def encoder_finetunes(folder: str | None) -> int | None:
+    """How many encoder fine-tunes stand behind features from ``folder``: ``1 + K`` for a merc
+    encoder folder cross-fitted on K folds (``merc_encoder.json`` -> ``training.cross_fit.folds``),
+    1 without cross-fitting; ``None`` for anything that is not a merc encoder folder."""
+    from merc.features.encoder_folder import EncoderRecord, is_encoder_folder
+
+    if not is_encoder_folder(folder):
+        return None
+    cross_fit = EncoderRecord.load(folder).training.get("cross_fit") or {}
+    return 1 + int(cross_fit.get("folds", 0))

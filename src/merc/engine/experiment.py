@@ -10,6 +10,7 @@ Resuming reuses a finished seed only when its :func:`run_fingerprint` matches.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from merc.config import ExperimentConfig
 from merc.data.prepare import PreparedData, prepare_data
 from merc.engine.metrics import mean_std
 from merc.engine.trainer import train_seed
+from merc.features.encoder_folder import RECORD_FILE, is_encoder_folder
 
 
 def summarize(cfg: ExperimentConfig, prepared: PreparedData, results: list[dict]) -> dict:
@@ -50,9 +52,11 @@ def summarize(cfg: ExperimentConfig, prepared: PreparedData, results: list[dict]
 
 def run_fingerprint(cfg: ExperimentConfig) -> dict[str, Any]:
     """What determines a seed's result: every section of the *resolved* config (the model's full
-    config included) and the merc version -- not the seed list, nor the fields a section lists in
-    ``NOT_IN_FINGERPRINT`` (cache folder, progress bars). Resuming reuses a seed only when its
-    stored fingerprint equals this one, so a changed default never mixes in."""
+    config included), the merc version and, when ``data.text`` is a merc encoder folder, a digest
+    of its record (a re-fine-tuned folder is a new encoder) -- not the seed list, nor the fields a
+    section lists in ``NOT_IN_FINGERPRINT`` (cache folder, progress bars), nor those of
+    ``FINGERPRINT_IF_SET`` at their default. Resuming reuses a seed only when its stored
+    fingerprint equals this one, so a changed default never mixes in."""
     d = cfg.resolved().to_dict()
     for f in type(cfg).__dataclass_fields__.values():
         skip = getattr(type(getattr(cfg, f.name)), "NOT_IN_FINGERPRINT", ())
@@ -65,6 +69,12 @@ def run_fingerprint(cfg: ExperimentConfig) -> dict[str, Any]:
                 del d[f.name][k]
     d.pop("seeds", None)
     d["merc_version"] = merc.__version__
+    text = (d.get("data") or {}).get("text")
+    if is_encoder_folder(text):
+        # The folder's path alone would let a resumed run (or the bench) reuse seeds trained on
+        # an encoder since fine-tuned again in place; its record changes with every fine-tune.
+        record = Path(text).expanduser() / RECORD_FILE
+        d["text_encoder_record"] = hashlib.sha256(record.read_bytes()).hexdigest()[:16]
     return json.loads(json.dumps(d))  # plain JSON types, comparable with what was read back
 
 
