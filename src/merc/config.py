@@ -290,7 +290,7 @@ class TrainConfig:
     """Upper bound on training epochs."""
     patience: int | None = None
     """Early stopping: epochs without improvement of the validation selection metric
-    (:attr:`metric`, W-F1 by default) before stopping."""
+    (``train.metric``, W-F1 by default) before stopping."""
     batch_size: int | None = None
     """Dialogues per batch."""
     lr: float | None = None
@@ -313,9 +313,10 @@ class TrainConfig:
     progress: bool | None = None
     """Show progress bars (default: only when stderr is a terminal)."""
     metric: str = "wf1"
-    """Validation metric that selects the checkpoint and drives early stopping (logged as
-    ``val_<metric>``): ``wf1`` (weighted F1), ``micro_f1``, ``macro_f1`` or ``acc``. Written in
-    ``metrics.json`` and ``summary.json`` beside the usual metrics."""
+    """Validation metric that selects the checkpoint and drives early stopping: ``wf1``
+    (weighted F1), ``micro_f1``, ``macro_f1`` or ``acc``. Logged as ``val_<metric>`` (with
+    ignored labels ``val_<metric>_without_<labels>``) and written in ``metrics.json`` and
+    ``summary.json`` beside the usual metrics."""
     ignore_labels: list[str] = field(default_factory=list)
     """Labels left out of the selection metric's F1 average, e.g. ``[no_emotion]`` for
     DailyDialog's micro-F1 (``train.metric=micro_f1 train.ignore_labels=[no_emotion]``); checked
