@@ -235,8 +235,12 @@ def test_cross_fit_embeds_train_dialogues_with_the_encoder_that_never_saw_them(t
     from merc.features import FeatureSpec, build_features
     from merc.features.encoder_folder import FinetunedTextEncoder
 
-    root = write_text_corpus(tmp_path / "corpus", n_train=6, n_valid=2, n_test=2)
-    corpus = ensure_validation_split(load_corpus("jsonl", root), 0.1, 0)
+    # No official validation split: it is carved from train, so its dialogues sit between
+    # train dialogues in corpus order (the fingerprint must not depend on that order).
+    root = write_text_corpus(tmp_path / "corpus", n_train=8, n_valid=0, n_test=2)
+    corpus = ensure_validation_split(load_corpus("jsonl", root), 0.25, 1)
+    splits = [c.split for c in corpus.conversations]
+    assert splits.index("valid") < max(i for i, s in enumerate(splits) if s == "train")
     cfg = FinetuneConfig(context=ContextFormat(past=1, future=0, max_tokens=24), train_layers=1,
                          max_epochs=1, batch_size=8, lr=1e-3, cross_fit=2, accelerator="cpu")
     out = tmp_path / "enc"

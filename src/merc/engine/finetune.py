@@ -289,8 +289,7 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
         max_positions=int(backbone.max_positions), dim=int(encoder.dim), base_model=cfg.base,
         training={
             "settings": cfg.to_dict(), "corpus": corpus.name,
-            "corpus_fingerprint": corpus_fingerprint(corpus.split("train")
-                                                     + corpus.split("valid")),
+            "corpus_fingerprint": corpus_fingerprint(corpus.conversations),
             "train_dialogues": sorted(str(c.id) for c in corpus.split("train")),
             "label_names": list(corpus.label_names), "valid_split": corpus.valid_split,
             "best_epoch": best["epoch"], "valid_wf1": best["wf1"], "history": history,

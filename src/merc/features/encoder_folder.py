@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 
 from merc.errors import MercInputError
 from merc.features.context_format import ContextFormat, EncodedInput, InputFormatter
+
+log = logging.getLogger(__name__)
 
 RECORD_FILE = "merc_encoder.json"
 """Name of the record inside an encoder folder."""
@@ -154,8 +157,12 @@ class FinetunedTextEncoder:
         fold_of = info.get("fold_of") or {}
         if not fold_of:
             return [None] * len(conversations)
-        seen = [c for c in conversations if getattr(c, "split", None) in ("train", "valid")]
-        if corpus_fingerprint(seen) != self.record.training.get("corpus_fingerprint"):
+        if corpus_fingerprint(conversations) != self.record.training.get("corpus_fingerprint"):
+            if any(str(c.id) in fold_of for c in conversations
+                   if getattr(c, "split", None) == "train"):
+                log.warning("%s: cross-fitted encoder, but these train/valid dialogues differ "
+                            "from the ones it was fine-tuned on (another validation split?); "
+                            "every dialogue is embedded by the main encoder", self.folder)
             return [None] * len(conversations)
         return [fold_of.get(str(c.id)) if c.split == "train" else None for c in conversations]
 
@@ -186,9 +193,13 @@ class FinetunedTextEncoder:
 
 
 def corpus_fingerprint(conversations: Sequence[Any]) -> str:
-    """SHA-256 over splits, ids, speakers, texts and labels, in order (what a fine-tune saw)."""
+    """SHA-256 over the train dialogues, then the validation dialogues (each in corpus order):
+    their ids, speakers, texts and labels -- what a fine-tune saw. Test dialogues and the
+    interleaving of splits (a validation split carved from train) do not change it."""
     h = hashlib.sha256(b"merc-corpus\0")
-    for c in conversations:
+    ordered = [c for split in ("train", "valid") for c in conversations
+               if getattr(c, "split", None) == split]
+    for c in ordered:
         for i in range(len(c.utterances)):
             label = c.labels[i] if c.labels is not None else ""
             h.update("\t".join((c.split, str(c.id), str(c.speakers[i]), c.utterances[i],
