@@ -1,6 +1,6 @@
 """merc: Multimodal Emotion Recognition in Conversation."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from merc.inference import Prediction, Predictor  # noqa: E402  (light: torch loads lazily)
 
