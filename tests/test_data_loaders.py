@@ -120,7 +120,7 @@ def generic_records() -> list[dict]:
         {"dialogue_id": "d2", "split": "dev", "utterances": [
             utt("d2_0", "B", "Hm.", "neutral")]},
         {"dialogue_id": "d3", "split": "test", "utterances": [
-            utt("d3_0", "A", "Yes.", "joy"), utt("d3_1", "A", "No.", "neutral")]},
+            utt("d3_0", "A", "Yes.", "joy"), utt("d3_1", "A", "No.", "anger")]},
     ]
 
 

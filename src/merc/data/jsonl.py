@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from merc.data.conversation import MEDIA_KINDS, Conversation, Corpus, resolve_path
+from merc.data.validate import check_corpus, check_fields, check_label_text
 from merc.errors import MercInputError
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,12 @@ _SPLIT_ALIASES = {"train": "train", "valid": "valid", "dev": "valid", "val": "va
                   "validation": "valid", "test": "test"}
 
 FEATURE_MODALITIES = ("text", "audio", "video")
+
+DIALOGUE_FIELDS = ("dialogue_id", "split", "utterances")
+"""Fields a dialogue record may have; anything else is an error (usually a typo)."""
+
+UTTERANCE_FIELDS = ("utterance_id", "speaker", "text", "label", "audio", "video")
+"""Fields an utterance object may have; anything else is an error (``txt``, ``lable``)."""
 
 
 def read_feature_table(path: str | Path) -> dict[str, np.ndarray]:
@@ -188,6 +195,8 @@ def load_jsonl(
                      for lineno, rec in records]
     corpus = Corpus(name=name or path.stem, conversations=conversations,
                     label_names=label_names, source=str(path))
+    corpus.validate()
+    check_corpus(corpus)
     for modality, fpath in (feature_files or {}).items():
         attach_features(corpus, modality, read_feature_table(fpath), str(fpath), missing_features)
     return corpus.validate()
@@ -218,6 +227,11 @@ def _conversation(path: Path, lineno: int, rec: dict, label_names: list[str],
         raise MercInputError(path, f"line {lineno}: missing or invalid dialogue_id",
                              field="dialogue_id")
     did = str(did)
+
+    def make(message: str, *, utterance: object | None = None, field: str | None = None):
+        return MercInputError(path, message, dialogue=did, utterance=utterance, field=field)
+
+    check_fields(rec, DIALOGUE_FIELDS, make, what="dialogue field")
     split = _SPLIT_ALIASES.get(str(rec.get("split", "")).lower())
     if split is None:
         raise MercInputError(path, f"unknown split {rec.get('split')!r}; expected train, valid "
@@ -237,6 +251,10 @@ def _conversation(path: Path, lineno: int, rec: dict, label_names: list[str],
                                  field="utterances")
         uid = u.get("utterance_id")
         uname = str(uid) if uid else f"#{i}"
+        check_fields(u, UTTERANCE_FIELDS, make, utterance=uname)
+        if uid is not None and (isinstance(uid, bool) or not isinstance(uid, (str, int))):
+            raise make(f"expected a string, integer or null, got {type(uid).__name__}",
+                       utterance=f"#{i}", field="utterance_id")
         spk = u.get("speaker", default_speaker)
         if not isinstance(spk, str) or not spk:
             raise MercInputError(path, "missing speaker", dialogue=did, utterance=uname,
@@ -272,6 +290,9 @@ def _label_name(path: Path, did: str, uname: str, label: object, label_names: li
     if isinstance(label, bool) or not isinstance(label, (int, str)):
         raise MercInputError(path, f"expected a label name or index, got {label!r}",
                              dialogue=did, utterance=uname, field="label")
+    if isinstance(label, str):
+        check_label_text(label, lambda m, **kw: MercInputError(path, m, dialogue=did, **kw),
+                         utterance=uname)
     if isinstance(label, int):
         if not 0 <= label < len(label_names):
             raise MercInputError(path, f"label index {label} outside 0..{len(label_names) - 1}",
@@ -287,7 +308,8 @@ def attach_features(corpus: Corpus, modality: str, table: Mapping[str, np.ndarra
                     source: str, missing: str = "error") -> None:
     """Join per-utterance vectors ``table`` into ``corpus`` (in place) as ``features[modality]``.
 
-    Utterances without an id or without a row are an error, or with ``missing="zero"`` are
+    Rows whose id is no utterance of the corpus are an error. Utterances without an id or
+    without a row are an error, or with ``missing="zero"`` are
     zero-filled and flagged ``feature_present[modality][i] = False`` (the count is logged, so
     nothing is dropped silently).
     """
@@ -317,6 +339,15 @@ def attach_features(corpus: Corpus, modality: str, table: Mapping[str, np.ndarra
         c.features[modality] = arr
         if not present.all():
             c.feature_present[modality] = present
+    known = {uid for c in corpus.conversations for uid in (c.utterance_ids or []) if uid}
+    # Checked after the join so that an utterance without its row is reported first.
+    extra = [uid for uid in table if uid not in known]
+    if extra:
+        # A row no utterance asks for is usually a renamed/misspelt id whose utterance is then
+        # missing its features; never ignore it without a word.
+        raise MercInputError(source, f"{len(extra)} row(s) whose id is no utterance_id of the "
+                             f"corpus (first: {extra[0]!r}); remove them or fix the ids",
+                             utterance=extra[0], field=modality)
     if n_missing:
         total = sum(len(c) for c in corpus.conversations)
         log.warning("%s: %d of %d utterances have no %s features; zero-filled and masked",
