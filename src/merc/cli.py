@@ -336,7 +336,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from merc.engine.checkpoint import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, split=args.split)
+    metrics = evaluate_checkpoint(
+        args.checkpoint, data_dir=args.data_dir, split=args.split,
+        echo=lambda line: print(f"merc evaluate: {line}", file=sys.stderr))
+    d = metrics["data"]
+    print(f"{d['corpus']} {args.split}: {d['dialogues']} dialogues/{d['utterances']} "
+          f"utterances, fingerprint {d['fingerprint']}")
     print(f"{args.split}: W-F1 {metrics['wf1']:.2f}  acc {metrics['acc']:.2f}  "
           f"macro-F1 {metrics['macro_f1']:.2f}  (n={metrics['n']})")
     for label, f1 in metrics["per_class_f1"].items():
@@ -376,26 +381,36 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from merc.engine.provenance import check_comparable
     from merc.engine.stats import paired_test
 
+    names = (args.run_a, args.run_b)
     runs = []
-    for d in (args.run_a, args.run_b):
+    for d in names:
         path = Path(d) / "summary.json"
         if not path.exists():
             raise MercInputError(path, "summary.json not found (is this a merc run directory?)")
         runs.append(json.loads(path.read_text()))
-    a, b = runs
+    note = check_comparable(runs[0], runs[1], names)  # different corpora: refused here
+    if note:
+        print(f"merc compare: {note}", file=sys.stderr)
     by_seed = [dict(zip(r["seeds"], r["test"][args.metric]["per_seed"])) for r in runs]
     shared = sorted(set(by_seed[0]) & set(by_seed[1]))
     if not shared:
         raise ValueError("the two runs share no seeds; a paired test needs the same seeds")
-    res = paired_test([by_seed[0][s] for s in shared], [by_seed[1][s] for s in shared])
-    for r, d in zip(runs, (args.run_a, args.run_b)):
+    a, b = ([s[k] for k in shared] for s in by_seed)
+    res = paired_test(a, b)
+    # Both means over the shared seeds, so that they and the difference describe the same
+    # seeds; each run's mean over all its seeds is kept beside it.
+    for r, d, scores in zip(runs, names, (a, b)):
         m = r["test"][args.metric]
-        print(f"{d}: {r['model']} test {args.metric} {m['mean']:.2f} ± {m['std']:.2f}")
+        print(f"{d}: {r['model']} on {r['corpus']}, {len(r['seeds'])} seed(s) {r['seeds']}: test "
+              f"{args.metric} {sum(scores) / len(scores):.2f} over the {len(shared)} shared "
+              f"seed(s) (all seeds {m['mean']:.2f} ± {m['std']:.2f})")
     fmt = lambda p: "n/a" if p is None else f"{p:.4f}"  # noqa: E731
-    print(f"paired over seeds {shared}: mean diff {res['mean_diff']:+.2f}, "
-          f"t-test p={fmt(res['t_pvalue'])}, Wilcoxon p={fmt(res['wilcoxon_pvalue'])}")
+    print(f"paired over seeds {shared} (shared): mean diff (first − second) "
+          f"{res['mean_diff']:+.2f}, t-test p={fmt(res['t_pvalue'])}, "
+          f"Wilcoxon p={fmt(res['wilcoxon_pvalue'])}")
     return 0
 
 

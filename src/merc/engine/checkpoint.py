@@ -6,6 +6,7 @@ Deliberately free of Lightning: inference loads checkpoints without importing th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,9 @@ class LoadedCheckpoint:
     merc_version: str
     path: Path | None = None
     """The file it was loaded from."""
+    data: dict | None = None
+    """The corpus it was trained on (:func:`merc.engine.provenance.data_block`); ``None`` in
+    checkpoints written before merc recorded it."""
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
@@ -66,7 +70,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                             label_names=list(meta["label_names"]),
                             input_dims=dict(meta["input_dims"]),
                             feature_spec=FeatureSpec.from_dict(meta["feature_spec"]),
-                            merc_version=meta.get("merc_version", "unknown"), path=path)
+                            merc_version=meta.get("merc_version", "unknown"), path=path,
+                            data=meta.get("data"))
 
 
 def prepare_for_checkpoint(loaded: LoadedCheckpoint, *, data_dir: str | None = None,
@@ -93,16 +98,36 @@ def prepare_for_checkpoint(loaded: LoadedCheckpoint, *, data_dir: str | None = N
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None,
-                        split: str = "test", progress: bool = False) -> dict:
+                        split: str = "test", progress: bool = False,
+                        echo: Callable[[str], None] | None = None) -> dict:
     """Metrics (percent) of a saved checkpoint on ``split`` of the corpus it was trained on.
 
     The checkpoint's own feature spec is applied, so the numbers match what ``merc train``
-    reported for that seed (the run's selection metric included, under its key).
+    reported for that seed (the run's selection metric included, under its key). The result's
+    ``data`` entry names the corpus and the evaluated split's size and fingerprint.
+
+    Args:
+        echo: Receives one line when the split differs from the one recorded at training time
+            (or the checkpoint predates that record); default: standard error.
+
+    Raises:
+        MercInputError: ``split`` holds the checkpoint's training dialogues (swapped splits).
     """
+    import sys
+
     from merc.data.prepare import make_loader
     from merc.engine.loop import evaluate
+    from merc.engine.provenance import check_evaluation_data, data_block
 
     loaded = load_checkpoint(checkpoint)
     prepared = prepare_for_checkpoint(loaded, data_dir=data_dir, progress=progress)
-    return evaluate(loaded.model, make_loader(prepared, split, 16)).metrics(
+    current = data_block(prepared.corpus)
+    note = check_evaluation_data(loaded.data, current, split, loaded.path)
+    if note:
+        (echo or (lambda line: print(line, file=sys.stderr)))(note)
+    metrics = evaluate(loaded.model, make_loader(prepared, split, 16)).metrics(
         loaded.label_names, loaded.config.train.selection)
+    metrics["data"] = {"corpus": current["corpus"], "split": split, **current["splits"][split],
+                       # None: an older checkpoint, nothing recorded to compare with.
+                       "matches_training": None if not loaded.data else note is None}
+    return metrics

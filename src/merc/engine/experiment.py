@@ -20,6 +20,7 @@ import merc
 from merc.config import ExperimentConfig
 from merc.data.prepare import PreparedData, prepare_data
 from merc.engine.metrics import mean_std
+from merc.engine.provenance import data_block
 from merc.engine.trainer import train_seed
 from merc.features.encoder_folder import RECORD_FILE, is_encoder_folder
 
@@ -47,6 +48,8 @@ def summarize(cfg: ExperimentConfig, prepared: PreparedData, results: list[dict]
         "label_names": labels, "valid_split": prepared.corpus.valid_split,
         "feature_spec": {k: v for k, v in prepared.spec.to_dict().items() if k != "stats"},
         "merc_version": merc.__version__, "fingerprint": run_fingerprint(cfg),
+        # Corpus, split sizes and per-split fingerprints: `merc compare` refuses other corpora.
+        "data": data_block(prepared.corpus),
     }
 
 

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 
 from merc.config import ExperimentConfig
 from merc.data.prepare import PreparedData, balanced_class_weights, make_loader
+from merc.engine.provenance import data_block
 from merc.models import count_parameters
 
 SELECTION_METRIC = "wf1"
@@ -58,7 +59,8 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
 
     Returns:
         The ``metrics.json`` dict: ``seed, best_epoch, epochs_run, train_seconds,
-        seconds_to_best, params, valid, test, checkpoint, fingerprint, selection_metric``.
+        seconds_to_best, params, valid, test, checkpoint, fingerprint, selection_metric, data``
+        (:func:`merc.engine.provenance.data_block`).
 
     Raises:
         ConfigError: ``train.ignore_labels`` names a label the corpus does not have.
@@ -81,9 +83,10 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
     tc = cfg.train
     corpus = prepared.corpus
     weights = balanced_class_weights(corpus) if tc.class_weights else None
+    data = data_block(corpus)  # lets `merc evaluate` recognise swapped or changed splits
     module = ERCModule(cfg, corpus.label_names, prepared.input_dims, class_weights=weights,
                        meta={"feature_spec": prepared.spec.to_dict(), "corpus": corpus.name,
-                             "valid_split": corpus.valid_split, "seed": seed})
+                             "valid_split": corpus.valid_split, "seed": seed, "data": data})
     monitor = f"val_{selection.key}"
     checkpoint = ModelCheckpoint(dirpath=seed_dir, filename="best", monitor=monitor,
                                  mode="max", save_top_k=1, save_weights_only=True,
@@ -117,7 +120,7 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
         "seconds_to_best": clock.at_epoch.get(best_epoch, train_seconds),
         "params": count_parameters(module.model), "valid": valid_metrics, "test": test_metrics,
         "checkpoint": str(Path(best_path).name), "fingerprint": fingerprint,
-        "selection_metric": selection.to_dict(),
+        "selection_metric": selection.to_dict(), "data": data,
     }
     (seed_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     cfg.save(seed_dir / "config.yaml")
