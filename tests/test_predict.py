@@ -78,6 +78,8 @@ def test_jsonl_and_json_spellings_are_equivalent(tmp_path):
 
 def test_media_paths_resolve_against_the_file(tmp_path):
     recs = [{"speaker": "A", "text": "hi", "audio": "wav/0.wav"}, {"speaker": "B", "text": "yo"}]
+    (tmp_path / "wav").mkdir()
+    (tmp_path / "wav" / "0.wav").write_bytes(b"RIFF")  # media must exist, even for text models
     conv = read_conversation(write_jsonl(tmp_path / "c.jsonl", recs))
     assert conv.media["audio"] == [str((tmp_path / "wav" / "0.wav").resolve()), None]
     assert "video" not in conv.media
@@ -167,7 +169,9 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, text_ckpt, capsys):
     assert main(["predict", str(conv), "--model", str(text_ckpt)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "field 'text': missing" in err
-    assert main(["predict", str(conv), "--model", str(tmp_path / "nope.ckpt")]) == 2
+    # The conversation is checked first (before the model loads), so a good one here.
+    good = write_jsonl(tmp_path / "good.jsonl", [{"speaker": "A", "text": "hi"}])
+    assert main(["predict", str(good), "--model", str(tmp_path / "nope.ckpt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 
 
@@ -215,8 +219,9 @@ def test_audio_is_extracted_from_wavs_and_missing_ones_are_masked(tmp_path, audi
 def test_missing_audio_file_names_the_utterance(tmp_path, audio_ckpt):
     recs = [{"id": "u1", "speaker": "A", "text": "", "audio": "gone.wav"}]
     predictor = Predictor.from_checkpoint(audio_ckpt)
-    with pytest.raises(MercInputError, match=r"gone.wav: dialogue c, utterance u1, field "
-                                             r"'audio': audio file not found"):
+    # Named as written in the file, never as the resolved absolute path.
+    with pytest.raises(MercInputError, match=r"c.jsonl: dialogue c, utterance u1, field "
+                                             r"'audio': cannot read audio file 'gone.wav'"):
         predictor.predict(write_jsonl(tmp_path / "c.jsonl", recs))
     with pytest.raises(MercInputError, match=r"no utterance has an 'audio' path"):
         predictor.predict([{"speaker": "A", "text": "hello"}])

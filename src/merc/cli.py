@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -127,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_train_epilog())
     data_args(t, required=False)
     t.add_argument("--model", help="registered model name (see `merc models`; default bc-lstm)")
+    t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="reuse seeds already finished in RUN_DIR with the same config "
+                   "fingerprint, e.g. after an interrupted run (default: on)")
     run_args(t, seeds_help="number of seeds, 0..N-1 (default 1)")
 
     ft = sub.add_parser("finetune", help="fine-tune a context-aware text encoder on a corpus; "
@@ -164,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--html", help="write a self-contained HTML timeline here")
     pr.add_argument("--png", help="write a timeline picture (PNG) here")
     pr.add_argument("--quiet", action="store_true", help="do not print the table")
+    pr.add_argument("--allow-outside-media", action="store_true",
+                    help="let audio/video paths point outside the conversation file's folder "
+                    "(absolute, '..', symlinks out); refused by default")
 
     m = sub.add_parser("models", help="list registered models and their options")
     m.add_argument("--params", action="store_true",
@@ -296,7 +303,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _experiment_config(args)  # first: a config error must not wait for Lightning's import
     from merc.engine.experiment import run_experiment
 
-    run_experiment(cfg, args.out, progress=args.progress)
+    # Resuming is the default: a seed already finished in RUN_DIR with the same fingerprint
+    # (same resolved config, merc version, encoder) is read back, so re-running a killed
+    # command continues it; --no-resume retrains every seed.
+    run_experiment(cfg, args.out, progress=args.progress, resume=args.resume)
     print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0
 
@@ -415,13 +425,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _write_prediction(pred, out: str | None, html: str | None, png: str | None) -> list[str]:
+    from merc.fileio import write_json
     from merc.timeline import render_html, render_png
 
     written = []
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(pred.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                             encoding="utf-8")
+        # allow_nan=False: a NaN probability is an error to report, never invalid JSON.
+        write_json(out, pred.to_dict(), ensure_ascii=False)
         written.append(out)
     if html:
         written.append(str(render_html(pred, html)))
@@ -431,11 +442,16 @@ def _write_prediction(pred, out: str | None, html: str | None, png: str | None) 
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from merc.data.conversation_file import read_conversation
     from merc.inference import Predictor
     from merc.timeline import format_table
 
-    pred = Predictor.from_checkpoint(args.model).predict(args.conversation,
-                                                         progress=sys.stderr.isatty())
+    # The conversation (media paths included) is checked before the model is loaded: a bad
+    # file fails in a fraction of a second.
+    conv = read_conversation(args.conversation, allow_outside_media=args.allow_outside_media)
+    predictor = Predictor.from_checkpoint(args.model,
+                                          allow_outside_media=args.allow_outside_media)
+    pred = predictor.predict(conv, progress=sys.stderr.isatty())
     if not args.quiet:
         print(format_table(pred))
     for path in _write_prediction(pred, args.out, args.html, args.png):
@@ -518,13 +534,45 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from merc.engine.interrupt import Interrupted, interruptible
+
     try:
-        return COMMANDS[args.command](args)
+        with interruptible():
+            return COMMANDS[args.command](args)
+    except Interrupted as e:
+        # One line and 128 + signum (143 SIGTERM, 130 Ctrl-C): a scheduler or `&&` chain must
+        # not take a killed run for a finished one. What is on disk is complete (atomic writes).
+        print(f"merc {args.command}: {e}", file=sys.stderr)
+        return e.exit_status
+    except BrokenPipeError:
+        # The reader went away (`merc models | head -1`): not merc's error. Point stdout at
+        # /dev/null so that the interpreter's final flush does not raise (and print) it again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 128 + 13  # as if killed by SIGPIPE, like other Unix filters
     except (MercInputError, ValueError, FileNotFoundError) as e:
         if args.verbose:
             raise
-        print(f"merc {args.command}: error: {e}", file=sys.stderr)
+        print(f"merc {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except (OSError, RecursionError, MemoryError) as e:
+        # Input problems that are not ValueErrors: an unreadable/forbidden path, input nested
+        # deeper than Python recurses, input too large. Programming errors (TypeError,
+        # KeyError, ...) still end in a traceback, and -v shows one for these too.
+        if args.verbose:
+            raise
+        what = {RecursionError: "input nested too deeply", MemoryError: "input too large"}
+        print(f"merc {args.command}: error: "
+              f"{what.get(type(e)) or _one_line(e) or type(e).__name__}", file=sys.stderr)
+        return 2
+
+
+def _one_line(e: BaseException) -> str:
+    """``str(e)`` on one line (a library message may span several), cut to a sane length."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= 500 else text[:500] + "..."
 
 
 if __name__ == "__main__":

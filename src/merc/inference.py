@@ -88,11 +88,15 @@ class Predictor:
     Args:
         checkpoint: Path of a ``best.ckpt`` written by ``merc train`` (loaded with
             ``torch.load(weights_only=True)``).
+        allow_outside_media: Let a conversation file's ``audio``/``video`` paths point outside
+            its folder (absolute paths, ``..``, symlinks out). Off by default: a conversation
+            file from someone else must not make merc read arbitrary files of this machine.
     """
 
-    def __init__(self, checkpoint: str | Path) -> None:
+    def __init__(self, checkpoint: str | Path, *, allow_outside_media: bool = False) -> None:
         from merc.engine.checkpoint import load_checkpoint
 
+        self.allow_outside_media = bool(allow_outside_media)
         self.checkpoint = Path(checkpoint)
         self.loaded = load_checkpoint(self.checkpoint)
         self.spec = self.loaded.feature_spec
@@ -104,13 +108,14 @@ class Predictor:
         self._audio = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None) -> Predictor:
+    def from_checkpoint(cls, path: str | Path | None = None, *,
+                        allow_outside_media: bool = False) -> Predictor:
         """Load ``path``, or merc's bundled default model when ``path`` is ``None``."""
         if path is None:
             from merc.pretrained import bundled_checkpoint
 
             path = bundled_checkpoint()
-        return cls(path)
+        return cls(path, allow_outside_media=allow_outside_media)
 
     def _check_spec(self) -> None:
         """Refuse up front what no conversation file could provide."""
@@ -173,7 +178,10 @@ class Predictor:
 
         Args:
             conversation: A :class:`Conversation`, a ``.json``/``.jsonl`` conversation file
-                (see :mod:`merc.data.conversation_file`), or a list of utterance dicts.
+                (see :mod:`merc.data.conversation_file`), or a list of utterance dicts (media
+                paths relative to the current directory). Files and dicts are validated,
+                media paths included, whatever modalities the model uses; a
+                :class:`Conversation` is taken as built.
             progress: Show progress bars during feature extraction.
         """
         import torch
@@ -181,17 +189,24 @@ class Predictor:
         from merc.data.collate import DialogueDataset, collate_dialogues
 
         if isinstance(conversation, (str, Path)):
-            conv = read_conversation(conversation)
+            conv = read_conversation(conversation, allow_outside_media=self.allow_outside_media)
         elif isinstance(conversation, Conversation):
             conv = conversation
         else:
-            conv = conversation_from_records(list(conversation))
+            conv = conversation_from_records(list(conversation),
+                                             allow_outside_media=self.allow_outside_media)
         conv = self._features(conv, progress)
         batch = collate_dialogues([DialogueDataset([replace(conv, labels=None)], self.label_names,
                                                    self.modalities)[0]])
         with torch.no_grad():
             out = self.loaded.model(batch)
             probs = torch.softmax(out.logits[0].float(), dim=-1).numpy()     # (n, C)
+        if not np.isfinite(probs).all():
+            # Never hand on a NaN confidence (and never write it into JSON): refuse instead.
+            i = int(np.argwhere(~np.isfinite(probs))[0][0])
+            raise MercInputError(self.checkpoint, "the model produced non-finite probabilities "
+                                 "(NaN/inf)", dialogue=conv.id,
+                                 utterance=conv.utterance_name(i), field="probs")
         weights = ({m: w[0].numpy() for m, w in out.modality_weights.items()}
                    if out.modality_weights is not None else None)
         result = Prediction(model=self.model_name, checkpoint=str(self.checkpoint),
@@ -224,9 +239,15 @@ def _text_encoder(name: str):
         from merc.features.minilm import MiniLMEncoder
 
         fast = MiniLMEncoder(bundled_model_dir())
-        return lambda conv, progress: fast.encode(conv.utterances)
+        return lambda conv, progress: fast.encode(conv.utterances, _names(conv), conv.id)
     if is_encoder_folder(name):
         ctx = FinetunedTextEncoder(name)
         return lambda conv, progress: ctx.encode([conv], progress=progress)
     encoder = TextEncoder(name)
-    return lambda conv, progress: encoder.encode(conv.utterances, progress=progress)
+    return lambda conv, progress: encoder.encode(conv.utterances, progress=progress,
+                                                 names=_names(conv), source=conv.id)
+
+
+def _names(conv: Conversation) -> list[str]:
+    """``"dialogue X, utterance Y"`` per utterance, for the truncation warning."""
+    return [f"dialogue {conv.id}, utterance {conv.utterance_name(i)}" for i in range(len(conv))]

@@ -13,14 +13,22 @@ field      required  meaning
 =========  ========  ======================================================================
 speaker    yes       who speaks (any non-empty string; the same string = the same person)
 text       yes       the transcript (a string; may be empty when the model does not use text)
-audio      no        path of the utterance's wav file, relative to the conversation file
-video      no        path of the utterance's video file, relative to the conversation file
+audio      no        path of the utterance's wav file, inside the conversation file's folder
+video      no        path of the utterance's video file, inside the conversation file's folder
 id         no        an utterance id used in messages and the output (default: its position)
 label      no        a known emotion, ignored by prediction (kept so annotated files can be used)
 =========  ========  ======================================================================
 
-Any other field is an error (it is usually a typo, e.g. ``speeker``). Problems are reported as
-one line naming the file, the utterance and the field.
+Any other field is an error (it is usually a typo, e.g. ``speeker``; the message suggests the
+closest field). Problems are reported as one line naming the file, the utterance and the field.
+
+Media paths are resolved against the conversation file's folder and must stay inside it: an
+absolute path, a ``..`` path or a symlink pointing out of the folder is refused (before anything
+is looked up, so the message reveals nothing about files elsewhere) unless the caller opts in
+with ``merc predict --allow-outside-media`` / ``Predictor(allow_outside_media=True)``. Every
+media file must be readable, even for a text-only model (a bad file is caught, not skipped); a
+missing and an unreadable file give the same message, and messages quote the path as written in
+the file, never the resolved one.
 
 Example (``talk.jsonl``)::
 
@@ -36,23 +44,24 @@ from pathlib import Path
 from typing import Any
 
 from merc.data.conversation import Conversation
+from merc.data.validate import check_fields, resolve_media
 from merc.errors import MercInputError
 
 UTTERANCE_FIELDS = ("speaker", "text", "audio", "video", "id", "label")
 """Fields an utterance object may have."""
 
 
-def read_conversation(path: str | Path) -> Conversation:
+def read_conversation(path: str | Path, *, allow_outside_media: bool = False) -> Conversation:
     """Read a ``.json`` or ``.jsonl`` conversation file (format in the module docstring).
 
     Returns:
         An unlabelled :class:`Conversation` (split ``test``) whose ``media`` holds absolute
-        audio/video paths (``None`` where an utterance has none). Files are not opened here;
-        feature extraction reports missing ones.
+        audio/video paths (``None`` where an utterance has none), each checked to be readable.
 
     Raises:
-        MercInputError: unreadable file, invalid JSON (with the line), a missing or mistyped
-            field, or an empty conversation.
+        MercInputError: unreadable file, invalid JSON (with the line), a missing, unknown or
+            mistyped field, an empty conversation, or a media path that leaves the file's
+            folder (unless ``allow_outside_media``) or cannot be read.
     """
     path = Path(path)
     if not path.is_file():
@@ -91,16 +100,19 @@ def read_conversation(path: str | Path) -> Conversation:
         if not isinstance(records, list):
             raise MercInputError(path, f"'utterances' must be a list, got "
                                  f"{type(records).__name__}", field="utterances")
-    return conversation_from_records(records, source=path, conversation_id=conv_id)
+    return conversation_from_records(records, source=path, conversation_id=conv_id,
+                                     allow_outside_media=allow_outside_media)
 
 
 def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<input>",
                               conversation_id: str = "conversation",
-                              base_dir: str | Path | None = None) -> Conversation:
+                              base_dir: str | Path | None = None,
+                              allow_outside_media: bool = False) -> Conversation:
     """Validate utterance dicts (the ``UTTERANCE`` objects) into a :class:`Conversation`.
 
-    Relative media paths are resolved against ``base_dir`` (default: the folder of ``source``
-    when it is a file path, else the current directory).
+    Media paths are resolved against ``base_dir`` (default: the folder of ``source`` when it is
+    a file path, else the current directory) and must stay inside it unless
+    ``allow_outside_media``; each must name a readable file.
     """
     def bad(message: str, utterance: str | None = None, field: str | None = None):
         return MercInputError(source, message, dialogue=conversation_id, utterance=utterance,
@@ -122,9 +134,8 @@ def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<
             if not isinstance(rec["id"], (str, int)):
                 raise bad("must be a string or integer", name, "id")
             name = str(rec["id"])
-        unknown = sorted(set(rec) - set(UTTERANCE_FIELDS))
-        if unknown:
-            raise bad(f"unknown field; allowed: {list(UTTERANCE_FIELDS)}", name, unknown[0])
+        check_fields(rec, UTTERANCE_FIELDS, lambda m, utterance=None, field=None:
+                     bad(m, utterance, field), utterance=name)
         for key in ("speaker", "text"):
             if key not in rec:
                 raise bad("missing", name, key)
@@ -136,7 +147,10 @@ def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<
             value = rec.get(kind)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise bad("must be a file path string", name, kind)
-            media[kind].append(str((base / value).resolve()) if value else None)
+            media[kind].append(
+                resolve_media(value, base, lambda m, utterance=None, field=None:
+                              bad(m, utterance, field), kind=kind, utterance=name,
+                              allow_outside=allow_outside_media) if value else None)
         speakers.append(rec["speaker"].strip())
         texts.append(rec["text"])
         ids.append(name)
