@@ -299,7 +299,8 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
 
     from merc.bench.report import write_accuracy_report
 
-    written = write_accuracy_report(out, runs, summaries, failures, n_seeds, echo=echo)
+    written = write_accuracy_report(out, runs, summaries, failures, n_seeds, echo=echo,
+                                    overrides=overrides)
     echo("wrote " + ", ".join(str(p.relative_to(out)) for p in written) + f" in {out}")
     if failures:
         echo(f"{len(failures)} run(s) failed; see {out / 'failures.md'}")

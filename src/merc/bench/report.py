@@ -31,10 +31,26 @@ FEATURES_NOTE = (
 """Written under Table 1 when the suite has a features axis."""
 
 
+NO_SPREAD = "n/a"
+"""The spread of a number measured on one seed: there is none (``significance.md`` says n/a
+for its p-values too), so no table prints ``± 0.00`` for it."""
+
+
+def _n(m: dict | None) -> int:
+    return len(m.get("per_seed", ())) if m else 0
+
+
 def _pm(m: dict | None, digits: int = 2) -> str:
+    """``mean ± std`` over seeds; ``mean ± n/a`` for one seed."""
     if not m:
         return "failed"
-    return f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}"
+    std = f"{m['std']:.{digits}f}" if _n(m) > 1 else NO_SPREAD
+    return f"{m['mean']:.{digits}f} ± {std}"
+
+
+def _std(m: dict | None) -> float | None:
+    """A CSV's std cell: empty (``None``) where there is no spread (one seed) or no result."""
+    return m["std"] if m and _n(m) > 1 else None
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
@@ -71,9 +87,12 @@ def _mods(run) -> str:
 class _Results:
     """Lookup of finished summaries by run, shared by the writers."""
 
-    def __init__(self, out: Path, runs, summaries: dict, failures: dict, n_seeds: int) -> None:
+    def __init__(self, out: Path, runs, summaries: dict, failures: dict, n_seeds: int,
+                 overrides: Sequence[str] = (), echo: Callable[[str], None] = print) -> None:
         self.out, self.runs, self.summaries, self.failures = out, runs, summaries, failures
         self.n_seeds = n_seeds
+        self.overrides = list(overrides)
+        self.echo = echo
         # The features column appears only with a features axis: the default suite's tables
         # stay exactly as they were.
         self.axis = any(r.features != FROZEN for r in runs)
@@ -118,6 +137,39 @@ class _Results:
     def get(self, run) -> dict | None:
         return self.summaries.get(run.identity)
 
+    def run_overrides(self, run) -> str:
+        """What the row's run was trained with beyond the suite's own settings: the bench
+        corpus' overrides, then the command line's (``train.max_epochs=5``), space-separated."""
+        bc = suite.BENCH_CORPORA.get(run.corpus)
+        return " ".join([*(bc.overrides if bc else ()), *self.overrides])
+
+    def seeds(self, run) -> int:
+        """Seeds behind the row: those finished, else those planned."""
+        s = self.get(run)
+        return len(s["seeds"]) if s else self.n_seeds
+
+    def what(self, runs: Sequence) -> str:
+        """The line under every Markdown table's title: seeds and overrides, so that a table
+        read on its own says how it was made."""
+        counts = sorted({self.seeds(r) for r in runs}) or [self.n_seeds]
+        seeds = " or ".join(str(c) for c in counts)
+        spread = ("mean ± sample std over seeds" if counts[-1] > 1
+                  else f"one seed: no spread ({NO_SPREAD})")
+        per_corpus = {r.corpus: suite.BENCH_CORPORA[r.corpus].overrides for r in runs
+                      if r.corpus in suite.BENCH_CORPORA and suite.BENCH_CORPORA[r.corpus].overrides}
+        ov = [f"`{o}`" for o in self.overrides]
+        ov += [f"`{o}` ({c} only)" for c, os_ in per_corpus.items() for o in os_]
+        return (f"Seeds per run: {seeds} ({spread}). Overrides: "
+                + (", ".join(ov) if ov else "none (the suite's own settings)") + ".")
+
+    def skip(self, name: str, why: str) -> list[Path]:
+        """An empty table is not written: one line says why (an earlier file of that name in
+        the folder is removed, so that no table of another invocation passes for this one's)."""
+        for ext in (".md", ".csv", ".png"):
+            (self.out / f"{name}{ext}").unlink(missing_ok=True)
+        self.echo(f"{name}: not written: {why}")
+        return []
+
     def in_table(self, table: str, corpus: str | None = None) -> list:
         return [r for r in self.runs if table in r.tables and (corpus is None or r.corpus == corpus)]
 
@@ -147,9 +199,13 @@ class _Results:
 
 
 def write_accuracy_report(out: Path, runs, summaries: dict, failures: dict, n_seeds: int,
-                          echo: Callable[[str], None] = print) -> list[Path]:
-    """Write every table and figure of the suite into ``out``; returns the paths written."""
-    res = _Results(Path(out), runs, summaries, failures, n_seeds)
+                          echo: Callable[[str], None] = print,
+                          overrides: Sequence[str] = ()) -> list[Path]:
+    """Write every table and figure of the suite into ``out``; returns the paths written.
+
+    ``overrides`` (the command line's, applied to every run) are named in every table; a
+    table no run was planned for is not written (one line through ``echo`` says so)."""
+    res = _Results(Path(out), runs, summaries, failures, n_seeds, overrides, echo)
     res.out.mkdir(parents=True, exist_ok=True)  # every run may have failed before writing one
     written = [_accuracy_csv(res)]
     for writer in (_table_main, _table_ablation, _table_modalities, _fig_fusion,
@@ -183,22 +239,26 @@ def _accuracy_csv(res: _Results) -> Path:
         rows.append([
             run.corpus, run.model, run.variant, "+".join(run.modalities),
             len(s["seeds"]) if s else 0,
-            t.get("wf1", {}).get("mean"), t.get("wf1", {}).get("std"),
-            t.get("acc", {}).get("mean"), t.get("acc", {}).get("std"),
-            v.get("wf1", {}).get("mean"), v.get("wf1", {}).get("std"),
+            t.get("wf1", {}).get("mean"), _std(t.get("wf1")),
+            t.get("acc", {}).get("mean"), _std(t.get("acc")),
+            v.get("wf1", {}).get("mean"), _std(v.get("wf1")),
             t.get("macro_f1", {}).get("mean"), s["params"] if s else None,
             (s or {}).get("seconds_to_best", {}).get("mean"),
             ";".join(sorted(run.tables)), str(res.run_dir(run).relative_to(res.out)), status]
-            + (res.feat_csv(run) + [run.text, res.finetunes(run)] if res.axis else []))
+            + (res.feat_csv(run) + [run.text, res.finetunes(run)] if res.axis else [])
+            + [res.run_overrides(run)])
     return _write_csv(res.out / "accuracy.csv", ACCURACY_COLUMNS + [
         "valid_wf1_mean", "valid_wf1_std", "macro_f1_mean", "params", "seconds_to_best_mean",
         "tables", "run_dir", "status"]
-        + (["features", "text_encoder", "encoder_finetunes"] if res.axis else []), rows)
+        + (["features", "text_encoder", "encoder_finetunes"] if res.axis else [])
+        + ["overrides"], rows)
 
 
 def _table_main(res: _Results) -> list[Path]:
+    if not res.in_table("main"):
+        return res.skip("table1_main", "no runs planned for this table")
     md = ["# Table 1: test results per model (per-class F1, W-F1, accuracy)", "",
-          f"Validation-selected, mean ± std over {res.n_seeds} seed(s), percent.", ""]
+          "Validation-selected test metrics, percent. " + res.what(res.in_table("main")), ""]
     csv_rows = []
     for corpus in res.corpora("main"):
         runs = res.in_table("main", corpus)
@@ -216,11 +276,11 @@ def _table_main(res: _Results) -> list[Path]:
                     m = t["per_class_f1"][lab]
                     csv_rows.append([corpus, run.model, *res.feat_csv(run),
                                      "+".join(run.modalities), len(s["seeds"]), f"f1[{lab}]",
-                                     m["mean"], m["std"]])
+                                     m["mean"], _std(m), res.run_overrides(run)])
                 for key in ("wf1", "acc", "macro_f1"):
                     csv_rows.append([corpus, run.model, *res.feat_csv(run),
                                      "+".join(run.modalities), len(s["seeds"]), key,
-                                     t[key]["mean"], t[key]["std"]])
+                                     t[key]["mean"], _std(t[key]), res.run_overrides(run)])
         md += [_md_table(["model", *res.feat_header, "mod.", "params"] + labels + ["W-F1", "Acc"],
                          rows), ""]
     if res.axis:
@@ -228,8 +288,8 @@ def _table_main(res: _Results) -> list[Path]:
     (res.out / "table1_main.md").write_text("\n".join(md))
     return [res.out / "table1_main.md", _write_csv(
         res.out / "table1_main.csv",
-        ["corpus", "model", *res.feat_header, "modalities", "seeds", "metric", "mean", "std"],
-        csv_rows)]
+        ["corpus", "model", *res.feat_header, "modalities", "seeds", "metric", "mean", "std",
+         "overrides"], csv_rows)]
 
 
 def _delta_rows(res: _Results, table: str, key_of, base_of) -> tuple[list, list]:
@@ -240,9 +300,10 @@ def _delta_rows(res: _Results, table: str, key_of, base_of) -> tuple[list, list]
             s, base = res.get(run), res.get(base_of(run))
             name = key_of(run)
             md_name, csv_name = [*name, *res.feat_md(run)], [*name, *res.feat_csv(run)]
+            tail = [res.seeds(run), res.run_overrides(run)]  # CSV: what the row is made of
             if not s:
                 md_rows.append([corpus, *md_name, "failed", "failed", "", ""])
-                csv_rows.append([corpus, *csv_name, None, None, None, None, None, None])
+                csv_rows.append([corpus, *csv_name, None, None, None, None, None, None, *tail])
                 continue
             t = s["test"]
             dw = t["wf1"]["mean"] - base["test"]["wf1"]["mean"] if base else None
@@ -250,29 +311,35 @@ def _delta_rows(res: _Results, table: str, key_of, base_of) -> tuple[list, list]
             md_rows.append([corpus, *md_name, _pm(t["wf1"]), _pm(t["acc"]),
                             "" if dw is None or run is base_of(run) else f"{dw:+.2f}",
                             "" if da is None or run is base_of(run) else f"{da:+.2f}"])
-            csv_rows.append([corpus, *csv_name, t["wf1"]["mean"], t["wf1"]["std"],
-                             t["acc"]["mean"], t["acc"]["std"], dw, da])
+            csv_rows.append([corpus, *csv_name, t["wf1"]["mean"], _std(t["wf1"]),
+                             t["acc"]["mean"], _std(t["acc"]), dw, da, *tail])
     return md_rows, csv_rows
 
 
 def _table_ablation(res: _Results) -> list[Path]:
+    if not res.in_table("ablation"):
+        return res.skip("table3_ablation", "no runs planned for this table")
     md_rows, csv_rows = _delta_rows(
         res, "ablation", lambda r: [r.model, r.variant, _mods(r)],
         lambda r: res.full(r.corpus, r.model, features=r.features))
     md = ["# Table 3: ablations (test W-F1 / accuracy, change against the full model)", "",
           "w/o PE: no position encoding (Eq. 10); w/o BLS: no broad learning system or L_norm "
           "(Eq. 12-15); w/o PFM: modalities summed without the probability weights of Eq. 17.",
-          "", _md_table(["corpus", "model", "variant", "mod.", *res.feat_header, "W-F1", "Acc",
-                         "Δ W-F1", "Δ Acc"], md_rows), ""]
+          "", res.what(res.in_table("ablation")), "",
+          _md_table(["corpus", "model", "variant", "mod.", *res.feat_header, "W-F1", "Acc",
+                     "Δ W-F1", "Δ Acc"], md_rows), ""]
     (res.out / "table3_ablation.md").write_text("\n".join(md))
     return [res.out / "table3_ablation.md", _write_csv(
         res.out / "table3_ablation.csv", ["corpus", "model", "variant", "modalities",
                                           *res.feat_header, "wf1_mean",
                                           "wf1_std", "acc_mean", "acc_std", "delta_wf1",
-                                          "delta_acc"], csv_rows)]
+                                          "delta_acc", "seeds", "overrides"], csv_rows)]
 
 
 def _table_modalities(res: _Results) -> list[Path]:
+    if not res.in_table("modalities"):
+        return res.skip("table4_modalities", "no runs planned for this table")
+
     def base(run):
         return res.full(run.corpus, run.model,
                         suite.default_modalities(suite.BENCH_CORPORA[run.corpus]), run.features)
@@ -280,6 +347,7 @@ def _table_modalities(res: _Results) -> list[Path]:
     md_rows, csv_rows = _delta_rows(res, "modalities",
                                     lambda r: [r.model, "+".join(r.modalities)], base)
     md = ["# Table 4: modality subsets (test W-F1 / accuracy, change against all modalities)", "",
+          res.what(res.in_table("modalities")), "",
           _md_table(["corpus", "model", "modalities", *res.feat_header, "W-F1", "Acc", "Δ W-F1",
                      "Δ Acc"], md_rows), ""]
     (res.out / "table4_modalities.md").write_text("\n".join(md))
@@ -287,7 +355,7 @@ def _table_modalities(res: _Results) -> list[Path]:
         res.out / "table4_modalities.csv", ["corpus", "model", "modalities", *res.feat_header,
                                             "wf1_mean",
                                             "wf1_std", "acc_mean", "acc_std", "delta_wf1",
-                                            "delta_acc"], csv_rows)]
+                                            "delta_acc", "seeds", "overrides"], csv_rows)]
 
 
 def _fusion_name(run) -> str:
@@ -295,16 +363,20 @@ def _fusion_name(run) -> str:
 
 
 def _fig_fusion(res: _Results) -> list[Path]:
+    if not res.in_table("fusion"):
+        return res.skip("fig5_fusion", "no runs planned for this table")
     md_rows, csv_rows = _delta_rows(res, "fusion", lambda r: [_fusion_name(r)],
                                     lambda r: res.full(r.corpus, r.model, features=r.features))
     md = ["# Fig. 5: fusion strategies (test W-F1 / accuracy, change against PFM)", "",
+          res.what(res.in_table("fusion")), "",
           _md_table(["corpus", "fusion", *res.feat_header, "W-F1", "Acc", "Δ W-F1", "Δ Acc"],
                     md_rows), ""]
     paths = [res.out / "fig5_fusion.md"]
     (res.out / "fig5_fusion.md").write_text("\n".join(md))
     paths.append(_write_csv(res.out / "fig5_fusion.csv",
                             ["corpus", "fusion", *res.feat_header, "wf1_mean", "wf1_std",
-                             "acc_mean", "acc_std", "delta_wf1", "delta_acc"], csv_rows))
+                             "acc_mean", "acc_std", "delta_wf1", "delta_acc", "seeds",
+                             "overrides"], csv_rows))
     # The plot reads (corpus, bar name, W-F1 mean, std); a features column joins the bar name.
     n = len(res.feat_header)
     done = [(r[0], r[1] if not n or r[2] == FROZEN else f"{r[1]} [{r[2]}]", *r[2 + n:])
@@ -322,16 +394,17 @@ def _fig_fusion(res: _Results) -> list[Path]:
                 if row:
                     xs.append(i + j * width)
                     ys.append(row[2])
-                    es.append(row[3])
+                    es.append(row[3] or 0.0)  # one seed: no error bar
             ax.bar(xs, ys, width, yerr=es, capsize=3, label=fu)
         ax.set_xticks([i + width * (len(fusions) - 1) / 2 for i in range(len(corpora))],
                       corpora)
         ax.set_ylabel("test W-F1 (%)")
-        lo = min(r[2] - r[3] for r in done)
-        ax.set_ylim(max(0, lo - 5), min(100, max(r[2] + r[3] for r in done) + 3))
+        lo = min(r[2] - (r[3] or 0.0) for r in done)
+        ax.set_ylim(max(0, lo - 5), min(100, max(r[2] + (r[3] or 0.0) for r in done) + 3))
         ax.legend(fontsize=8, title="fusion", title_fontsize=8, loc="upper left",
                   bbox_to_anchor=(1.01, 1.0))
-        ax.set_title(f"Fusion strategies ({res.n_seeds} seed(s), mean ± std)", fontsize=10)
+        spread = "mean ± std" if res.n_seeds > 1 else "no spread"
+        ax.set_title(f"Fusion strategies ({res.n_seeds} seed(s), {spread})", fontsize=10)
         paths.append(_save(fig, res.out / "fig5_fusion.png"))
     return paths
 
@@ -358,16 +431,21 @@ def _significance(res: _Results) -> list[Path]:
                             fmt(t["wilcoxon_pvalue"])])
             csv_rows.append([corpus, run.model, *res.feat_csv(run), REFERENCE_MODEL, t["n"],
                              t["mean_diff"],
-                             t["t_pvalue"], t["wilcoxon_pvalue"]])
+                             t["t_pvalue"], t["wilcoxon_pvalue"], res.run_overrides(run)])
+    if not md_rows:
+        return res.skip("significance", f"no finished run to pair with {REFERENCE_MODEL} "
+                        "(the reference model) on the same corpus")
     md = ["# Paired significance against the reference model (test W-F1, shared seeds)", "",
           "mean diff = model − reference. p-values need at least 2 seeds (n/a otherwise); with "
           "5 seeds the Wilcoxon test cannot go below 0.0625.", "",
+          res.what(res.in_table("main")), "",
           _md_table(["corpus", "model", *res.feat_header, "reference", "seeds", "mean diff",
                      "t-test p", "Wilcoxon p"], md_rows), ""]
     (res.out / "significance.md").write_text("\n".join(md))
     return [res.out / "significance.md", _write_csv(
         res.out / "significance.csv", ["corpus", "model", *res.feat_header, "reference", "n",
-                                       "mean_diff", "t_pvalue", "wilcoxon_pvalue"], csv_rows)]
+                                       "mean_diff", "t_pvalue", "wilcoxon_pvalue", "overrides"],
+        csv_rows)]
 
 
 # ----------------------------------------------------------------------------------- figures
@@ -383,7 +461,8 @@ def _pyplot():
 
 def _save(fig, path: Path, dpi: int = 120) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    # "tight": the saved area grows to hold every title and label instead of cutting them off.
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=0.1)
     _pyplot().close(fig)
     return path
 
@@ -409,14 +488,17 @@ def _confusions(res: _Results) -> list[Path]:
         cm = np.sum([np.asarray(m["test"]["confusion"]) for m in seeds], axis=0)
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         folder.mkdir(exist_ok=True)
-        fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(labels), 0.6 + 0.7 * len(labels)))
+        # At least 4.2 x 3.6 in: a 2-label matrix (MOSI) must still hold a two-line title and
+        # readable cells; larger label sets grow with their count.
+        n = len(labels)
+        fig, ax = plt.subplots(figsize=(max(4.2, 1.6 + 0.75 * n), max(3.6, 1.4 + 0.7 * n)))
         ConfusionMatrixDisplay(norm, display_labels=labels).plot(
             ax=ax, values_format=".2f", cmap="Blues", colorbar=False, xticks_rotation=45)
         feats = "" if run.features == FROZEN else f", {run.features} features"
         ax.set_title(f"{run.corpus} {run.model}{feats}: test, rows = true\n"
                      f"(summed over {len(seeds)} seed(s), row-normalised)", fontsize=9)
         paths.append(_save(fig, folder / f"{run.corpus}_{run.model}{res.suffix(run)}.png",
-                           dpi=110))
+                           dpi=130))
     return paths
 
 
@@ -491,6 +573,31 @@ def fused_representations(checkpoint: Path, split: str = "test"):
     return preds.hidden, preds.y_true, loaded.label_names
 
 
+LABEL_KINDS = {"iemocap": "emotion", "emodb": "emotion", "mosi": "sentiment",
+               "dialoguernn-iemocap": "emotion", "mmgcn-iemocap": "emotion"}
+"""What the labels of a corpus loader are; a loader that takes ``data.label`` (MELD and its
+pickles) has that kind. A loader not listed (the generic JSONL) has labels of no known kind:
+"label"."""
+
+
+def label_kind(config_path: Path) -> str:
+    """``emotion``, ``sentiment`` or, when the run's config does not say, ``label``."""
+    from merc.config import ExperimentConfig
+
+    try:
+        data = ExperimentConfig.load(config_path).data
+    except (OSError, ValueError):
+        return "label"
+    from merc.data.corpora import get_corpus
+
+    try:
+        if get_corpus(data.corpus).takes_label:
+            return data.label
+    except ValueError:
+        pass
+    return LABEL_KINDS.get(data.corpus, "label")
+
+
 def _tsne(res: _Results) -> list[Path]:
     from sklearn.manifold import TSNE
 
@@ -504,6 +611,7 @@ def _tsne(res: _Results) -> list[Path]:
         s = res.get(run)
         if not s:
             continue
+        kind = label_kind(res.run_dir(run) / "config.yaml")
         seed_dir = res.run_dir(run) / f"seed_{s['seeds'][0]}"
         ckpt = seed_dir / json.loads((seed_dir / "metrics.json").read_text())["checkpoint"]
         h, y, labels = fused_representations(ckpt)
@@ -518,8 +626,9 @@ def _tsne(res: _Results) -> list[Path]:
         ax.set_yticks([])
         feats = "" if run.features == FROZEN else f", {run.features} features"
         ax.set_title(f"{corpus}: t-SNE of {REFERENCE_MODEL} fused test representations\n"
-                     f"(seed {s['seeds'][0]}{feats}, colour = true emotion, n={len(h)})",
+                     f"(seed {s['seeds'][0]}{feats}, colour = true {kind}, n={len(h)})",
                      fontsize=9)
-        ax.legend(fontsize=7, markerscale=3, loc="best")
+        ax.legend(fontsize=7, markerscale=3, loc="best", title=f"true {kind}",
+                  title_fontsize=7)
         paths.append(_save(fig, res.out / f"fig7_tsne_{corpus}{res.suffix(run)}.png"))
     return paths
