@@ -43,6 +43,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import math
 import os
 import textwrap
 import types
@@ -68,6 +69,84 @@ MODALITIES = ("text", "audio", "video")
 # Errors and checks
 # --------------------------------------------------------------------------------------------
 
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error line quotes the value, not 28 MB."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+# --------------------------------------------------------------------------------------------
+# YAML: the safe loader, without aliases or duplicate keys, and with a depth limit
+# --------------------------------------------------------------------------------------------
+
+YAML_MAX_DEPTH = 32
+"""Deepest nesting accepted in a config file or override value (configs nest three levels)."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no tags that build objects) that also refuses what a config never
+    needs and an attacker uses:
+
+    * aliases (``*a``): a 500-byte "billion laughs" file expands to gigabytes while being
+      constructed; refusing them at composition costs nothing and nothing legitimate is lost;
+    * nesting deeper than :data:`YAML_MAX_DEPTH`: ``[`` x 100000 would otherwise exhaust the
+      composer's recursion (a ``RecursionError`` traceback);
+    * a key given twice in one mapping: YAML's "last wins" silently drops the first value.
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in merc configs",
+                event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > YAML_MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nesting deeper than {YAML_MAX_DEPTH} levels",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (the earlier value would be silently "
+                    "dropped)", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse config YAML with :class:`_ConfigLoader`.
+
+    Raises:
+        ConfigError: one line ``source: <what is wrong> (line L, column C)``.
+    """
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(source, f"invalid YAML: {problem}{where}") from None
+    except RecursionError:  # belt and braces: the depth limit should have caught it
+        raise ConfigError(source, "invalid YAML: nested too deeply") from None
+
+
 def require(ok: bool, key: str, message: str) -> None:
     """Raise :class:`ConfigError` ``key: message`` unless ``ok`` (for ``__post_init__`` checks)."""
     if not ok:
@@ -76,7 +155,7 @@ def require(ok: bool, key: str, message: str) -> None:
 
 def require_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``choices``."""
-    require(value in choices, key, f"expected one of {list(choices)}, got {value!r}")
+    require(value in choices, key, f"expected one of {list(choices)}, got {_short(value)}")
 
 
 _EXPECTED = {"int_parsing": "int", "int_type": "int", "int_from_float": "int",
@@ -119,7 +198,7 @@ def validate_section(cls: type, values: Any, section: str):
     from pydantic import ValidationError
 
     if not isinstance(values, Mapping):
-        raise ConfigError(section, f"expected a mapping of options, got {values!r}")
+        raise ConfigError(section, f"expected a mapping of options, got {_short(values)}")
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in values if k not in known]
     if unknown:
@@ -132,7 +211,12 @@ def validate_section(cls: type, values: Any, section: str):
             if extra:  # pydantic ignores unknown keys of nested stdlib dataclasses too
                 raise ConfigError(f"{section}.{k}.{extra[0]}", f"unknown option; known: {nested}")
         if isinstance(v, bool) and not _accepts_bool(hints[k]):
-            raise ConfigError(f"{section}.{k}", f"expected {_type_name(hints[k])}, got {v!r}")
+            raise ConfigError(f"{section}.{k}", f"expected {_type_name(hints[k])}, got {_short(v)}")
+    for k, v in values.items():
+        # NaN/inf pass every `>= 0` bound written as `require(not (x < 0))` and never make
+        # sense as a setting; refused here for every section and model at once.
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{section}.{k}", f"expected a finite number, got {v}")
     try:
         return _adapter(cls).validate_python(dict(values))
     except ValidationError as e:
@@ -142,8 +226,8 @@ def validate_section(cls: type, values: Any, section: str):
             raise cause.under(section) from None
         key = ".".join([section, *(str(p) for p in err["loc"])])
         if err["type"] in _EXPECTED:
-            raise ConfigError(key, f"expected {_EXPECTED[err['type']]}, got {err['input']!r}") \
-                from None
+            raise ConfigError(key, f"expected {_EXPECTED[err['type']]}, got "
+                              f"{_short(err['input'])}") from None
         raise ConfigError(key, err["msg"].removeprefix("Value error, ")) from None
 
 
@@ -278,6 +362,9 @@ class DataConfig:
 SELECTION_METRICS = ("wf1", "micro_f1", "macro_f1", "acc")
 """Choices of ``train.metric`` (computed by :class:`merc.engine.metrics.SelectionMetric`)."""
 
+TRAIN_ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+"""Choices of ``train.accelerator`` (Lightning's names for the devices merc runs on)."""
+
 GENERIC_TRAIN: dict[str, Any] = {"max_epochs": 60, "patience": 10, "batch_size": 16, "lr": 1e-3,
                                  "weight_decay": 1e-4, "grad_clip": 5.0}
 """Values of the :class:`TrainConfig` fields left unset when the model's paper prescribes none.
@@ -303,7 +390,7 @@ class TrainConfig:
     grad_clip: float | None = None
     """Gradient-norm clipping (0 disables)."""
     accelerator: str = "cpu"
-    """Lightning accelerator: ``cpu``, ``gpu`` or ``auto``."""
+    """Lightning accelerator: ``cpu``, ``gpu`` (= ``cuda``), ``mps`` or ``auto``."""
     num_threads: int = 1
     """PyTorch intra-op CPU threads during training/evaluation (0 = PyTorch's default). Dialogue
     models are small: extra threads gain little, and when other processes compete for the cores,
@@ -336,6 +423,13 @@ class TrainConfig:
             value = getattr(self, name)
             require(value is None or value >= 0, name, f"expected >= 0, got {value}")
         require(self.num_threads >= 0, "num_threads", f"expected >= 0, got {self.num_threads}")
+        for name in ("lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            require(value is None or math.isfinite(value), name, f"expected a finite number, "
+                    f"got {value}")
+        require(self.lr is None or self.lr > 0, "lr", f"expected > 0, got {self.lr}")
+        # Lightning would import torch_xla for `tpu` and fail with a traceback deep inside.
+        require_choice("accelerator", self.accelerator, TRAIN_ACCELERATORS)
         require_choice("metric", self.metric, SELECTION_METRICS)
         require(not (self.ignore_labels and self.metric == "acc"), "ignore_labels",
                 "only F1 metrics leave labels out; train.metric is acc (choose micro_f1, "
@@ -420,9 +514,13 @@ class FinetuneConfig:
             require(getattr(self, name) >= 1, name, f"expected >= 1, got {getattr(self, name)}")
         require(self.cross_fit == 0 or self.cross_fit >= 2, "cross_fit",
                 f"expected 0 (off) or >= 2 folds, got {self.cross_fit}")
-        require(self.patience >= 0 and self.lr > 0 and self.weight_decay >= 0
-                and self.num_threads >= 0, "lr",
-                "lr must be > 0; patience, weight_decay, num_threads >= 0")
+        # Each bound names its own key (a negative patience used to be reported as "lr").
+        require(math.isfinite(self.lr) and self.lr > 0, "lr",
+                f"expected a finite number > 0, got {self.lr}")
+        for name in ("patience", "num_threads"):
+            require(getattr(self, name) >= 0, name, f"expected >= 0, got {getattr(self, name)}")
+        require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+                f"expected a finite number >= 0, got {self.weight_decay}")
         for name in ("warmup", "dropout"):
             require(0 <= getattr(self, name) < 1, name, f"expected a value in [0, 1), got "
                     f"{getattr(self, name)}")
@@ -475,7 +573,7 @@ def model_to_dict(model: ModelConfig) -> dict[str, Any]:
 def _check_seeds(value: Any) -> list[int]:
     if (not isinstance(value, list) or not value
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in value)):
-        raise ConfigError("seeds", f"expected a non-empty list of integers, got {value!r}")
+        raise ConfigError("seeds", f"expected a non-empty list of integers, got {_short(value)}")
     return list(value)
 
 
@@ -537,14 +635,21 @@ class ExperimentConfig:
         return cls(**{name: d[name] for name in _parsers() if name in d})
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from merc.fileio import atomic_write_text
+
+        # Atomic: a run killed while saving leaves the previous config.yaml or the new one.
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load(cls, path: str | Path) -> "ExperimentConfig":
         try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: cannot read config: {str(e).splitlines()[0]}") from None
+        try:
+            data = load_yaml(text, str(path))
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
         try:
             return cls.from_dict(data if data is not None else {})
         except ValueError as e:
@@ -596,15 +701,16 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or ("." not in key and key != "seeds"):
-            raise ConfigError("", f"override {item!r} must look like section.key=value "
+            raise ConfigError("", f"override {_short(item)} must look like section.key=value "
                               "(e.g. train.lr=5e-4, model.hidden_size=256)")
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw, f"override {key}")
         if key == "seeds":
             out["seeds"] = value
             continue
         section, *path = key.split(".")
         if section not in _parsers() or section == "seeds":
-            raise ConfigError("", f"unknown config section {section!r} in {item!r}; expected "
+            raise ConfigError("", f"unknown config section {_short(section)} in "
+                              f"{_short(item)}; expected "
                               f"{', '.join(s for s in _parsers() if s != 'seeds')}")
         # Nested options (finetune.context.past=2) become nested mappings.
         node = out.setdefault(section, {})

@@ -58,14 +58,40 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
         raise MercInputError(path, "not a merc checkpoint (no 'merc' metadata)", field="merc")
     meta = ckpt[CHECKPOINT_KEY]
+    if not isinstance(meta, dict):
+        raise MercInputError(path, "not a merc checkpoint ('merc' metadata is not a mapping)",
+                             field="merc")
+    for key in ("config", "label_names", "input_dims", "feature_spec"):
+        if key not in meta:
+            raise MercInputError(path, "missing from the checkpoint's metadata (not written by "
+                                 "merc train, or edited)", field=f"merc.{key}")
     try:
         config = ExperimentConfig.from_dict(meta["config"])
     except ValueError as e:
         raise MercInputError(path, f"stored config: {e}", field="config") from None
-    model = create_model(config.model, meta["input_dims"], len(meta["label_names"]))
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
-             if k.startswith("model.")}
-    model.load_state_dict(state)
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict):
+        raise MercInputError(path, "not a mapping of weights", field="state_dict")
+    state = {k.removeprefix("model."): v for k, v in state.items()
+             if isinstance(k, str) and k.startswith("model.")}
+    for name, tensor in state.items():
+        # NaN/inf weights predict NaN probabilities for every utterance; refuse them here, the
+        # one place weights enter, rather than write "confidence": NaN.
+        if (isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+                and not bool(torch.isfinite(tensor).all())):
+            raise MercInputError(path, "non-finite weights (NaN/inf): the model diverged or "
+                                 "the file was damaged", field=f"state_dict.model.{name}")
+    try:
+        dims = {str(k): int(v) for k, v in dict(meta["input_dims"]).items()}
+        model = create_model(config.model, dims, len(meta["label_names"]))
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        # load_state_dict lists every missing/unexpected/mis-shaped tensor over many lines.
+        first = " ".join(str(e).split())
+        if len(first) > 300:
+            first = first[:300] + "..."
+        raise MercInputError(path, f"weights do not match the stored config "
+                             f"({config.model_name}): {first}", field="state_dict") from None
     return LoadedCheckpoint(model=model.eval(), config=config,
                             label_names=list(meta["label_names"]),
                             input_dims=dict(meta["input_dims"]),

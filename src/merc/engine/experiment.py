@@ -19,10 +19,13 @@ from typing import Any
 import merc
 from merc.config import ExperimentConfig
 from merc.data.prepare import PreparedData, prepare_data
+from merc.engine.interrupt import Interrupted
 from merc.engine.metrics import mean_std
 from merc.engine.provenance import data_block
 from merc.engine.trainer import train_seed
+from merc.errors import MercInputError
 from merc.features.encoder_folder import RECORD_FILE, is_encoder_folder
+from merc.fileio import write_json
 
 
 def summarize(cfg: ExperimentConfig, prepared: PreparedData, results: list[dict]) -> dict:
@@ -95,6 +98,29 @@ def _finished_seed(seed_dir: Path, fingerprint: dict) -> dict | None:
     return result
 
 
+def check_finite_features(prepared: PreparedData) -> None:
+    """Refuse features that would train a NaN model, naming the utterance (one line).
+
+    Loaders check the values they read, but extracted and cached features, and the
+    normalisation applied to all of them, enter here; a single NaN row would spread through a
+    dialogue model's context to every prediction. Rows an extractor could not compute are
+    zero-filled and marked missing before this point, so anything non-finite here is a fault.
+    """
+    import numpy as np
+
+    corpus = prepared.corpus
+    for c in corpus.conversations:
+        for m, arr in c.features.items():
+            bad = ~np.isfinite(np.asarray(arr, dtype=np.float64))
+            if bad.any():
+                i = int(np.argwhere(bad)[0][0])
+                source = getattr(prepared.spec, m, None)
+                raise MercInputError(
+                    corpus.source, f"non-finite value (NaN/inf) in the {m} features "
+                    f"({source}) entering training; a corrupt feature file or cache entry?",
+                    dialogue=c.id, utterance=c.utterance_name(i), field=m)
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
                    progress: bool | None = None, echo=print, resume: bool = False) -> dict:
     """Train every seed of ``cfg`` and write ``out_dir/summary.json`` (+ one folder per seed).
@@ -120,6 +146,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
     if progress is None:
         progress = cfg.train.progress if cfg.train.progress is not None else sys.stderr.isatty()
     prepared = prepare_data(cfg.data, progress=progress)
+    check_finite_features(prepared)
     selection = cfg.train.selection
     selection.kept(prepared.corpus.label_names)  # a wrong train.ignore_labels fails right here
     counts = prepared.corpus.counts()
@@ -136,23 +163,32 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
         return ("" if selection.key == "wf1"
                 else f"{selection.description} {m[selection.key]:.2f}  ")
 
-    for seed in cfg.seeds:
-        r = _finished_seed(out_dir / f"seed_{seed}", fingerprint) if resume else None
-        if r is not None:
+    try:
+        for seed in cfg.seeds:
+            r = _finished_seed(out_dir / f"seed_{seed}", fingerprint) if resume else None
+            if r is not None:
+                results.append(r)
+                echo(f"seed {seed}: finished earlier, reused (valid {chosen(r['valid'])}W-F1 "
+                     f"{r['valid']['wf1']:.2f}  test {chosen(r['test'])}W-F1 "
+                     f"{r['test']['wf1']:.2f})")
+                continue
+            r = train_seed(cfg, prepared, seed, out_dir / f"seed_{seed}", progress=progress,
+                           fingerprint=fingerprint)
             results.append(r)
-            echo(f"seed {seed}: finished earlier, reused (valid {chosen(r['valid'])}W-F1 "
-                 f"{r['valid']['wf1']:.2f}  test {chosen(r['test'])}W-F1 {r['test']['wf1']:.2f})")
-            continue
-        r = train_seed(cfg, prepared, seed, out_dir / f"seed_{seed}", progress=progress,
-                       fingerprint=fingerprint)
-        results.append(r)
-        echo(f"seed {seed}: valid {chosen(r['valid'])}W-F1 {r['valid']['wf1']:.2f}  "
-             f"test {chosen(r['test'])}W-F1 {r['test']['wf1']:.2f}  "
-             f"acc {r['test']['acc']:.2f}  (best epoch {r['best_epoch']}"
-             f"{'' if selection.key == 'wf1' else ' by valid ' + selection.description}, "
-             f"{r['seconds_to_best']:.1f} s to best, {r['train_seconds']:.1f} s total)")
+            echo(f"seed {seed}: valid {chosen(r['valid'])}W-F1 {r['valid']['wf1']:.2f}  "
+                 f"test {chosen(r['test'])}W-F1 {r['test']['wf1']:.2f}  "
+                 f"acc {r['test']['acc']:.2f}  (best epoch {r['best_epoch']}"
+                 f"{'' if selection.key == 'wf1' else ' by valid ' + selection.description}, "
+                 f"{r['seconds_to_best']:.1f} s to best, {r['train_seconds']:.1f} s total)")
+    except Interrupted as e:
+        # Each finished seed's folder is complete on disk (atomic writes, metrics.json last).
+        done = [r["seed"] for r in results]
+        e.progress = (f"finished seeds {done} of {cfg.seeds} in {out_dir}" if done else
+                      f"no seed of {cfg.seeds} finished in {out_dir}") \
+            + "; re-run the same command to resume from the finished seeds"
+        raise
     summary = summarize(cfg, prepared, results)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / "summary.json", summary)
     t, v = summary["test"], summary["valid"]
     sel = "" if selection.key == "wf1" else (
         f"{selection.description} {t[selection.key]['mean']:.2f} ± "

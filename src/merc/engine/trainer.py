@@ -5,7 +5,7 @@ selection metric (``train.metric``, W-F1 by default; ``ModelCheckpoint``), stop 
 
 from __future__ import annotations
 
-import json
+import io
 import logging
 import time
 import warnings
@@ -14,10 +14,12 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from merc.config import ExperimentConfig
+from merc.config import ConfigError, ExperimentConfig
 from merc.data.prepare import PreparedData, balanced_class_weights, make_loader
 from merc.engine.provenance import data_block
+from merc.fileio import atomic_write_bytes, write_json
 from merc.models import count_parameters
 
 SELECTION_METRIC = "wf1"
@@ -34,6 +36,22 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists and is not empty.*")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written through :func:`merc.fileio.atomic_write_bytes`.
+
+    Lightning's own save goes through an fsspec transaction whose temporary file may live on
+    another file system (then the final move is a copy a kill can cut short); a temporary file
+    beside the checkpoint and :func:`os.replace` leave either the old or the new complete file.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("storage_options are not supported by merc's checkpoint writer")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
 
 
 class EpochClock(Callback):
@@ -68,6 +86,7 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
     from merc.engine.module import ERCModule
 
@@ -77,6 +96,9 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     seed_dir.mkdir(parents=True, exist_ok=True)
+    # A finished result of an earlier run goes first: from here on the folder must not claim a
+    # result whose checkpoint is being replaced (a kill mid-seed leaves it unfinished).
+    (seed_dir / "metrics.json").unlink(missing_ok=True)
     for stale in seed_dir.glob("best*.ckpt"):
         stale.unlink()  # a re-run must not select a previous run's checkpoint
     L.seed_everything(seed, workers=True, verbose=False)
@@ -93,12 +115,18 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
                                  enable_version_counter=False)
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=tc.patience)
     clock = EpochClock()
-    trainer = L.Trainer(
-        max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=1,
-        deterministic=tc.deterministic, callbacks=[checkpoint, stopper, clock],
-        logger=CSVLogger(seed_dir, name="", version=""), enable_progress_bar=progress,
-        enable_model_summary=False, gradient_clip_val=tc.grad_clip or None,
-        num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=seed_dir)
+    try:
+        trainer = L.Trainer(
+            max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=1,
+            deterministic=tc.deterministic, callbacks=[checkpoint, stopper, clock],
+            logger=CSVLogger(seed_dir, name="", version=""), enable_progress_bar=progress,
+            enable_model_summary=False, gradient_clip_val=tc.grad_clip or None,
+            num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=seed_dir,
+            plugins=[AtomicCheckpointIO()])
+    except MisconfigurationException as e:
+        # e.g. train.accelerator=gpu on a machine without one: the user's choice, not a bug.
+        raise ConfigError("train.accelerator", f"{tc.accelerator!r} is not usable here: "
+                          f"{str(e).strip().splitlines()[0]}") from None
     train_loader = make_loader(prepared, "train", tc.batch_size, shuffle=True, seed=seed)
     valid_loader = make_loader(prepared, "valid", tc.batch_size)
     t0 = time.perf_counter()
@@ -122,6 +150,7 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
         "checkpoint": str(Path(best_path).name), "fingerprint": fingerprint,
         "selection_metric": selection.to_dict(), "data": data,
     }
-    (seed_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    # config.yaml first, metrics.json last: metrics.json is what marks the seed finished.
     cfg.save(seed_dir / "config.yaml")
+    write_json(seed_dir / "metrics.json", result)
     return result

@@ -130,7 +130,15 @@ class FeatureCache:
                           f"dim={meta.get('dim')}"
             elif n is not None and arr.shape[0] != n:
                 problem = f"{arr.shape[0]} rows for {n} inputs"
-        except (OSError, ValueError, EOFError, AttributeError) as e:
+            else:
+                # Rows an extractor could not compute (openSMILE on a too-short wav) are stored
+                # as NaN on purpose and counted in the sidecar; any other non-finite row is
+                # damage, and would otherwise train a NaN model.
+                bad = int((~np.isfinite(arr)).any(axis=1).sum())
+                if bad != int(meta.get("nonfinite_rows", 0)):
+                    problem = (f"{bad} rows with NaN/inf, sidecar records "
+                               f"{int(meta.get('nonfinite_rows', 0))}")
+        except (OSError, ValueError, EOFError, AttributeError, TypeError) as e:
             # json.JSONDecodeError is a ValueError; np.load raises ValueError/EOFError/OSError on
             # truncated or foreign files; AttributeError when the sidecar is not a JSON object.
             problem = f"{type(e).__name__}: {e}"
@@ -155,6 +163,7 @@ class FeatureCache:
         npy, meta_path = self.paths(key)
         sidecar = dict(meta or {})
         sidecar.update(n=int(arr.shape[0]), dim=int(arr.shape[1]),
+                       nonfinite_rows=int((~np.isfinite(arr)).any(axis=1).sum()),
                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), merc_version=__version__)
         self._atomic_write(npy, lambda f: np.save(f, arr, allow_pickle=False))
         self._atomic_write(meta_path, lambda f: f.write(

@@ -136,6 +136,15 @@ class BroadMambaConfig(ModelConfig):
         require(not (self.use_bls and self.norm_weight > 0) or self.norm_lambda > 0,
                 "norm_lambda", "expected > 0 (Eq. 15 needs A^T A + lambda I invertible)")
         require(0.0 <= self.dropout < 1.0, "dropout", f"expected [0, 1), got {self.dropout}")
+        # Widths and counts below 1 build empty layers (a traceback deep in torch, or a model
+        # that silently ignores a modality); negative loss weights turn a penalty into a reward.
+        for name in ("d_model", "state_size", "n_feature", "feature_dim", "m_enhance",
+                     "enhance_dim", "pfm_hidden", "lmf_rank"):
+            require(getattr(self, name) >= 1, name, f"expected >= 1, got {getattr(self, name)}")
+        require(self.lmf_dim is None or self.lmf_dim >= 1, "lmf_dim",
+                f"expected >= 1 or null, got {self.lmf_dim}")
+        for name in ("pe_scale", "norm_weight", "norm_lambda", "pfm_aux_weight"):
+            require(getattr(self, name) >= 0, name, f"expected >= 0, got {getattr(self, name)}")
 
 
 CONTEXTS = ("bissm", "selective")
