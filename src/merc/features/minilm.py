@@ -17,6 +17,7 @@ through sentence-transformers (:class:`merc.features.text.TextEncoder`).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,24 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+log = logging.getLogger(__name__)
+
+
+def warn_truncated(cut: Sequence[int], total: int, limit: int,
+                   names: Sequence[str] | None = None, source: str | None = None) -> None:
+    """Log that ``len(cut)`` of ``total`` texts were longer than ``limit`` tokens and were cut.
+
+    The encoder only sees the first ``limit`` tokens, so a 1 MB utterance scores like its first
+    ~200 words; that must never happen silently. ``names[i]`` (e.g. ``"dialogue d1, utterance
+    u3"``) names text ``i`` in the message.
+    """
+    if not cut:
+        return
+    first = names[cut[0]] if names is not None else f"text #{cut[0]}"
+    log.warning("%s%d of %d utterances are longer than the text encoder's %d tokens and were cut "
+                "to their first %d tokens (first: %s)", f"{source}: " if source else "", len(cut),
+                total, limit, limit, first)
 
 
 class BertEncoder(nn.Module):
@@ -175,7 +194,8 @@ class MiniLMEncoder(BertEncoder):
         self.batch_size = batch_size
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         # sentence-transformers cuts at max_seq_length tokens (the model's own limit).
-        self.tokenizer.enable_truncation(int(st_cfg["max_seq_length"]))
+        self.max_seq_length = int(st_cfg["max_seq_length"])
+        self.tokenizer.enable_truncation(self.max_seq_length)
         self.tokenizer.enable_padding(pad_id=int(self.config.get("pad_token_id", 0)))
 
     @torch.no_grad()
@@ -186,14 +206,23 @@ class MiniLMEncoder(BertEncoder):
         pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return F.normalize(pooled, p=2, dim=-1)
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """``(n, d)`` float32 embeddings of ``texts``, in order."""
-        out = []
+    def encode(self, texts: Sequence[str], names: Sequence[str] | None = None,
+               source: str | None = None) -> np.ndarray:
+        """``(n, d)`` float32 embeddings of ``texts``, in order.
+
+        Texts longer than ``max_seq_length`` tokens are cut to it (as sentence-transformers
+        does, so embeddings stay identical) and counted in a warning naming ``names[i]`` of the
+        first one (see :func:`warn_truncated`).
+        """
+        out, cut = [], []
         for i in range(0, len(texts), self.batch_size):
             enc = self.tokenizer.encode_batch(list(texts[i:i + self.batch_size]))
+            # The tokenizer keeps what it cut off in .overflowing: no second tokenisation.
+            cut.extend(i + j for j, e in enumerate(enc) if e.overflowing)
             ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
             mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.bool)
             out.append(self(ids, mask).numpy())
+        warn_truncated(cut, len(texts), self.max_seq_length, names, source)
         if not out:
             return np.zeros((0, self.word.embedding_dim), dtype=np.float32)
         return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)

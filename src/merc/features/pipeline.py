@@ -151,7 +151,9 @@ def _text_matrix(corpus: Corpus, model: str, cache: FeatureCache, progress: bool
                                     lambda: ctx.encode(corpus.conversations, progress=progress))
     encoder = TextEncoder(model)
     return cache.get_or_compute(encoder.name, encoder.settings(), hash_texts(texts), len(texts),
-                                lambda: encoder.encode(texts, progress=progress))
+                                lambda: encoder.encode(texts, progress=progress,
+                                                       names=_utterance_names(corpus),
+                                                       source=corpus.source))
 
 
 def _audio_matrix(corpus: Corpus, feature_set: str, cache: FeatureCache,
@@ -184,3 +186,9 @@ def _audio_matrix(corpus: Corpus, feature_set: str, cache: FeatureCache,
     return cache.get_or_compute(
         extractor.name, extractor.settings(), inputs_hash, len(paths),
         lambda: extractor.extract(paths, progress=progress, origins=origins))
+
+
+def _utterance_names(corpus: Corpus) -> list[str]:
+    """``"dialogue X, utterance Y"`` for every utterance in corpus order (truncation warning)."""
+    return [f"dialogue {c.id}, utterance {c.utterance_name(i)}"
+            for c in corpus.conversations for i in range(len(c))]

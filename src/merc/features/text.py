@@ -175,14 +175,20 @@ class TextEncoder:
         get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
         return int(get())
 
-    def encode(self, texts: Sequence[str], progress: bool = True) -> np.ndarray:
+    def encode(self, texts: Sequence[str], progress: bool = True,
+               names: Sequence[str] | None = None, source: str | None = None) -> np.ndarray:
         """Embed ``texts``.
 
         Duplicate texts are embedded once (IEMOCAP alone repeats "Yeah." dozens of times).
+        Texts longer than the model's ``max_seq_length`` tokens (256 for the default) are cut
+        by sentence-transformers; they are counted and reported in one warning naming the
+        first (``names[i]``, e.g. ``"dialogue d1, utterance u3"``), never cut silently.
 
         Args:
             texts: ``n`` strings (empty strings allowed).
             progress: Show sentence-transformers' progress bar when there is more than one batch.
+            names: Optional name of each text for the truncation warning.
+            source: Optional file/corpus named at the start of that warning.
 
         Returns:
             float32 array ``(n, d)``, row ``i`` the embedding of ``texts[i]``.
@@ -200,4 +206,28 @@ class TextEncoder:
                             show_progress_bar=bool(progress) and len(unique) > self.batch_size)
         emb = np.asarray(emb, dtype=np.float32)
         row = {t: i for i, t in enumerate(unique)}
+        long = _too_long(st, unique)
+        if long:
+            from merc.features.minilm import warn_truncated
+
+            cut = [i for i, t in enumerate(texts) if t in long]
+            warn_truncated(cut, len(texts), int(st.max_seq_length), names, source)
         return np.ascontiguousarray(emb[[row[t] for t in texts]])
+
+
+def _too_long(st, texts: Sequence[str]) -> set[str]:
+    """The texts that ``st`` cuts at its ``max_seq_length`` (special tokens included).
+
+    Counted with the model's own fast tokenizer, without truncation; a model whose tokenizer
+    cannot be asked this way reports nothing (it is not worth failing an extraction for).
+    """
+    limit = getattr(st, "max_seq_length", None)
+    backend = getattr(getattr(st, "tokenizer", None), "backend_tokenizer", None)
+    if not limit or backend is None or not texts:
+        return set()
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(backend.to_str())  # a copy: the model's own stays untouched
+    tok.no_truncation()
+    tok.no_padding()
+    return {t for t, e in zip(texts, tok.encode_batch(list(texts))) if len(e.ids) > limit}
