@@ -73,7 +73,9 @@ def read_conversation(path: str | Path, *, allow_outside_media: bool = False) ->
     conv_id = path.stem
     if path.suffix.lower() == ".jsonl":
         records = []
-        for lineno, line in enumerate(raw.splitlines(), 1):
+        # "\n" only: str.splitlines() also breaks at U+2028/U+2029 and other separators,
+        # which JSON allows unescaped inside strings (the training JSONL reader accepts them).
+        for lineno, line in enumerate(raw.split("\n"), 1):
             if not line.strip():
                 continue
             try:

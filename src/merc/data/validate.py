@@ -36,13 +36,27 @@ def check_fields(record: dict, allowed: Iterable[str], make: ErrorFactory, *,
     error naming the field, with the closest allowed name when there is one.
     """
     allowed = list(allowed)
-    for key in record:
+    for key, value in record.items():
+        if isinstance(value, str):
+            _check_encodable(value, make, utterance=utterance, field=str(key))
         if key in allowed:
             continue
         close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise make(f"unknown {what}{hint} (allowed: {', '.join(allowed)})", utterance=utterance,
                    field=str(key))
+
+
+def _check_encodable(value: str, make: ErrorFactory, *, utterance: object | None,
+                     field: str) -> None:
+    """Refuse a lone UTF-16 surrogate (JSON ``"\\ud800"``): valid JSON, but not text; the
+    tokenizer, hashing and every UTF-8 writer would fail on it later with a traceback."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise make(f"lone surrogate {value[e.start]!r} at character {e.start} is not valid "
+                   "Unicode text (a broken \\ud800-\\udfff escape?)", utterance=utterance,
+                   field=field) from None
 
 
 def check_label_text(label: str, make: ErrorFactory, *, utterance: object | None = None) -> None:
