@@ -34,7 +34,7 @@ def prepared(tmp_path):
 
 
 def test_bench_prepared_rows_and_files(prepared, tmp_path):
-    rows = bench_prepared(prepared, "synthetic", repeats=2)
+    rows = bench_prepared(prepared, "synthetic", repeats=2, train_repeats=1)
     assert [r["model"] for r in rows] == list_models()
     n_classes = len(prepared.corpus.label_names)
     for r in rows:
@@ -127,3 +127,43 @@ def test_run_efficiency_bench_writes_outputs(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "efficiency.md").exists()
     assert any("wrote" in s for s in lines)
     assert efficiency.EVAL_BATCH_SIZE == 16
+
+
+def test_ratios_are_taken_pair_by_pair_within_a_round():
+    """Issue 14, defect 8: two identical runs gave broad-mamba/bc-LSTM 2.91x and 1.19x, each a
+    ratio of medians measured minutes apart. Under a machine load that changes between rounds,
+    the per-round ratio stays the true one and the spread says how stable it was."""
+    from merc.bench.efficiency import interleaved, pairwise_ratio
+
+    cost = {"a": 1.0, "b": 2.0, "c": 3.0}
+    calls: list[str] = []
+
+    def measure(name):  # the load jumps from round to round (3 calls per round)
+        calls.append(name)
+        return cost[name] * (1 + 10 * ((len(calls) - 1) // 3))
+
+    times = interleaved(list(cost), 4, measure)
+    assert calls[:3] == ["a", "b", "c"] and calls[3:6] == ["b", "c", "a"]  # order rotates
+    assert all(len(v) == 4 for v in times.values())
+    assert pairwise_ratio(times["b"], times["a"]) == pytest.approx((2.0, 2.0, 2.0))
+    assert pairwise_ratio(times["a"], [0.0] * 4) is None
+
+
+def test_every_timing_reports_its_spread(prepared, tmp_path):
+    rows = bench_prepared(prepared, "synthetic", models=["mlp", "broad-mamba"], repeats=3,
+                          train_repeats=2)
+    for r in rows:
+        for key, prefix in (("infer_seconds_test_split", "infer_seconds"),
+                            ("infer_seconds_with_labels", "infer_seconds_with_labels"),
+                            ("train_seconds_per_epoch", "train_seconds"),
+                            ("infer_ratio_to_broad_mamba", "infer_ratio")):
+            assert r[prefix + "_min"] <= r[key] <= r[prefix + "_max"], key
+        assert r["repeats"] == 3 and r["train_repeats"] == 2
+    ref = next(r for r in rows if r["model"] == "broad-mamba")
+    assert ref["infer_ratio_min"] == ref["infer_ratio_max"] == pytest.approx(1.0)
+    csv_path, md_path = write_outputs(rows, tmp_path / "out")
+    with open(csv_path) as f:
+        header = next(csv.reader(f))
+    assert {"infer_seconds_min", "infer_seconds_max", "infer_ratio_min", "infer_ratio_max",
+            "train_seconds_min", "train_seconds_max"} <= set(header)
+    assert "median [min–max]" in md_path.read_text()

@@ -92,3 +92,21 @@ def test_isolated_child_measures_one_point():
     assert "error" not in result, result
     assert result["seconds"] > 0 and result["peak_mb"] >= 0 and result["repeats"] == 5
     assert classify(result, 60, 2048) == "ok"
+
+
+def test_timings_report_their_spread():
+    """Issue 14, defect 8: a point reports the min and max of its timed forwards beside the
+    median, and the attention/BiSSM ratio says how far the repeats let it move."""
+    from merc.bench.scaling import format_table, measure_point
+
+    point = measure_point("bissm", 16, 8)
+    assert point["seconds_min"] <= point["seconds"] <= point["seconds_max"]
+    rows = [{"method": "bissm", "length": 16384, "seconds": 0.4, "seconds_min": 0.3,
+             "seconds_max": 0.5, "status": "ok", "device": "cpu"},
+            {"method": "attention", "length": 16384, "seconds": 10.0, "seconds_min": 9.0,
+             "seconds_max": 12.0, "status": "ok", "device": "cpu"}]
+    s = summarize(rows)
+    assert s["ratio"] == pytest.approx(25.0)
+    assert s["ratio_range"] == pytest.approx((18.0, 40.0))
+    assert "18.0x–40.0x over the repeats" in s["ratio_note"]
+    assert "| 0.3–0.5 |" in format_table(rows, markdown=True)

@@ -221,7 +221,10 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--corpora", default="iemocap,meld", help="default iemocap,meld")
     be.add_argument("--models", help="comma-separated registered models (default: all)")
     be.add_argument("--repeats", type=int, default=10,
-                    help="timed inference repeats; the median is reported (default 10)")
+                    help="timed inference rounds, every model once per round; median [min-max] "
+                    "and per-round ratios are reported (default 10)")
+    be.add_argument("--train-repeats", type=int, default=3,
+                    help="timed training epochs per model, interleaved (default 3)")
     be.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads (default 0: PyTorch's default)")
     be.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR)")
@@ -509,7 +512,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         run_efficiency_bench(data_dir=args.data_dir, out_dir=args.out,
                              corpora=split(args.corpora), models=split(args.models),
                              repeats=args.repeats, threads=args.threads,
-                             cache_dir=args.cache_dir)
+                             cache_dir=args.cache_dir, train_repeats=args.train_repeats)
     elif args.bench == "predict":
         from merc.bench.predict_speed import run_predict_bench
 

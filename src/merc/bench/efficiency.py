@@ -16,8 +16,11 @@ timing does not depend on the weights' values) the benchmark measures, in one pr
 ``infer_seconds_test_split``
     Wall time of the whole test split through the model: eval mode, ``torch.no_grad()``,
     batches of :data:`EVAL_BATCH_SIZE` dialogues (the batch size ``merc evaluate`` uses), collated
-    once beforehand so only the forward passes are timed. One untimed warm-up pass, then
-    ``repeats`` timed passes; the median is reported. The batches carry no labels (all
+    once beforehand so only the forward passes are timed. One untimed warm-up pass per model,
+    then ``repeats`` rounds; in each round every model makes one timed pass, in an order rotated
+    from round to round, so that all models meet the same machine load. The median over the
+    rounds is reported with its min and max (``infer_seconds_min``, ``infer_seconds_max``).
+    The batches carry no labels (all
     :data:`~merc.data.collate.IGNORE_INDEX`), as in deployment, so label-dependent auxiliary
     losses are not computed; ``infer_seconds_with_labels`` times the same passes with the labels
     present (what ``merc evaluate`` runs).
@@ -27,18 +30,27 @@ timing does not depend on the weights' values) the benchmark measures, in one pr
     of training, :func:`merc.engine.loop.masked_loss`), gradient clipping as in training, batches of
     ``TrainConfig().batch_size`` shuffled with a fixed seed, collation included. Two untimed
     warm-up steps come first. Plain PyTorch, no Lightning: its per-step overhead is left out.
+    ``train_repeats`` epochs per model, interleaved between the models like the inference
+    rounds; median with min and max.
+``infer_ratio_to_broad_mamba``
+    Pair by pair: in each round, the model's pass time divided by broad-mamba's pass of the
+    same round; the median of these per-round ratios, with their min and max. Two runs of the
+    benchmark on a busy machine gave single-median ratios 2.91x and 1.19x for the same pair:
+    a ratio of two medians taken minutes apart mixes two machine states.
 
 Outputs in ``out_dir``:
 
 ``efficiency.csv``
     One row per (corpus, model). Leading columns :data:`COLUMNS`; then :data:`EXTRA_COLUMNS`,
-    among them ``infer_ratio_to_broad_mamba`` (model inference time / broad-mamba's, same run)
-    and ``threads`` (``torch.get_num_threads()`` during the run).
+    among them ``infer_ratio_to_broad_mamba`` (median per-round ratio to broad-mamba, with
+    ``infer_ratio_min``/``infer_ratio_max``), the min/max of every timing and ``threads``
+    (``torch.get_num_threads()`` during the run).
 ``efficiency.md``
-    The same numbers as a Markdown table per corpus, with each model's inference time relative
-    to broad-mamba's and, in words, broad-mamba's time relative to bc-LSTM's and the
-    Transformer's. Ratios are only ever taken within one run: absolute times depend on the
-    machine and its load, ratios much less so.
+    The same numbers as a Markdown table per corpus (median [min–max]), with each model's
+    inference time relative to broad-mamba's and, in words, broad-mamba's time relative to
+    bc-LSTM's and the Transformer's (per-round ratios, median [min–max]). Ratios are only ever
+    taken within one round of one run: absolute times depend on the machine and its load,
+    ratios much less so.
 """
 
 from __future__ import annotations
@@ -63,13 +75,19 @@ EVAL_BATCH_SIZE = 16
 TRAIN_WARMUP_STEPS = 2
 """Untimed optimiser steps before the timed training epoch (first-call allocations, caches)."""
 
+TRAIN_REPEATS = 3
+"""Timed training epochs per model (median, min and max reported)."""
+
 COLUMNS = ["corpus", "model", "params", "flops_per_dialogue", "infer_seconds_test_split",
            "train_seconds_per_epoch"]
 """Leading columns of ``efficiency.csv``, in this order."""
 
 EXTRA_COLUMNS = ["infer_ratio_to_broad_mamba", "infer_seconds_with_labels",
                  "fft_flops_per_dialogue", "test_dialogues", "test_utterances",
-                 "train_dialogues", "eval_batch_size", "train_batch_size", "repeats", "threads"]
+                 "train_dialogues", "eval_batch_size", "train_batch_size", "repeats", "threads",
+                 "infer_seconds_min", "infer_seconds_max", "infer_ratio_min", "infer_ratio_max",
+                 "infer_seconds_with_labels_min", "infer_seconds_with_labels_max",
+                 "train_seconds_min", "train_seconds_max", "train_repeats"]
 """Columns after :data:`COLUMNS`."""
 
 aten = torch.ops.aten
@@ -199,22 +217,50 @@ def without_labels(batch):
     return dataclasses.replace(batch, labels=torch.full_like(batch.labels, IGNORE_INDEX))
 
 
+def time_pass(model: torch.nn.Module, batches: Sequence) -> float:
+    """Seconds of one pass of ``model`` over the pre-collated ``batches`` (eval, no grad)."""
+    model.eval()
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        for b in batches:
+            model(b)
+        return time.perf_counter() - t0
+
+
 def time_inference(model: torch.nn.Module, batches: Sequence, repeats: int) -> float:
     """Median seconds of ``repeats`` passes of ``model`` over the pre-collated ``batches``.
 
     Eval mode, ``torch.no_grad()``; one untimed warm-up pass first; ``time.perf_counter``.
     """
-    model.eval()
-    times = []
-    with torch.no_grad():
-        for b in batches:  # warm-up
-            model(b)
-        for _ in range(max(1, repeats)):
-            t0 = time.perf_counter()
-            for b in batches:
-                model(b)
-            times.append(time.perf_counter() - t0)
-    return float(statistics.median(times))
+    time_pass(model, batches)  # warm-up
+    return float(statistics.median(time_pass(model, batches) for _ in range(max(1, repeats))))
+
+
+def interleaved(names: Sequence[str], rounds: int, measure: Callable[[str], float]
+                ) -> dict[str, list[float]]:
+    """``measure(name)`` for every name in each of ``rounds`` rounds, the order rotated by one
+    per round (no model always runs first, right after another's allocations); returns each
+    name's values in round order, so that index ``r`` of two names was measured in one round."""
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(max(1, rounds)):
+        k = r % max(1, len(names))
+        for name in list(names[k:]) + list(names[:k]):
+            out[name].append(measure(name))
+    return out
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+    """``(median, min, max)``."""
+    return float(statistics.median(values)), float(min(values)), float(max(values))
+
+
+def pairwise_ratio(num: Sequence[float], den: Sequence[float]
+                   ) -> tuple[float, float, float] | None:
+    """Median, min and max of the per-round ratios ``num[r] / den[r]`` (``None`` if any
+    denominator is 0)."""
+    if not num or any(d <= 0 for d in den):
+        return None
+    return spread([a / b for a, b in zip(num, den)])
 
 
 def _train_step(model, optimizer, batch, grad_clip: float) -> None:
@@ -261,15 +307,16 @@ def time_train_epoch(model: torch.nn.Module, prepared, *, batch_size: int, seed:
 # --------------------------------------------------------------------------------------------
 
 def bench_prepared(prepared, corpus: str, models: Iterable[str] | None = None, *,
-                   repeats: int = 10, echo: Callable[[str], None] | None = None
-                   ) -> list[dict[str, Any]]:
+                   repeats: int = 10, train_repeats: int = TRAIN_REPEATS,
+                   echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Measure every model on one prepared corpus; one row (dict) per model.
 
     Args:
         prepared: :class:`merc.data.prepare.PreparedData` with a test and a train split.
         corpus: Name written in the ``corpus`` column.
         models: Registered model names (default: all).
-        repeats: Timed inference passes (median reported).
+        repeats: Timed inference rounds (median, min and max reported).
+        train_repeats: Timed training epochs per model.
         echo: Receives one progress line per model.
     """
     from merc.config import TrainConfig
@@ -283,41 +330,59 @@ def bench_prepared(prepared, corpus: str, models: Iterable[str] | None = None, *
     singles = [without_labels(b) for b in make_loader(prepared, "test", 1)]
     train_bs = TrainConfig().resolved().batch_size
     counts = prepared.corpus.counts()
-    rows = []
+    built, rows = {}, []
     for name in names:
         torch.manual_seed(0)
         model = create_model(name, prepared.input_dims, num_classes)
-        params = count_parameters(model)
         total = fft = 0
         for b in singles:
             n, per_op = count_flops(model, b)
             total += n
             fft += sum(v for op, v in per_op.items() if _is_fft(op))
-        infer = time_inference(model, unlabelled, repeats)
-        infer_labels = time_inference(model, test_batches, repeats)
-        train = time_train_epoch(model, prepared, batch_size=train_bs, seed=0)
-        row = {
-            "corpus": corpus, "model": name, "params": params,
+        time_pass(model, unlabelled)  # warm-ups, untimed
+        time_pass(model, test_batches)
+        built[name] = model
+        rows.append({
+            "corpus": corpus, "model": name, "params": count_parameters(model),
             "flops_per_dialogue": total / max(1, len(singles)),
-            "infer_seconds_test_split": infer, "train_seconds_per_epoch": train,
-            "infer_ratio_to_broad_mamba": None, "infer_seconds_with_labels": infer_labels,
             "fft_flops_per_dialogue": fft / max(1, len(singles)),
             "test_dialogues": counts.get("test", {}).get("dialogues", len(singles)),
             "test_utterances": counts.get("test", {}).get("utterances"),
             "train_dialogues": counts.get("train", {}).get("dialogues"),
             "eval_batch_size": EVAL_BATCH_SIZE, "train_batch_size": train_bs,
-            "repeats": repeats, "threads": torch.get_num_threads(),
-        }
-        rows.append(row)
+            "repeats": repeats, "train_repeats": train_repeats,
+            "threads": torch.get_num_threads()})
+    # Every timing is taken in rounds across the models, so a ratio compares passes made under
+    # the same machine load (see the module docstring).
+    infer = interleaved(names, repeats, lambda n: time_pass(built[n], unlabelled))
+    labelled = interleaved(names, repeats, lambda n: time_pass(built[n], test_batches))
+    train = interleaved(names, train_repeats, lambda n: time_train_epoch(
+        built[n], prepared, batch_size=train_bs, seed=0))
+    for row in rows:
+        name = row["model"]
+        (row["infer_seconds_test_split"], row["infer_seconds_min"],
+         row["infer_seconds_max"]) = spread(infer[name])
+        (row["infer_seconds_with_labels"], row["infer_seconds_with_labels_min"],
+         row["infer_seconds_with_labels_max"]) = spread(labelled[name])
+        (row["train_seconds_per_epoch"], row["train_seconds_min"],
+         row["train_seconds_max"]) = spread(train[name])
+        row["infer_times"] = infer[name]  # per round, for the Markdown's pairwise ratios
+        ratio = pairwise_ratio(infer[name], infer[REFERENCE_MODEL]) \
+            if REFERENCE_MODEL in infer else None
+        row["infer_ratio_to_broad_mamba"], row["infer_ratio_min"], row["infer_ratio_max"] = (
+            ratio or (None, None, None))
         if echo:
-            echo(f"{corpus} {name}: {params:,} params, {row['flops_per_dialogue'] / 1e6:.2f} "
-                 f"MFLOPs/dialogue, inference {infer:.4f} s, train epoch {train:.2f} s")
-    ref = next((r for r in rows if r["model"] == REFERENCE_MODEL), None)
-    for r in rows:
-        if ref is not None and ref["infer_seconds_test_split"] > 0:
-            r["infer_ratio_to_broad_mamba"] = (r["infer_seconds_test_split"]
-                                               / ref["infer_seconds_test_split"])
+            echo(f"{corpus} {name}: {row['params']:,} params, "
+                 f"{row['flops_per_dialogue'] / 1e6:.2f} MFLOPs/dialogue, inference "
+                 f"{_range(row, 'infer_seconds_test_split', 'infer_seconds', 4)} s, train epoch "
+                 f"{_range(row, 'train_seconds_per_epoch', 'train_seconds', 2)} s")
     return rows
+
+
+def _range(row: dict[str, Any], key: str, prefix: str, digits: int) -> str:
+    """``median [min–max]`` of a timing, e.g. ``0.0180 [0.0172–0.0441]``."""
+    return (f"{row[key]:.{digits}f} [{row[prefix + '_min']:.{digits}f}–"
+            f"{row[prefix + '_max']:.{digits}f}]")
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -336,14 +401,17 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """The Markdown report: one table per corpus plus broad-mamba's same-run ratios."""
+    """The Markdown report: one table per corpus plus broad-mamba's same-run ratios; every
+    timing and ratio as median [min–max] over the rounds."""
     lines = ["# Efficiency", "",
              "Random-weight models, one process, CPU. FLOPs: mean per test dialogue (batch of 1, "
              "multiply-add = 2, FFT = 2.5 n log2 n per real transform). Inference: whole test "
-             f"split, batches of {EVAL_BATCH_SIZE}, no labels, median of the timed passes after "
-             "one warm-up. Training: one epoch over the train split (plain PyTorch loop, AdamW, "
-             "loss incl. aux terms). Only ratios within a run are comparable across machines.",
-             ""]
+             f"split, batches of {EVAL_BATCH_SIZE}, no labels, one warm-up pass, then rounds in "
+             "which every model makes one timed pass (order rotated per round). Training: one "
+             "epoch over the train split (plain PyTorch loop, AdamW, loss incl. aux terms), "
+             "epochs interleaved the same way. Times and ratios: median [min–max] over the "
+             "rounds; a ratio is taken pair by pair within each round, then its median. Only "
+             "ratios within a run are comparable across machines.", ""]
     for corpus in dict.fromkeys(r["corpus"] for r in rows):
         sub = [r for r in rows if r["corpus"] == corpus]
         first = sub[0]
@@ -351,28 +419,31 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
                   f"{first.get('test_dialogues')} test dialogues "
                   f"({first.get('test_utterances')} utterances), "
                   f"{first.get('train_dialogues')} train dialogues, "
-                  f"{first.get('threads')} thread(s), {first.get('repeats')} timed repeats.", "",
+                  f"{first.get('threads')} thread(s), {first.get('repeats')} inference rounds, "
+                  f"{first.get('train_repeats')} training epochs per model.", "",
                   "| model | params | MFLOPs / dialogue | inference, test split (s) "
                   f"| inference / {REFERENCE_MODEL} | train epoch (s) |",
                   "|---|---:|---:|---:|---:|---:|"]
         for r in sub:
-            ratio = r.get("infer_ratio_to_broad_mamba")
+            ratio = ("" if r.get("infer_ratio_to_broad_mamba") is None else
+                     _range(r, "infer_ratio_to_broad_mamba", "infer_ratio", 2))
             lines.append(
                 f"| {r['model']} | {r['params']:,} | {r['flops_per_dialogue'] / 1e6:.2f} "
-                f"| {r['infer_seconds_test_split']:.4f} "
-                f"| {'' if ratio is None else f'{ratio:.2f}'} "
-                f"| {r['train_seconds_per_epoch']:.2f} |")
+                f"| {_range(r, 'infer_seconds_test_split', 'infer_seconds', 4)} | {ratio} "
+                f"| {_range(r, 'train_seconds_per_epoch', 'train_seconds', 2)} |")
         ref = next((r for r in sub if r["model"] == REFERENCE_MODEL), None)
         if ref is not None:
             parts = []
             for other in ("bc-lstm", "transformer"):
                 o = next((r for r in sub if r["model"] == other), None)
-                if o is not None and o["infer_seconds_test_split"] > 0:
-                    parts.append(f"{ref['infer_seconds_test_split'] / o['infer_seconds_test_split']:.2f}"
-                                 f"x {other}'s")
+                pr = (pairwise_ratio(ref.get("infer_times", []), o.get("infer_times", []))
+                      if o is not None else None)
+                if pr is not None:
+                    parts.append(f"{pr[0]:.2f}x {other}'s [{pr[1]:.2f}–{pr[2]:.2f}]")
             lines += ["", f"{REFERENCE_MODEL} inference on the {corpus} test split: "
-                      f"{ref['infer_seconds_test_split']:.4f} s"
-                      + (f" ({' and '.join(parts)}, same run)." if parts else ".")]
+                      f"{_range(ref, 'infer_seconds_test_split', 'infer_seconds', 4)} s"
+                      + (f" ({' and '.join(parts)}, per-round ratios in the same run)."
+                         if parts else ".")]
         lines.append("")
     return "\n".join(lines)
 
@@ -399,7 +470,8 @@ def write_outputs(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> list[P
 def run_efficiency_bench(data_dir: str | Path | None = None, out_dir: str | Path = "results",
                          corpora: Sequence[str] | None = None, models: Sequence[str] | None = None,
                          repeats: int = 10, threads: int = 0, cache_dir: str | None = None,
-                         *, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+                         *, train_repeats: int = TRAIN_REPEATS,
+                         echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run the benchmark on each corpus' test (and train) split; write and print the results.
 
     Args:
@@ -409,7 +481,8 @@ def run_efficiency_bench(data_dir: str | Path | None = None, out_dir: str | Path
         corpora: Corpus loaders (default ``iemocap``, ``meld``); features are prepared exactly
             as ``merc train`` does with the default data config.
         models: Registered models (default: all).
-        repeats: Timed inference passes; the median is reported.
+        repeats: Timed inference rounds; median, min and max are reported.
+        train_repeats: Timed training epochs per model.
         threads: ``torch.set_num_threads(threads)`` when > 0 (restored afterwards).
         cache_dir: Feature cache (default ``$MERC_CACHE_DIR``).
 
@@ -429,7 +502,8 @@ def run_efficiency_bench(data_dir: str | Path | None = None, out_dir: str | Path
             data = DataConfig(corpus=corpus, data_dir=str(resolve_corpus_dir(corpus, data_dir)),
                               cache_dir=cache_dir)
             prepared = prepare_data(data.resolved(), progress=False)
-            rows += bench_prepared(prepared, corpus, models, repeats=repeats, echo=echo)
+            rows += bench_prepared(prepared, corpus, models, repeats=repeats,
+                                   train_repeats=train_repeats, echo=echo)
     finally:
         torch.set_num_threads(before)
     paths = write_outputs(rows, out_dir)

@@ -10,8 +10,11 @@ Two measurements of the same work, side by side:
   conversation (encoder already loaded: the cost per further conversation in the Python API).
 
 The conversation is generated here: ``n`` utterances of ordinary sentences alternating between
-three speakers, text only. Each whole-command run is repeated and the median reported.
-Output: ``predict_speed.csv`` (``measure, seconds, n_utterances, threads``) and ``.md``.
+three speakers, text only. The whole command and the phase process are each run ``repeats``
+times, alternating (so both meet the same machine load); every measure is reported as the
+median with its min and max.
+Output: ``predict_speed.csv`` (``measure, seconds, seconds_min, seconds_max, repeats,
+n_utterances, threads``; ``seconds`` is the median) and ``.md``.
 """
 
 from __future__ import annotations
@@ -61,12 +64,27 @@ print(json.dumps({"imports": t1 - t0, "load_checkpoint": t2 - t1,
 """
 
 
+def _whole_command(cmd: list[str], env: dict) -> float:
+    """Wall seconds of one ``merc predict`` in a fresh process."""
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    return time.perf_counter() - t0
+
+
+def _phases(conv: Path, checkpoint: str | None, env: dict) -> dict[str, float]:
+    """One run of the phase timings in a fresh process (``threads`` included)."""
+    res = subprocess.run([sys.executable, "-c", _PHASES, str(conv), checkpoint or "-"],
+                         check=True, capture_output=True, text=True, env=env)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def run_predict_bench(out_dir: str | Path = "results", *, n_utterances: int = 100,
                       repeats: int = 5, checkpoint: str | None = None,
                       echo=print) -> list[dict]:
     """Time ``merc predict`` on an ``n_utterances`` text-only conversation; write the tables."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    repeats = max(1, repeats)
     conv = out / f"predict_bench_{n_utterances}.jsonl"
     conv.write_text("".join(json.dumps(r) + "\n" for r in synthetic_conversation(n_utterances)))
     cmd = [sys.executable, "-m", "merc.cli", "predict", str(conv), "--quiet",
@@ -74,32 +92,33 @@ def run_predict_bench(out_dir: str | Path = "results", *, n_utterances: int = 10
     if checkpoint:
         cmd += ["--model", checkpoint]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    subprocess.run(cmd, check=True, capture_output=True, env=env)  # warm the OS file cache
-    walls = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, env=env)
-        walls.append(time.perf_counter() - t0)
-    res = subprocess.run([sys.executable, "-c", _PHASES, str(conv), checkpoint or "-"],
-                         check=True, capture_output=True, text=True, env=env)
-    phases = json.loads(res.stdout.strip().splitlines()[-1])
-    threads = phases.pop("threads")
-    rows = [{"measure": "whole command (median)", "seconds": statistics.median(walls)},
-            {"measure": "whole command (min)", "seconds": min(walls)},
-            *({"measure": k, "seconds": v} for k, v in phases.items())]
-    for r in rows:
-        r.update(n_utterances=n_utterances, threads=threads)
+    _whole_command(cmd, env)  # warm the OS file cache
+    times: dict[str, list[float]] = {"whole command": []}
+    threads = None
+    for _ in range(repeats):  # alternating: both measurements see the same machine load
+        times["whole command"].append(_whole_command(cmd, env))
+        phases = _phases(conv, checkpoint, env)
+        threads = phases.pop("threads")
+        for k, v in phases.items():
+            times.setdefault(k, []).append(v)
+    rows = [{"measure": k, "seconds": statistics.median(v), "seconds_min": min(v),
+             "seconds_max": max(v), "repeats": len(v), "n_utterances": n_utterances,
+             "threads": threads} for k, v in times.items()]
     with open(out / "predict_speed.csv", "w") as f:
-        f.write("measure,seconds,n_utterances,threads\n")
-        f.writelines(f"{r['measure']},{r['seconds']:.3f},{n_utterances},{threads}\n"
+        f.write("measure,seconds,seconds_min,seconds_max,repeats,n_utterances,threads\n")
+        f.writelines(f"{r['measure']},{r['seconds']:.3f},{r['seconds_min']:.3f},"
+                     f"{r['seconds_max']:.3f},{r['repeats']},{n_utterances},{threads}\n"
                      for r in rows)
     md = [f"# merc predict on a {n_utterances}-utterance text-only conversation", "",
-          f"{repeats} runs of the whole command in fresh processes; phases measured once in "
-          f"one process. torch threads: {threads}; CPUs: {os.cpu_count()}.", "",
-          "| measure | seconds |", "|---|---|"]
-    md += [f"| {r['measure']} | {r['seconds']:.2f} |" for r in rows]
+          f"{repeats} runs of the whole command and {repeats} of the phases, each in a fresh "
+          f"process, alternating; median [min–max]. torch threads: {threads}; CPUs: "
+          f"{os.cpu_count()}.", "",
+          "| measure | seconds, median | min–max |", "|---|---:|---:|"]
+    md += [f"| {r['measure']} | {r['seconds']:.2f} | {r['seconds_min']:.2f}–"
+           f"{r['seconds_max']:.2f} |" for r in rows]
     (out / "predict_speed.md").write_text("\n".join(md) + "\n")
     for r in rows:
-        echo(f"{r['measure']:>50s}: {r['seconds']:.2f} s")
+        echo(f"{r['measure']:>50s}: {r['seconds']:.2f} s [{r['seconds_min']:.2f}–"
+             f"{r['seconds_max']:.2f}]")
     echo(f"wrote {out / 'predict_speed.csv'} and {out / 'predict_speed.md'}")
     return rows

@@ -85,7 +85,7 @@ COLUMNS = ["method", "length", "seconds", "peak_mb", "status"]
 """Leading columns of ``scaling.csv``, in this order."""
 
 EXTRA_COLUMNS = ["device", "width", "repeats", "warmup", "memory_limit_mb", "estimated_mb",
-                 "wall_s"]
+                 "wall_s", "seconds_min", "seconds_max"]
 """Columns after :data:`COLUMNS`."""
 
 WARMUP_MAX_S = 5.0
@@ -218,7 +218,8 @@ def measure_point(method: str, length: int, width: int, *, device: str = "cpu",
         predicted_s: Predicted seconds per forward: picks the repeats and the warm-up.
 
     Returns:
-        ``{"seconds", "peak_mb", "repeats", "warmup"}``; exceptions propagate.
+        ``{"seconds", "seconds_min", "seconds_max", "peak_mb", "repeats", "warmup"}``
+        (``seconds``: the median of the repeats); exceptions propagate.
     """
     import torch
 
@@ -263,7 +264,8 @@ def measure_point(method: str, length: int, width: int, *, device: str = "cpu",
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = _proc_status().get("VmHWM", 0) - base
-    return {"seconds": float(statistics.median(times)), "peak_mb": max(0.0, peak / 2**20),
+    return {"seconds": float(statistics.median(times)), "seconds_min": float(min(times)),
+            "seconds_max": float(max(times)), "peak_mb": max(0.0, peak / 2**20),
             "repeats": repeats, "warmup": warmup}
 
 
@@ -412,7 +414,8 @@ def run_method(method: str, lengths: Sequence[int], width: int, *, device: str,
         row: dict[str, Any] = {"method": method, "length": length, "seconds": None,
                                "peak_mb": None, "status": "", "device": device,
                                "width": width, "repeats": None, "warmup": None,
-                               "memory_limit_mb": None, "estimated_mb": None, "wall_s": None}
+                               "memory_limit_mb": None, "estimated_mb": None, "wall_s": None,
+                               "seconds_min": None, "seconds_max": None}
         rows.append(row)
         if stopped:
             row["status"] = "skipped_after_budget"
@@ -430,7 +433,8 @@ def run_method(method: str, lengths: Sequence[int], width: int, *, device: str,
                                predicted_s=predicted, timeout_s=timeout_s, isolate=isolate,
                                threads=threads)
             row["status"] = classify(result, time_budget_s, limit / 2**20, timeout_s)
-            for k in ("seconds", "peak_mb", "repeats", "warmup", "wall_s"):
+            for k in ("seconds", "seconds_min", "seconds_max", "peak_mb", "repeats", "warmup",
+                      "wall_s"):
                 row[k] = result.get(k)
             prev_len, prev_s = length, result.get("seconds")
         stopped = stops_method(row["status"])
@@ -459,7 +463,9 @@ def summarize(rows: Sequence[dict[str, Any]], device: str = "cpu",
     """Same-run headline numbers for one device.
 
     Returns ``ratio`` (attention seconds / bissm seconds at ``ratio_length``, or ``None``),
-    ``ratio_note`` (the sentence for the report), ``bissm_slope`` (log-log slope of BiSSM time
+    ``ratio_range`` (``(lowest, highest)`` the repeats allow: attention's fastest over BiSSM's
+    slowest, and the reverse; ``None`` without min/max), ``ratio_note`` (the sentence for the
+    report), ``bissm_slope`` (log-log slope of BiSSM time
     over the upper half of its measured lengths), ``slope_lengths`` and ``bissm_max_ok`` (the
     longest length BiSSM finished within budget).
     """
@@ -468,22 +474,28 @@ def summarize(rows: Sequence[dict[str, Any]], device: str = "cpu",
                      and r["device"] == device), None)
 
     att, ssm = point("attention", ratio_length), point("bissm", ratio_length)
-    ratio, note = None, ""
+    ratio, note, bounds = None, "", None
     if ssm is None or att is None:
         note = f"L = {ratio_length} was not run for both attention and bissm"
     elif ssm["status"] != "ok":
         note = f"bissm at L = {ratio_length}: {ssm['status']}"
     elif att["status"] == "ok":
         ratio = att["seconds"] / ssm["seconds"]
+        # The two points run in separate processes (each its own peak memory), so the repeats
+        # cannot be paired; the spread is bounded by the extremes instead.
+        if all(p.get(k) for p in (att, ssm) for k in ("seconds_min", "seconds_max")):
+            bounds = (att["seconds_min"] / ssm["seconds_max"],
+                      att["seconds_max"] / ssm["seconds_min"])
+        spread = f", {bounds[0]:.1f}x–{bounds[1]:.1f}x over the repeats" if bounds else ""
         note = (f"at L = {ratio_length}, attention takes {ratio:.1f}x the time of bissm "
-                f"({att['seconds']:.4g} s vs {ssm['seconds']:.4g} s, same run)")
+                f"(medians {att['seconds']:.4g} s vs {ssm['seconds']:.4g} s{spread}, same run)")
     else:
         note = f"attention exceeded the budget at L = {ratio_length} ({att['status']})"
     ok = sorted((r["length"], r["seconds"]) for r in rows
                 if r["method"] == "bissm" and r["device"] == device and r["status"] == "ok")
     upper = ok[len(ok) // 2:] if len(ok) >= 4 else ok
     slope = loglog_slope([n for n, _ in upper], [s for _, s in upper])
-    return {"ratio": ratio, "ratio_note": note, "bissm_slope": slope,
+    return {"ratio": ratio, "ratio_range": bounds, "ratio_note": note, "bissm_slope": slope,
             "slope_lengths": [n for n, _ in upper],
             "bissm_max_ok": ok[-1][0] if ok else None}
 
@@ -496,13 +508,21 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _spread(row: dict[str, Any]) -> str:
+    """``min–max`` of a point's timed forwards (empty when not measured)."""
+    lo, hi = row.get("seconds_min"), row.get("seconds_max")
+    return "" if lo is None or hi is None else f"{_fmt(lo)}–{_fmt(hi)}"
+
+
 def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
-    """The :data:`COLUMNS` (+ device) as plain text or a Markdown table."""
-    cols = COLUMNS + ["device"]
-    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    """The :data:`COLUMNS` (with the min–max of the timed forwards after ``seconds``, and the
+    device) as plain text or a Markdown table."""
+    cols = COLUMNS[:3] + ["min–max"] + COLUMNS[3:] + ["device"]
+    cells = [[_spread(r) if c == "min–max" else _fmt(r.get(c)) for c in cols] for r in rows]
     if markdown:
         lines = ["| " + " | ".join(cols) + " |",
-                 "|" + "|".join("---:" if c in ("length", "seconds", "peak_mb") else "---"
+                 "|" + "|".join("---:" if c in ("length", "seconds", "min–max", "peak_mb")
+                                else "---"
                                 for c in cols) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in cells]
         return "\n".join(lines)
@@ -583,7 +603,8 @@ def markdown_report(rows: Sequence[dict[str, Any]], *, time_budget_s: float,
              f"Batch 1, width {width}, float32, eval mode, no grad; one fresh process per point. "
              f"Budgets per forward: {time_budget_s:g} s, {memory_budget_gb:g} GiB (capped at "
              f"{SAFE_FRACTION_OF_AVAILABLE:.0%} of the machine's available memory). `seconds`: "
-             "median forward time; `peak_mb`: peak resident memory above the baseline with "
+             "median forward time of the point's 1-5 timed forwards, `min–max` their range; "
+             "`peak_mb`: peak resident memory above the baseline with "
              "layer and input allocated (CUDA: peak allocated).", "",
              format_table(rows, markdown=True), ""]
     for device in dict.fromkeys(r["device"] for r in rows):
