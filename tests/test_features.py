@@ -53,7 +53,7 @@ class FakeEncoder:
     def dim(self) -> int:
         return 8
 
-    def encode(self, texts, progress=True):
+    def encode(self, texts, progress=True, names=None, source=None):
         FakeEncoder.calls += 1
         rows = [np.random.default_rng(abs(hash(t)) % 2**32).normal(size=8) for t in texts]
         return (np.asarray(rows, dtype=np.float32) * FakeEncoder.scale).reshape(len(texts), 8)
@@ -174,7 +174,7 @@ def test_corrupt_cache_entry_is_recomputed(fake_encoder, tmp_path, caplog):
 def test_cache_hit_does_not_import_torch(tmp_path, monkeypatch):
     """A cache hit with the real default encoder must not import sentence-transformers/torch."""
     texts = [["one", "two"], ["three"]]
-    fake = lambda self, t, progress=True: np.ones((len(t), 384), np.float32)  # noqa: E731
+    fake = lambda self, t, progress=True, **kw: np.ones((len(t), 384), np.float32)  # noqa: E731
     monkeypatch.setattr(TextEncoder, "encode", fake)
     build_features(make_corpus(texts), FeatureSpec(), cache_dir=tmp_path, progress=False)
     script = (
