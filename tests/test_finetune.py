@@ -218,6 +218,18 @@ def test_extraction_cache_and_predict_use_identical_inputs(tiny_encoder, tmp_pat
     assert not np.allclose(again.conversations[-1].features["text"], conv.features["text"])
 
 
+def test_extraction_warns_about_targets_longer_than_the_encoder(tiny_encoder, caplog):
+    from merc.data.conversation import Conversation
+    from merc.features.encoder_folder import FinetunedTextEncoder
+
+    _, out, _, _ = tiny_encoder
+    conv = Conversation(id="long", split="test", speakers=["A", "B"],
+                        utterances=["word " * 600, "short"])
+    with caplog.at_level("WARNING"):
+        FinetunedTextEncoder(out).encode([conv])
+    assert "1 of 2 utterances are longer than the encoder's 512 positions" in caplog.text
+
+
 def test_a_broken_encoder_record_is_one_clear_line(tmp_path):
     from merc.errors import MercInputError
     from merc.features.encoder_folder import FinetunedTextEncoder

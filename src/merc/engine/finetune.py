@@ -197,6 +197,9 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
                                max_positions=backbone.max_positions)
     train_x, train_y = _split_inputs(corpus, "train", formatter)
     valid_x, valid_y = _split_inputs(corpus, "valid", formatter)
+    if formatter.truncated_targets:
+        echo(f"{tag}warning: {formatter.truncated_targets} utterances are longer than the "
+             f"encoder's {backbone.max_positions} positions and were cut")
     n_classes = len(corpus.label_names)
     head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(encoder.dim, n_classes)).to(device)
     weights = class_weight_vector(train_y, n_classes, cfg.class_weights)

@@ -174,6 +174,7 @@ class FinetunedTextEncoder:
         folds = self.cross_fit_folds(conversations)
         bounds = np.cumsum([0] + [len(c.utterances) for c in conversations])
         out = np.zeros((int(bounds[-1]), self.dim), dtype=np.float32)
+        cut_before = self.formatter.truncated_targets
         for fold in dict.fromkeys(folds):
             members = [i for i, f in enumerate(folds) if f == fold]
             rows = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in members])
@@ -181,6 +182,10 @@ class FinetunedTextEncoder:
             model = self._load() if fold is None else self._load_fold(fold)
             out[rows] = encode_inputs(model, inputs, self.record.pad_id, self.batch_size,
                                       progress)
+        cut = self.formatter.truncated_targets - cut_before
+        if cut:  # context is always dropped first: only targets longer than the encoder remain
+            log.warning("%s: %d of %d utterances are longer than the encoder's %d positions and "
+                        "were cut", self.folder, cut, len(out), self.record.max_positions)
         return out
 
     def _load_fold(self, fold: int):
