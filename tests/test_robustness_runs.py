@@ -22,8 +22,6 @@ import yaml
 from helpers import write_generic_corpus
 
 from merc.cli import main
-from merc.engine.interrupt import Interrupted, interruptible
-from merc.fileio import atomic_write_bytes, write_json
 
 TRAIN = ["train", "--corpus", "jsonl", "--model", "mlp", "--no-progress"]
 EPOCHS = ["train.max_epochs=300", "train.patience=300"]
@@ -91,6 +89,8 @@ def test_sigterm_mid_seed_exits_nonzero_keeps_complete_files_and_resumes(tmp_pat
 
 
 def test_interruptible_turns_signals_into_interrupted_and_restores_handlers():
+    from merc.engine.interrupt import Interrupted, interruptible
+
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as info, interruptible():
         os.kill(os.getpid(), signal.SIGTERM)
@@ -114,6 +114,9 @@ def test_main_reports_an_interruption_in_one_line_with_128_plus_signum(monkeypat
 
 
 def test_atomic_writes_leave_the_old_file_when_the_write_fails(tmp_path):
+    from merc.engine.interrupt import Interrupted
+    from merc.fileio import atomic_write_bytes, write_json
+
     target = tmp_path / "summary.json"
     write_json(target, {"ok": 1})
 

@@ -28,7 +28,6 @@ Output layout::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +42,7 @@ from merc.data.prepare import PreparedData, extract_features, load_configured
 from merc.engine.experiment import run_fingerprint
 from merc.engine.metrics import uar_from_confusion
 from merc.engine.trainer import train_seed
+from merc.fileio import write_json
 from merc.errors import MercInputError
 from merc.features import FeatureSpec
 
@@ -220,7 +220,7 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
         info = {"fold": fold.index, "test_speakers": list(fold.test),
                 "valid_speakers": list(fold.valid), "train_speakers": list(fold.train),
                 "utterances": counts}
-        (fold_dir / "fold.json").write_text(json.dumps(info, indent=2))
+        write_json(fold_dir / "fold.json", info)
         runs = []
         for seed in cfg.seeds:
             r = train_seed(cfg, prepared, seed, fold_dir / f"seed_{seed}", progress=progress,
@@ -269,7 +269,7 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
         "feature_spec": {k: v for k, v in spec.to_dict().items() if k != "stats"},
         "merc_version": merc.__version__, "fingerprint": fingerprint,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / "summary.json", summary)  # atomic: a kill never leaves half a file
     t, p = summary["test"], summary["pooled"]
     echo(f"{cfg.model_name} on {corpus.name} ({'+'.join(spec.modalities())}), {protocol}, "
          f"{len(plan)} folds x {len(cfg.seeds)} seed(s): test UAR {t['uar']['mean']:.2f} ± "

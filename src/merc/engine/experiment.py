@@ -147,6 +147,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
         progress = cfg.train.progress if cfg.train.progress is not None else sys.stderr.isatty()
     prepared = prepare_data(cfg.data, progress=progress)
     check_finite_features(prepared)
+    if not prepared.corpus.label_names:
+        # Otherwise the first complaint would be about train.ignore_labels, which is not set.
+        raise MercInputError(prepared.corpus.source, "no utterance has a label; training needs "
+                             "labelled train, validation and test dialogues", field="label")
     selection = cfg.train.selection
     selection.kept(prepared.corpus.label_names)  # a wrong train.ignore_labels fails right here
     counts = prepared.corpus.counts()

@@ -9,6 +9,7 @@ extracted.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 from collections.abc import Sequence
 
@@ -16,6 +17,8 @@ import numpy as np
 
 from merc.errors import MercInputError
 from merc.features.spec import AUDIO_OPENSMILE_SETS
+
+log = logging.getLogger(__name__)
 
 LEVELS = ("functionals",)
 """Supported feature levels: one vector per file. (Low-level descriptors give a variable
@@ -110,6 +113,15 @@ class OpenSmileExtractor:
             if not os.path.isfile(path):
                 raise MercInputError(path, "audio file not found", dialogue=dialogue,
                                      utterance=utterance, field="audio")
+            if not _finite_samples(path):
+                # openSMILE casts samples to int16, so NaN/inf become full-scale garbage with
+                # finite features that would reach the model (and, through a dialogue model's
+                # context, every other utterance). The row becomes missing, like a failed one.
+                log.warning("%s: dialogue %s, utterance %s, field 'audio': NaN/inf samples; "
+                            "this utterance's audio is treated as missing", path, dialogue,
+                            utterance)
+                out[i] = np.nan
+                continue
             try:
                 values = smile.process_file(os.fspath(path)).to_numpy()
             except Exception as e:
@@ -121,3 +133,17 @@ class OpenSmileExtractor:
                                      field="audio") from e
             out[i] = values.reshape(-1)
         return out
+
+
+def _finite_samples(path: str | os.PathLike) -> bool:
+    """False when a floating-point audio file holds NaN/inf samples (integer PCM cannot)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(os.fspath(path))
+        if info.subtype not in ("FLOAT", "DOUBLE"):
+            return True
+        data, _ = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+    except Exception:  # unreadable: process_file below reports it, naming the record
+        return True
+    return bool(np.isfinite(data).all())
