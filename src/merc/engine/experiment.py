@@ -93,7 +93,11 @@ def _finished_seed(seed_dir: Path, fingerprint: dict) -> dict | None:
         result = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if result.get("fingerprint") != fingerprint or not (seed_dir / result["checkpoint"]).exists():
+    # A hand-edited or foreign metrics.json is "not finished" (the seed is retrained), never a
+    # KeyError traceback.
+    if (not isinstance(result, dict) or result.get("fingerprint") != fingerprint
+            or not isinstance(result.get("checkpoint"), str)
+            or not (seed_dir / result["checkpoint"]).is_file()):
         return None
     return result
 
