@@ -24,6 +24,8 @@ outputs: RUN_DIR/summary.json (mean ± std over seeds, per-seed values, metrics 
 RUN_DIR/config.yaml (resolved config) and RUN_DIR/seed_<s>/{metrics.json,config.yaml,best.ckpt,
 metrics.csv}. The test split is evaluated once per seed, on the checkpoint with the best
 validation W-F1 (or the --metric chosen; summary.json names it under "selection_metric").
+interrupted (SIGTERM, Ctrl-C): exit status 143 / 130 and one line naming the finished seeds;
+every file written is complete, and the same command again reuses those seeds (--no-resume).
 examples:
   merc train --corpus iemocap --data-dir ../shared/data/iemocap --model bc-lstm --seeds 5 \\
       --out runs/iemocap-bclstm
