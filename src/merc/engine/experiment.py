@@ -146,7 +146,6 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
              + " (override any with train.<name>=...)")
     cfg = cfg.resolved()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if progress is None:
         progress = cfg.train.progress if cfg.train.progress is not None else sys.stderr.isatty()
     prepared = prepare_data(cfg.data, progress=progress)
@@ -162,6 +161,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
         f"{s} {v['dialogues']} dialogues/{v['utterances']} utterances" for s, v in counts.items())
         + f"; modalities {prepared.modalities} dims {prepared.input_dims}; "
         f"validation {prepared.corpus.valid_split}")
+    # Created only now: input that fails to load or validate leaves nothing behind.
+    out_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(out_dir / "config.yaml")
     results = []
     fingerprint = run_fingerprint(cfg)

@@ -117,9 +117,10 @@ class OpenSmileExtractor:
                 # openSMILE casts samples to int16, so NaN/inf become full-scale garbage with
                 # finite features that would reach the model (and, through a dialogue model's
                 # context, every other utterance). The row becomes missing, like a failed one.
+                # The file's name only: a resolved server path is never echoed (issue 14).
                 log.warning("%s: dialogue %s, utterance %s, field 'audio': NaN/inf samples; "
-                            "this utterance's audio is treated as missing", path, dialogue,
-                            utterance)
+                            "this utterance's audio is treated as missing",
+                            os.path.basename(path), dialogue, utterance)
                 out[i] = np.nan
                 continue
             try:
