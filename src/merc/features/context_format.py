@@ -89,7 +89,8 @@ class EncodedInput:
     """One formatted encoder input."""
 
     ids: list[int]
-    """Token ids, special tokens included, ``len(ids) <= max(max_tokens, target + 3)``."""
+    """Token ids, special tokens included: at most ``max_tokens``, or the target plus its (up to
+    four) separators when the target alone is longer."""
     target: tuple[int, int]
     """``[start, end)`` positions of the target utterance's tokens in ``ids`` (never empty: an
     empty utterance without a speaker prefix points at its closing separator)."""
