@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from merc.data.conversation import Conversation
 from merc.models import count_parameters, create_model, list_models
+from merc.models.df_erc import neighbour_context
 from merc.modules.contrastive import supervised_contrastive
 
 from helpers import TOY_DIMS as DIMS
@@ -293,3 +294,174 @@ def test_registered_and_parameter_count():
     assert count_parameters(_model(use_cfm=False)) < full
     assert count_parameters(_model(use_crm=False)) < full
     assert count_parameters(_model(use_ddm=False)) == full
+
+
+# --------------------------------------------------------------------------------------------
+# Official mechanisms (ddm / cfm / crm = "official"; WHULACC/DFERC)
+# --------------------------------------------------------------------------------------------
+
+OFFICIAL = {"ddm": "official", "cfm": "official", "crm": "official", "temperature": 1.0,
+            "modality_weight": 0.4, "utterance_weight": 0.4, "align_dim": 6}
+
+
+def _no_dropout(model):
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    model.config.lstm_dropout = 0.0
+    return model
+
+
+def test_supcon_temperature_one_by_hand():
+    # Three vectors, labels [0, 0, 1], tau = 1: anchors 0 and 1 each have the other as positive
+    # (similarity 0) and contrast {other: 0, z2: 1/sqrt 2}; anchor 2 has no positive.
+    z = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=-1)
+    expected = math.log(1 + math.exp(1 / math.sqrt(2)))
+    got = supervised_contrastive(z, torch.tensor([0, 0, 1]), 1.0)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_official_ddm_stacks_heads_and_outputs_h_plus_scaled_sum():
+    model = _model(**OFFICIAL).eval()
+    batch = _pair()
+    h = model.encode(batch)
+    s, c = model.disentangle(batch, h)
+    x = model.modality_vectors(h, s, c)
+    for m in DIMS:
+        assert s[m].shape == c[m].shape == (2, 6, 16)
+        torch.testing.assert_close(c[m], model.utterance_heads[m](s[m]))   # stacked on s
+        torch.testing.assert_close(x[m], torch.cat([h[m], 0.4 * (s[m] + c[m])], dim=-1))
+    # The terms are SupCon on the L2-normalised s (modality labels) and c (utterance labels).
+    terms = model.ddm_terms(batch, s, c)
+    valid = model.valid_masks(batch)
+    mods = sorted(DIMS)
+    zs = F.normalize(torch.cat([s[m][valid[m]] for m in mods]), dim=-1)
+    mod_labels = torch.cat([torch.full((int(valid[m].sum()),), i) for i, m in enumerate(mods)])
+    torch.testing.assert_close(terms["modality"], supervised_contrastive(zs, mod_labels, 1.0))
+    # Distinct modality labels (not the official text == audio bug, src/model.py:120).
+    assert mod_labels.unique().numel() == 3
+    # Training: aux = 0.4 L_mod + 0.4 L_utt + CFM loss + 0.7 alignment loss.
+    model = _no_dropout(_model(**OFFICIAL)).train()
+    out = model(batch)
+    h = model.encode(batch)
+    s, c = model.disentangle(batch, h)
+    x = model.modality_vectors(h, s, c)
+    terms = model.ddm_terms(batch, s, c)
+    valid, lab = model.valid_masks(batch), model.labelled(batch)
+    logits_m, conf = model.confidence(x)
+    expected = (0.4 * (terms["modality"] + terms["utterance"])
+                + model.cfm_loss(logits_m, conf, batch.labels, valid, lab)
+                + 0.7 * model.alignment_loss(model.align(x), batch.labels, valid, lab))
+    torch.testing.assert_close(out.aux_loss, expected)
+    assert model.eval()(batch).aux_loss is None
+
+
+def test_official_cfm_weights_follow_confidences_and_fused_vector_by_hand():
+    model = _model(**OFFICIAL).eval()
+    mods = sorted(DIMS)                                    # audio, text, video
+    x = {m: torch.full((1, 2, 4), float(i + 1)) for i, m in enumerate(mods)}
+    conf = {"audio": torch.tensor([[0.2, 0.2]]), "text": torch.tensor([[0.6, 0.6]]),
+            "video": torch.tensor([[0.2, 0.9]])}
+    valid = {m: torch.tensor([[True, True]]) for m in mods}
+    valid["video"] = torch.tensor([[True, False]])         # video absent at utterance 1
+    f, w = model.fuse_official(x, valid, conf)
+    assert f.shape == (1, 2, 8)
+    total = sum(w.values())
+    torch.testing.assert_close(total, torch.ones(1, 2))
+    # Utterance 0: w = c / sum c = (0.2, 0.6, 0.2); utterance 1: video excluded -> (0.25, 0.75).
+    torch.testing.assert_close(torch.stack([w[m][0, 0] for m in mods]),
+                               torch.tensor([0.2, 0.6, 0.2]))
+    torch.testing.assert_close(torch.stack([w[m][0, 1] for m in mods]),
+                               torch.tensor([0.25, 0.75, 0.0]))
+    # f = [0.9 * sum w x ; sum x] with x_audio = 1, x_text = 2, x_video = 3.
+    torch.testing.assert_close(f[0, 0], torch.tensor([0.9 * (0.2 + 1.2 + 0.6)] * 4 + [6.0] * 4))
+    torch.testing.assert_close(f[0, 1], torch.tensor([0.9 * (0.25 + 1.5)] * 4 + [3.0] * 4))
+    # Nothing present: zero weights, zero vector; conf=None ("w/o CFM"): equal weights.
+    none = {m: torch.tensor([[False, True]]) for m in mods}
+    f, w = model.fuse_official(x, none, conf)
+    assert (f[0, 0] == 0).all() and all(w[m][0, 0] == 0 for m in mods)
+    f, w = model.fuse_official(x, valid, None)
+    assert w["text"][0, 1].item() == pytest.approx(0.5) and w["video"][0, 1] == 0
+
+
+def test_official_cfm_loss_by_hand():
+    model = _model(**OFFICIAL)
+    z = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])               # (1, 2, 3)
+    labels = torch.tensor([[0, 2]])
+    conf = torch.tensor([[0.5, 0.1]])
+    valid = {"text": torch.tensor([[True, True]])}
+    lab = torch.tensor([[True, False]])                                  # utterance 1 unlabelled
+    model.modalities = ["text"]
+    got = model.cfm_loss({"text": z}, {"text": conf}, labels, valid, lab)
+    p = math.exp(2) / (math.exp(2) + 2)
+    assert got.item() == pytest.approx(-math.log(p) + (0.5 - p) ** 2, rel=1e-6)
+    assert model.cfm_loss({"text": z}, {"text": conf}, labels, valid, lab & False) is None
+
+
+def test_neighbour_context_excludes_own_state_edges_zero_and_padding_ignored():
+    o = torch.arange(1.0, 9.0).view(2, 4, 1)            # dialogue 0: 1..4; dialogue 1: 5, 6 + pad
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    ctx = neighbour_context(o, mask)
+    torch.testing.assert_close(ctx[0, :, 0], torch.tensor([2.0, 1 + 3, 2 + 4, 3.0]))
+    torch.testing.assert_close(ctx[1, :, 0], torch.tensor([6.0, 5.0, 0.0, 0.0]))
+    o2 = o.clone()
+    o2[1, 2:] = 1e3                                     # garbage at padding
+    torch.testing.assert_close(neighbour_context(o2, mask), ctx)
+
+
+def test_official_similarity_and_context_scale():
+    model = _model(**OFFICIAL).eval()
+    v = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]])
+    a = {"text": v, "audio": v.clone(), "video": -v}
+    a["audio"][0, 1] = torch.tensor([0.0, 1.0])
+    valid = {m: torch.ones(1, 3, dtype=torch.bool) for m in a}
+    valid["video"][0, 2] = False
+    valid["audio"][0, 2] = False
+    sim = model.similarity(a, valid)
+    # u0: pairs (a,t)=1, (a,v)=-1, (t,v)=-1 -> -1/3; u1: 0, 0, -1 -> -1/3; u2: one present -> 0.
+    torch.testing.assert_close(sim, torch.tensor([[-1 / 3, -1 / 3, 0.0]]))
+    f = torch.randn(1, 3, model.fused_dim)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    r = model.refuse_official(f, mask, torch.ones(1, 3))            # s = 1: no context
+    assert r.shape == (1, 3, 2 * model.fused_dim)
+    torch.testing.assert_close(r[..., :model.fused_dim], f)
+    assert (r[..., model.fused_dim:] == 0).all()
+    o = model.lstm_states(f, mask)
+    r = model.refuse_official(f, mask, torch.zeros(1, 3))
+    torch.testing.assert_close(r[..., model.fused_dim:], 0.8 * neighbour_context(o, mask))
+    off = _model(**OFFICIAL, use_crm=False).eval()
+    assert off.refuse_official(f, mask, torch.zeros(1, 3)).shape == (1, 3, off.fused_dim)
+
+
+def test_official_alignment_loss_by_hand():
+    model = _model(**OFFICIAL)
+    model.modalities = ["audio", "text"]
+    # Utterance 0 (class 0): text 1, audio 0 -> prototype 0.5, d = 0.25, hinge 0.15 each.
+    # Utterance 1 (class 1): both 0.3 -> d = 0, hinge 0 (terms 0, counted in the mean).
+    a = {"text": torch.tensor([[[1.0], [0.3], [9.0]]]),
+         "audio": torch.tensor([[[0.0], [0.3], [-9.0]]])}
+    labels = torch.tensor([[0, 1, 2]])
+    valid = {m: torch.ones(1, 3, dtype=torch.bool) for m in a}
+    lab = torch.tensor([[True, True, False]])            # utterance 2 unlabelled: ignored
+    got = model.alignment_loss(a, labels, valid, lab)
+    assert got.item() == pytest.approx((0.15 + 0.15 + 0 + 0) / 4, rel=1e-6)
+
+
+def test_official_variant_shapes_padding_and_bad_modes():
+    model = _model(**OFFICIAL).train()
+    batch = _pair()
+    out = model(batch)
+    assert out.logits.shape == (2, 6, 3) and out.hidden.shape == (2, 6, 8 * 16)
+    assert (out.hidden[1, 3:] == 0).all()
+    assert torch.isfinite(out.aux_loss)
+    total = sum(out.modality_weights.values())
+    torch.testing.assert_close(total[batch.mask], torch.ones(int(batch.mask.sum())))
+    # Garbage at padding changes neither the real logits nor the losses (eval).
+    model.eval()
+    base = model(batch).logits
+    for x in batch.features.values():
+        x[~batch.mask] = 1e3
+    torch.testing.assert_close(model(batch).logits[batch.mask], base[batch.mask])
+    for key in ("ddm", "cfm", "crm"):
+        with pytest.raises(ValueError, match=f"model.{key}: expected one of"):
+            _model(**{key: "paper"})
