@@ -21,12 +21,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from merc.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,8 @@ class FeatureCache:
         sidecar.update(n=int(arr.shape[0]), dim=int(arr.shape[1]),
                        nonfinite_rows=int((~np.isfinite(arr)).any(axis=1).sum()),
                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), merc_version=__version__)
-        self._atomic_write(npy, lambda f: np.save(f, arr, allow_pickle=False))
-        self._atomic_write(meta_path, lambda f: f.write(
+        atomic_write(npy, lambda f: np.save(f, arr, allow_pickle=False))
+        atomic_write(meta_path, lambda f: f.write(
             json.dumps(sidecar, indent=2, sort_keys=True, default=str).encode("utf-8")))
 
     def get_or_compute(self, extractor: str, settings: dict, inputs_hash: str, n: int,
@@ -198,23 +199,6 @@ class FeatureCache:
             # A read-only or full cache dir must not throw away minutes of extraction.
             log.warning("could not write feature cache %s (%s); continuing uncached", self.root, e)
         return arr
-
-    def _atomic_write(self, dest: Path, write: Callable) -> None:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        try:
-            # mkstemp creates 0600; a cache shared by a group should be readable like any file.
-            os.chmod(tmp, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
 
     def _remove(self, key: str) -> None:
         # Sidecar first so that a concurrent reader never sees a sidecar without its matrix.
