@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,6 +24,17 @@ SPLITS = ("train", "valid", "test")
 
 MEDIA_KINDS = ("audio", "video")
 """Per-utterance media a conversation may point to (wav / video paths)."""
+
+
+def split_fingerprint(conversations: Sequence[Conversation]) -> str:
+    """16 hex digits over a split's ids, speakers, texts and labels, in dialogue-id order (the
+    order a loader lists dialogues in does not change what is evaluated)."""
+    h = hashlib.sha256()
+    for c in sorted(conversations, key=lambda c: str(c.id)):
+        record = [str(c.id), c.utterance_ids, c.speakers, c.utterances, c.labels]
+        h.update(json.dumps(record, ensure_ascii=False, default=str).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
 
 
 @dataclass

@@ -9,25 +9,13 @@ they sit in, which is how a corpus whose train and test splits were swapped is r
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from merc.data.conversation import split_fingerprint  # noqa: F401  (part of this module's API)
 from merc.errors import MercInputError
 
 SPLITS = ("train", "valid", "test")
-
-
-def split_fingerprint(conversations: Sequence[Any]) -> str:
-    """16 hex digits over the split's ids, speakers, texts and labels, in dialogue-id order (the
-    order a loader lists dialogues in does not change what is evaluated)."""
-    h = hashlib.sha256()
-    for c in sorted(conversations, key=lambda c: str(c.id)):
-        record = [str(c.id), c.utterance_ids, c.speakers, c.utterances, c.labels]
-        h.update(json.dumps(record, ensure_ascii=False, default=str).encode())
-        h.update(b"\n")
-    return h.hexdigest()[:16]
 
 
 def data_block(corpus: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from merc.data.conversation import split_fingerprint
 from merc.errors import MercInputError
 from merc.features.context_format import ContextFormat, EncodedInput, InputFormatter
 
@@ -102,15 +103,8 @@ class FinetunedTextEncoder:
         self.record = EncoderRecord.load(self.folder)
         self.batch_size = int(batch_size)
         self.device = device
-        self._model = None
-        from tokenizers import Tokenizer
-
-        tokenizer_path = self.folder / "tokenizer.json"
-        if not tokenizer_path.is_file():
-            raise MercInputError(tokenizer_path, "missing: merc needs a fast tokenizer "
-                                 "(tokenizer.json) in the encoder folder", field="text_encoder")
-        self.formatter = InputFormatter(Tokenizer.from_file(str(tokenizer_path)),
-                                        self.record.context,
+        self._models: dict[int | None, Any] = {}
+        self.formatter = InputFormatter(load_tokenizer(self.folder), self.record.context,
                                         cls_id=self.record.cls_id, sep_id=self.record.sep_id,
                                         max_positions=self.record.max_positions)
 
@@ -127,15 +121,18 @@ class FinetunedTextEncoder:
                                  f.stat().st_mtime_ns]
                                 for f in self.folder.rglob("*") if f.is_file())}
 
-    def _load(self):
-        import torch
+    def _model(self, fold: int | None):
+        """The main encoder (``fold=None``) or cross-fit fold ``fold``'s, loaded once, in eval
+        mode, on ``device`` (default CUDA when available)."""
+        if fold not in self._models:
+            import torch
 
-        from merc.features.finetuned import ContextEncoder
+            from merc.features.finetuned import ContextEncoder
 
-        if self._model is None:
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self._model = ContextEncoder(self.folder).to(device).eval()
-        return self._model
+            path = self.folder if fold is None else self.folder / "folds" / str(fold)
+            self._models[fold] = ContextEncoder(path).to(device).eval()
+        return self._models[fold]
 
     def inputs(self, conversations: Sequence[Any]) -> list[EncodedInput]:
         """Formatted inputs of every utterance, conversation by conversation, in order
@@ -179,7 +176,7 @@ class FinetunedTextEncoder:
             members = [i for i, f in enumerate(folds) if f == fold]
             rows = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in members])
             inputs = self.inputs([conversations[i] for i in members])
-            model = self._load() if fold is None else self._load_fold(fold)
+            model = self._model(fold)
             out[rows] = encode_inputs(model, inputs, self.record.pad_id, self.batch_size,
                                       progress)
         cut = self.formatter.truncated_targets - cut_before
@@ -188,25 +185,22 @@ class FinetunedTextEncoder:
                         "were cut", self.folder, cut, len(out), self.record.max_positions)
         return out
 
-    def _load_fold(self, fold: int):
-        import torch
 
-        from merc.features.finetuned import ContextEncoder
+def load_tokenizer(model_dir: str | Path):
+    """The folder's ``tokenizers.Tokenizer`` (from ``tokenizer.json``)."""
+    from tokenizers import Tokenizer
 
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return ContextEncoder(self.folder / "folds" / str(fold)).to(device).eval()
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise MercInputError(path, "missing: merc needs a fast tokenizer (tokenizer.json) in the "
+                             "encoder folder", field="text_encoder")
+    return Tokenizer.from_file(str(path))
 
 
 def corpus_fingerprint(conversations: Sequence[Any]) -> str:
-    """SHA-256 over the train dialogues, then the validation dialogues (each in corpus order):
-    their ids, speakers, texts and labels -- what a fine-tune saw. Test dialogues and the
-    interleaving of splits (a validation split carved from train) do not change it."""
-    h = hashlib.sha256(b"merc-corpus\0")
-    ordered = [c for split in ("train", "valid") for c in conversations
-               if getattr(c, "split", None) == split]
-    for c in ordered:
-        for i in range(len(c.utterances)):
-            label = c.labels[i] if c.labels is not None else ""
-            h.update("\t".join((c.split, str(c.id), str(c.speakers[i]), c.utterances[i],
-                                str(label))).encode("utf-8", "surrogatepass") + b"\n")
-    return h.hexdigest()
+    """What a fine-tune saw: SHA-256 over the :func:`~merc.data.conversation.split_fingerprint`
+    of the train dialogues and that of the validation dialogues (test dialogues, and where the
+    validation dialogues sit among the train ones, do not change it)."""
+    parts = [split_fingerprint([c for c in conversations if getattr(c, "split", None) == s])
+             for s in ("train", "valid")]
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()

@@ -35,7 +35,8 @@ from torch import nn
 from merc.errors import MercInputError
 from merc.features.context_format import EncodedInput
 from merc.features.encoder_folder import (  # noqa: F401  (re-exported)
-    RECORD_FILE, EncoderRecord, FinetunedTextEncoder, corpus_fingerprint, is_encoder_folder)
+    RECORD_FILE, EncoderRecord, FinetunedTextEncoder, corpus_fingerprint, is_encoder_folder,
+    load_tokenizer)
 
 class _HFBackbone(nn.Module):
     """Any local ``transformers`` encoder folder behind :class:`BertEncoder`'s interface."""
@@ -126,17 +127,6 @@ class ContextEncoder(nn.Module):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
         """``ids, mask (B, T)``, ``spans (B, 2)`` -> ``(B, d)`` pooled target vectors."""
         return pool_target(self.backbone.hidden(ids, mask), spans)
-
-
-def load_tokenizer(model_dir: str | Path):
-    """The folder's ``tokenizers.Tokenizer`` (from ``tokenizer.json``)."""
-    from tokenizers import Tokenizer
-
-    path = Path(model_dir) / "tokenizer.json"
-    if not path.is_file():
-        raise MercInputError(path, "missing: merc needs a fast tokenizer (tokenizer.json) in the "
-                             "encoder folder", field="text_encoder")
-    return Tokenizer.from_file(str(path))
 
 
 def batches_by_length(lengths: Sequence[int], batch_size: int,
