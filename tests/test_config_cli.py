@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -155,13 +154,12 @@ def test_model_train_defaults_yield_to_explicit_settings(tmp_path):
                                       "model.context: expected one of")])
 def test_config_errors_come_first_in_one_line(tmp_path, capsys, bad, key):
     """A wrong option exits 2 with one line naming its key, before any data is read (the data
-    folder does not even exist), and fast."""
-    t0 = time.perf_counter()
+    folder does not even exist). (No wall-clock bound: a timed unit test fails on a busy machine;
+    that the check precedes any data work is shown by the missing folder and the absent run.)"""
     code = main(["train", "--corpus", "iemocap", "--data-dir", str(tmp_path / "nonexistent"),
                  "--out", str(tmp_path / "R"), *bad])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and key in err, err
-    assert time.perf_counter() - t0 < 3
     assert not (tmp_path / "R").exists()
 
 

@@ -147,3 +147,39 @@ def test_corpus_without_test_split_is_refused(tmp_path):
     corpus = write_generic_corpus(tmp_path / "c", n_train=6, n_test=0)
     with pytest.raises(MercInputError, match="no test dialogues"):
         run_experiment(_config(corpus), tmp_path / "run", progress=False, echo=lambda s: None)
+
+
+def test_warmup_schedule_and_optimizer_settings_by_hand():
+    from torch import nn
+
+    from merc.engine.loop import make_optimizer, warmup_schedule
+
+    f = warmup_schedule(4, 10, "linear")
+    # Warm-up (s + 1) / 4 for the first 4 steps, then (10 - s) / (10 - 4) down to 0.
+    assert [round(f(s), 4) for s in range(11)] == [
+        0.25, 0.5, 0.75, 1.0, 1.0, 0.8333, 0.6667, 0.5, 0.3333, 0.1667, 0.0]
+    g = warmup_schedule(2, 10, "none")
+    assert [g(s) for s in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
+    assert warmup_schedule(0, 10, "none")(0) == 1.0
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    opt = make_optimizer(model, 1e-3, 0.01, betas=(0.9, 0.84), eps=1e-7, decay_bias_norm=False)
+    decayed, exempt = opt.param_groups
+    assert [p.shape for p in decayed["params"]] == [torch.Size([4, 3])]
+    assert len(exempt["params"]) == 3 and exempt["weight_decay"] == 0.0
+    assert decayed["betas"] == (0.9, 0.84) and decayed["eps"] == 1e-7
+    # The default keeps one group: exactly AdamW(model.parameters(), ...).
+    assert len(make_optimizer(model, 1e-3, 0.01).param_groups) == 1
+
+
+def test_training_with_warmup_and_linear_decay(generic_corpus, tmp_path):
+    cfg = _config(generic_corpus, seeds=(0,), epochs=3)
+    cfg.train.warmup_steps = 2
+    cfg.train.lr_decay = "linear"
+    cfg.train.adam_betas = [0.9, 0.84]
+    out = tmp_path / "run"
+    summary = run_experiment(cfg, out, progress=False, echo=lambda s: None)
+    assert summary["test"]["wf1"]["mean"] > 40
+    t = ExperimentConfig.load(out / "seed_0" / "config.yaml").train
+    assert (t.warmup_steps, t.lr_decay, t.adam_betas) == (2, "linear", [0.9, 0.84])
+    t = load_checkpoint(out / "seed_0" / "best.ckpt").config.train
+    assert (t.warmup_steps, t.lr_decay, t.adam_betas) == (2, "linear", [0.9, 0.84])

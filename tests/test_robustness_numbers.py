@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -88,14 +87,14 @@ BOMB = "[" + ", ".join(
 
 
 def test_yaml_alias_bomb_is_refused_quickly(tmp_path, capsys):
-    t0 = time.perf_counter()
+    # Refused at the first alias, before any expansion (the message says so); no wall-clock
+    # bound, which would only measure how busy the machine is.
     with pytest.raises(ConfigError, match=r"aliases .* are not allowed"):
         ExperimentConfig().with_overrides([f"train.lr={BOMB}"])
     cfg = tmp_path / "bomb.yaml"
     cfg.write_text(f"train:\n  lr: {BOMB}\n")
     err = one_line_error(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")])
     assert "bomb.yaml" in err and "aliases" in err
-    assert time.perf_counter() - t0 < 2
 
 
 def test_deeply_nested_override_and_file_are_one_line(tmp_path, capsys):

@@ -40,6 +40,7 @@ parsing, overrides (``section.key=value``), YAML, checkpoints, the run fingerpri
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import functools
 import inspect
@@ -359,6 +360,9 @@ class DataConfig:
                            normalize=self.normalize)
 
 
+LR_DECAYS = ("none", "linear")
+"""Choices of ``train.lr_decay``."""
+
 SELECTION_METRICS = ("wf1", "micro_f1", "macro_f1", "acc")
 """Choices of ``train.metric`` (computed by :class:`merc.engine.metrics.SelectionMetric`)."""
 
@@ -366,7 +370,9 @@ TRAIN_ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 """Choices of ``train.accelerator`` (Lightning's names for the devices merc runs on)."""
 
 GENERIC_TRAIN: dict[str, Any] = {"max_epochs": 60, "patience": 10, "batch_size": 16, "lr": 1e-3,
-                                 "weight_decay": 1e-4, "grad_clip": 5.0}
+                                 "weight_decay": 1e-4, "grad_clip": 5.0,
+                                 "adam_betas": [0.9, 0.999], "adam_eps": 1e-8,
+                                 "warmup_steps": 0, "lr_decay": "none", "decay_bias_norm": True}
 """Values of the :class:`TrainConfig` fields left unset when the model's paper prescribes none.
 Only these fields may appear in a model's registered ``train_defaults``."""
 
@@ -389,6 +395,18 @@ class TrainConfig:
     """Weight the cross-entropy by inverse train-class frequency (sklearn 'balanced')."""
     grad_clip: float | None = None
     """Gradient-norm clipping (0 disables)."""
+    adam_betas: list[float] | None = None
+    """AdamW ``(beta1, beta2)``."""
+    adam_eps: float | None = None
+    """AdamW ``eps``."""
+    warmup_steps: int | None = None
+    """Optimiser steps of linear learning-rate warm-up from 0 (0 = none)."""
+    lr_decay: str | None = None
+    """Learning rate after warm-up: ``none`` (constant) or ``linear`` (to 0 at the last step of
+    ``max_epochs``, as ``transformers.get_linear_schedule_with_warmup``)."""
+    decay_bias_norm: bool | None = None
+    """Apply weight decay to biases and normalisation weights (every 1-d parameter) too; False
+    exempts them, the usual rule for transformer fine-tuning."""
     accelerator: str = "cpu"
     """Lightning accelerator: ``cpu``, ``gpu`` (= ``cuda``), ``mps`` or ``auto``."""
     num_threads: int = 1
@@ -411,7 +429,9 @@ class TrainConfig:
 
     FALLBACKS: ClassVar[dict[str, Any]] = GENERIC_TRAIN
     NOT_IN_FINGERPRINT: ClassVar[tuple[str, ...]] = ("progress",)
-    FINGERPRINT_IF_SET: ClassVar[dict[str, Any]] = {"metric": "wf1", "ignore_labels": []}
+    FINGERPRINT_IF_SET: ClassVar[dict[str, Any]] = {
+        "metric": "wf1", "ignore_labels": [], "adam_betas": [0.9, 0.999], "adam_eps": 1e-8,
+        "warmup_steps": 0, "lr_decay": "none", "decay_bias_norm": True}
     """Fields added after runs were recorded: left out of the run fingerprint while they hold
     this (default) value, so those runs still resume; any other value changes the fingerprint."""
 
@@ -419,9 +439,16 @@ class TrainConfig:
         for name in ("max_epochs", "batch_size"):
             value = getattr(self, name)
             require(value is None or value >= 1, name, f"expected >= 1, got {value}")
-        for name in ("patience", "lr", "weight_decay", "grad_clip"):
+        for name in ("patience", "lr", "weight_decay", "grad_clip", "warmup_steps"):
             value = getattr(self, name)
             require(value is None or value >= 0, name, f"expected >= 0, got {value}")
+        if self.adam_betas is not None:
+            require(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+                    "adam_betas", f"expected two numbers in [0, 1), got {self.adam_betas}")
+        require(self.adam_eps is None or self.adam_eps > 0, "adam_eps",
+                f"expected > 0, got {self.adam_eps}")
+        if self.lr_decay is not None:
+            require_choice("lr_decay", self.lr_decay, LR_DECAYS)
         require(self.num_threads >= 0, "num_threads", f"expected >= 0, got {self.num_threads}")
         for name in ("lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
@@ -448,7 +475,7 @@ class TrainConfig:
     def resolved(self, model_defaults: Mapping[str, Any] | None = None) -> "TrainConfig":
         """Copy with every unset field filled: the model's paper value, else :data:`GENERIC_TRAIN`."""
         paper = dict(model_defaults or {})
-        return dataclasses.replace(self, **{k: paper.get(k, GENERIC_TRAIN[k])
+        return dataclasses.replace(self, **{k: copy.deepcopy(paper.get(k, GENERIC_TRAIN[k]))
                                             for k in GENERIC_TRAIN if getattr(self, k) is None})
 
 

@@ -44,14 +44,14 @@ class BenchCorpus:
 BENCH_CORPORA: dict[str, BenchCorpus] = {
     "iemocap": BenchCorpus("iemocap", "iemocap", modality_sets=(("text",), ("audio",)),
                            ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba", "w/o MEC",
-                                      "bi-Mamba x2", "w/o DDM", "w/o CFM", "w/o CRM"),
+                                      "paper (causal x1)", "w/o DDM", "w/o CFM", "w/o CRM"),
                            fusion=True, lnorm=True),
     "meld": BenchCorpus("meld", "meld", ablations=("w/o PE", "w/o BLS"), lnorm=True),
     "mosi": BenchCorpus("mosi", "mosi",
                         modality_sets=(("text",), ("audio",), ("video",), ("text", "audio"),
                                        ("text", "video"), ("audio", "video")),
                         ablations=("w/o PE", "w/o BLS", "w/o PFM", "w/o Mamba", "w/o MEC",
-                                   "bi-Mamba x2", "w/o DDM", "w/o CFM", "w/o CRM"),
+                                   "paper (causal x1)", "w/o DDM", "w/o CFM", "w/o CRM"),
                         fusion=True),
 }
 """The corpora of the suites and which tables each contributes to."""

@@ -46,6 +46,7 @@ from merc.features.finetuned import (ContextEncoder, EncoderRecord, _autocast, b
                                      encode_inputs, load_tokenizer, now_iso, pad_inputs,
                                      pool_target)
 from merc.features.spec import DEFAULT_TEXT_ENCODER
+from merc.engine.loop import warmup_schedule
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +231,7 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
     total = steps_per_epoch * cfg.max_epochs
     warm = max(1, int(cfg.warmup * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(warm, total, "linear"))
 
     echo(f"{tag}fine-tuning {cfg.base} on {corpus.name}: {len(train_x)} train / {len(valid_x)} valid "
          f"utterances, {n_classes} classes, input {cfg.context.describe()}, "

@@ -2,7 +2,8 @@
 
 * :func:`masked_loss` -- cross-entropy over the labelled real utterances plus the model's
   ``aux_loss`` (training, validation, test, the efficiency bench's timed steps).
-* :func:`make_optimizer` -- AdamW with the weight-decay parameter-group rule.
+* :func:`make_optimizer` -- AdamW with the weight-decay parameter-group rule;
+  :func:`warmup_schedule` -- linear warm-up, then constant or linear decay.
 * :class:`Predictions` and :func:`evaluate` -- collect labels, predictions (and optionally the
   fused representations) of the labelled real utterances and turn them into the metrics of
   :func:`merc.engine.metrics.classification_metrics`. The Lightning module feeds one
@@ -14,7 +15,7 @@ No Lightning here: inference and the bench use it without importing the trainer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,20 +44,43 @@ def no_weight_decay(param: nn.Parameter) -> bool:
     return bool(getattr(param, "_no_weight_decay", False))
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, *,
+                   betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+                   decay_bias_norm: bool = True) -> torch.optim.AdamW:
     """AdamW over ``model``'s trainable parameters; those marked ``_no_weight_decay = True``
     (an SSM's ``A_log`` and skip ``D``, as in the Mamba reference code: decaying ``A_log`` pulls
-    every state's decay rate towards ``A = -1`` and ``D`` towards no skip) get weight decay 0.
+    every state's decay rate towards ``A = -1`` and ``D`` towards no skip) get weight decay 0,
+    and so does every 1-d parameter (biases, LayerNorm weights) when ``decay_bias_norm`` is False.
 
-    With nothing marked this is one parameter group in ``model.parameters()`` order, i.e. exactly
+    With nothing exempt this is one parameter group in ``model.parameters()`` order, i.e. exactly
     ``AdamW(model.parameters(), ...)``."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if not no_weight_decay(p)]
-    exempt = [p for p in params if no_weight_decay(p)]
-    groups: list[dict[str, Any]] = [{"params": decay}]
-    if exempt:
-        groups.append({"params": exempt, "weight_decay": 0.0})
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+    def exempt(p: nn.Parameter) -> bool:
+        return no_weight_decay(p) or (not decay_bias_norm and p.ndim < 2)
+
+    groups: list[dict[str, Any]] = [{"params": [p for p in params if not exempt(p)]}]
+    if any(exempt(p) for p in params):
+        groups.append({"params": [p for p in params if exempt(p)], "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=tuple(betas),
+                             eps=eps)
+
+
+def warmup_schedule(warmup_steps: int, total_steps: int, decay: str = "linear"
+                    ) -> Callable[[int], float]:
+    """Learning-rate factor of optimiser step ``s`` (for ``LambdaLR``): linear warm-up over
+    ``warmup_steps`` (factor ``(s + 1) / warmup_steps``), then ``decay="none"`` holds 1 and
+    ``decay="linear"`` falls linearly to 0 at ``total_steps`` (the shape of
+    ``transformers.get_linear_schedule_with_warmup``)."""
+    warm = max(1, warmup_steps)
+
+    def factor(step: int) -> float:
+        up = (step + 1) / warm if warmup_steps else 1.0
+        if decay == "none":
+            return min(1.0, up)
+        return min(up, max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps)))
+
+    return factor
 
 
 class Predictions:

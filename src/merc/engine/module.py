@@ -12,7 +12,7 @@ import merc
 from merc.config import ExperimentConfig
 from merc.data.collate import Batch
 from merc.engine.checkpoint import CHECKPOINT_KEY
-from merc.engine.loop import Predictions, make_optimizer, masked_loss
+from merc.engine.loop import Predictions, make_optimizer, masked_loss, warmup_schedule
 from merc.models import ModelOutput, create_model
 
 
@@ -87,7 +87,17 @@ class ERCModule(L.LightningModule):
         self._epoch_metrics("test")
 
     def configure_optimizers(self):
-        return make_optimizer(self.model, self.config.train.lr, self.config.train.weight_decay)
+        t = self.config.train
+        opt = make_optimizer(self.model, t.lr, t.weight_decay, betas=t.adam_betas,
+                             eps=t.adam_eps, decay_bias_norm=t.decay_bias_norm)
+        if not t.warmup_steps and t.lr_decay == "none":
+            return opt                  # constant learning rate: no scheduler at all
+        # The whole run's step count (max_epochs x batches per epoch): early stopping may end
+        # training before the rate reaches 0, as in the official code the schedule follows.
+        total = int(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            opt, warmup_schedule(t.warmup_steps, total, t.lr_decay))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Only plain Python types: the file must load with torch.load(weights_only=True).
