@@ -218,6 +218,45 @@ def test_extraction_cache_and_predict_use_identical_inputs(tiny_encoder, tmp_pat
     assert not np.allclose(again.conversations[-1].features["text"], conv.features["text"])
 
 
+def test_first_last_pooling_by_hand_and_followed_from_the_record(tiny_encoder, tmp_path):
+    """``first-last`` (DF-ERC's official pooling) averages the target span's first and last
+    states; the record's pooling is what extraction uses."""
+    import shutil
+
+    from merc.data import load_corpus
+    from merc.features.encoder_folder import FinetunedTextEncoder
+    from merc.features.finetuned import pool_target
+
+    h = torch.arange(2 * 5 * 1, dtype=torch.float32).view(2, 5, 1)      # row 0: 0..4, row 1: 5..9
+    spans = torch.tensor([[1, 4], [2, 3]])                               # [start, end)
+    torch.testing.assert_close(pool_target(h, spans, "first-last")[:, 0],
+                               torch.tensor([(1 + 3) / 2, 7.0]))         # a 1-token span: itself
+    torch.testing.assert_close(pool_target(h, spans)[:, 0], torch.tensor([2.0, 7.0]))
+
+    root, out, _, _ = tiny_encoder
+    conv = load_corpus("jsonl", root).conversations[:1]
+    copy = tmp_path / "enc-fl"
+    shutil.copytree(out, copy)
+    rec = json.loads((copy / "merc_encoder.json").read_text())
+    rec["pooling"] = "first-last"
+    (copy / "merc_encoder.json").write_text(json.dumps(rec))
+    enc = FinetunedTextEncoder(copy)
+    got = enc.encode(conv)
+    x = enc.inputs(conv)[0]
+    model = enc._model(None)
+    with torch.no_grad():
+        states = model.backbone.hidden(torch.tensor([x.ids]),
+                                       torch.ones(1, len(x.ids), dtype=torch.bool))[0]
+    start, end = x.target
+    np.testing.assert_allclose(got[0], ((states[start] + states[end - 1]) / 2).numpy(),
+                               atol=1e-5)
+    assert not np.allclose(got, FinetunedTextEncoder(out).encode(conv))
+    with pytest.raises(ValueError, match="finetune.pooling: expected one of"):
+        from merc.config import ExperimentConfig
+
+        ExperimentConfig().with_overrides(["finetune.pooling=cls"])
+
+
 def test_extraction_warns_about_targets_longer_than_the_encoder(tiny_encoder, caplog):
     from merc.data.conversation import Conversation
     from merc.features.encoder_folder import FinetunedTextEncoder

@@ -57,7 +57,7 @@ from typing import Any, ClassVar
 import yaml
 
 from merc.errors import ConfigError  # noqa: F401  (defined there so light modules can raise it)
-from merc.features.context_format import ContextFormat
+from merc.features.context_format import POOLINGS, ContextFormat
 from merc.features.spec import AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, FeatureSpec
 
 DATA_DIR_ENV = "MERC_DATA_DIR"
@@ -489,6 +489,10 @@ class FinetuneConfig:
     context: ContextFormat = field(default_factory=ContextFormat)
     """Input layout: ``context.past``, ``context.future``, ``context.speakers``,
     ``context.max_tokens``."""
+    pooling: str = "target-mean"
+    """Utterance vector from the target span's output states: ``target-mean`` (their mean) or
+    ``first-last`` (mean of the first and last sub-token states, DF-ERC's official pooling).
+    Recorded in the encoder folder, so extraction and prediction pool the same way."""
     train_layers: int | None = None
     """Top encoder layers that train (``None`` = all: full fine-tune). Lower layers are frozen
     and their outputs cached once, which makes each epoch several times cheaper on a CPU."""
@@ -533,6 +537,7 @@ class FinetuneConfig:
         if isinstance(self.context, Mapping):
             self.context = ContextFormat.from_dict(dict(self.context))
         require_choice("class_weights", self.class_weights, ("sqrt", "balanced", "none"))
+        require_choice("pooling", self.pooling, POOLINGS)
         require_choice("accelerator", self.accelerator, ("cpu", "gpu", "auto"))
         require_choice("precision", self.precision, ("auto", "bf16", "32"))
         require(self.train_layers is None or self.train_layers >= 1, "train_layers",

@@ -192,7 +192,7 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     base_dir = resolve_base(cfg.base)
     tokenizer = load_tokenizer(base_dir)
     cls_id, sep_id, pad_id = special_ids(base_dir, tokenizer)
-    encoder = ContextEncoder(base_dir, dropout=cfg.dropout).to(device)
+    encoder = ContextEncoder(base_dir, dropout=cfg.dropout, pooling=cfg.pooling).to(device)
     backbone = encoder.backbone
     formatter = InputFormatter(tokenizer, cfg.context, cls_id=cls_id, sep_id=sep_id,
                                max_positions=backbone.max_positions)
@@ -253,7 +253,7 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
                 if frozen:
                     h = _pad_states([train_h[i] for i in idx], device)
                     h = backbone.hidden(None, mask, start=frozen, h=h)
-                    v = pool_target(h, spans)
+                    v = pool_target(h, spans, cfg.pooling)
                 else:
                     v = encoder(ids, mask, spans)
                 logits = head(v).float()
@@ -289,7 +289,8 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     seconds = time.perf_counter() - t_start
     record = EncoderRecord(
         context=cfg.context, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id,
-        max_positions=int(backbone.max_positions), dim=int(encoder.dim), base_model=cfg.base,
+        max_positions=int(backbone.max_positions), dim=int(encoder.dim), pooling=cfg.pooling,
+        base_model=cfg.base,
         training={
             "settings": cfg.to_dict(), "corpus": corpus.name,
             "corpus_fingerprint": corpus_fingerprint(corpus.conversations),
@@ -345,7 +346,7 @@ def _predict(encoder: ContextEncoder, head: nn.Module, inputs: list[EncodedInput
         with _autocast(device):
             h = encoder.backbone.hidden(None, mask, start=frozen,
                                         h=_pad_states([states[i] for i in idx], device))
-            pred[idx] = head(pool_target(h, spans)).argmax(-1).cpu().numpy()
+            pred[idx] = head(pool_target(h, spans, encoder.pooling)).argmax(-1).cpu().numpy()
     return pred
 
 

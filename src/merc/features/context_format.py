@@ -31,6 +31,10 @@ from dataclasses import asdict, dataclass, fields
 
 from merc.errors import ConfigError
 
+POOLINGS = ("target-mean", "first-last")
+"""How a fine-tuned encoder turns the target span's output states into one vector
+(``finetune.pooling``; :func:`merc.features.finetuned.pool_target`)."""
+
 
 @dataclass
 class ContextFormat:

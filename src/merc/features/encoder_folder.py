@@ -56,7 +56,9 @@ class EncoderRecord:
     dim: int
     """Output dimension of the pooled utterance vector."""
     pooling: str = "target-mean"
-    """Mean of the target span's final hidden states."""
+    """How the target span's final hidden states become the vector: ``target-mean`` (their
+    mean) or ``first-last`` (mean of its first and last); :func:`merc.features.finetuned.
+    pool_target`."""
     base_model: str = ""
     """What was fine-tuned (the bundled package name or the folder given)."""
     training: dict[str, Any] = field(default_factory=dict)
@@ -131,7 +133,7 @@ class FinetunedTextEncoder:
 
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             path = self.folder if fold is None else self.folder / "folds" / str(fold)
-            self._models[fold] = ContextEncoder(path).to(device).eval()
+            self._models[fold] = ContextEncoder(path, pooling=self.record.pooling).to(device).eval()
         return self._models[fold]
 
     def inputs(self, conversations: Sequence[Any]) -> list[EncodedInput]:

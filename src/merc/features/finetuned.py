@@ -105,8 +105,17 @@ def pad_inputs(inputs: Sequence[EncodedInput], pad_id: int, device=None):
     return ids.to(device), mask.to(device), spans.to(device)
 
 
-def pool_target(h: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
-    """Mean of ``h (B, T, d)`` over each row's target span ``spans (B, 2)`` -> ``(B, d)``."""
+def pool_target(h: torch.Tensor, spans: torch.Tensor, pooling: str = "target-mean"
+                ) -> torch.Tensor:
+    """One vector per row from ``h (B, T, d)`` and each row's target span ``spans (B, 2)``
+    (``[start, end)``) -> ``(B, d)``: ``target-mean`` averages the span's states;
+    ``first-last`` averages its first and last states (DF-ERC's official utterance vector,
+    ``WHULACC/DFERC src/model.py:86-89``)."""
+    if pooling == "first-last":
+        first = spans[:, 0]
+        last = torch.maximum(spans[:, 1] - 1, first)
+        rows = torch.arange(h.shape[0], device=h.device)
+        return (h[rows, first] + h[rows, last]) / 2
     pos = torch.arange(h.shape[1], device=h.device)
     inside = (pos >= spans[:, :1]) & (pos < spans[:, 1:])                    # (B, T)
     w = inside.to(h.dtype).unsqueeze(-1)
@@ -114,11 +123,14 @@ def pool_target(h: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
 
 
 class ContextEncoder(nn.Module):
-    """Backbone + target-span mean pooling: formatted inputs -> one vector per utterance."""
+    """Backbone + target-span pooling (:func:`pool_target`): formatted inputs -> one vector per
+    utterance."""
 
-    def __init__(self, model_dir: str | Path, dropout: float = 0.0) -> None:
+    def __init__(self, model_dir: str | Path, dropout: float = 0.0,
+                 pooling: str = "target-mean") -> None:
         super().__init__()
         self.backbone = load_backbone(model_dir, dropout=dropout)
+        self.pooling = pooling
 
     @property
     def dim(self) -> int:
@@ -126,7 +138,7 @@ class ContextEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
         """``ids, mask (B, T)``, ``spans (B, 2)`` -> ``(B, d)`` pooled target vectors."""
-        return pool_target(self.backbone.hidden(ids, mask), spans)
+        return pool_target(self.backbone.hidden(ids, mask), spans, self.pooling)
 
 
 def batches_by_length(lengths: Sequence[int], batch_size: int,
