@@ -199,7 +199,7 @@ def test_extraction_cache_and_predict_use_identical_inputs(tiny_encoder, tmp_pat
     build_features(corpus, spec, cache, progress=False)
     assert len(calls) == 1                                   # second run: a cache hit
     conv = first.conversations[-1]
-    predicted = _text_encoder(str(out))(corpus.conversations[-1], False)
+    predicted = _text_encoder(str(out))([corpus.conversations[-1]], False)[0]
     np.testing.assert_allclose(predicted, conv.features["text"], atol=1e-5)
     n = len(calls)
     # Another encoder in the same place (re-fine-tuned): new key, recomputed.

@@ -207,7 +207,7 @@ def test_audio_is_extracted_from_wavs_and_missing_ones_are_masked(tmp_path, audi
             {"speaker": "A", "text": "(no recording)"}]
     predictor = Predictor.from_checkpoint(audio_ckpt)
     conv = read_conversation(write_jsonl(tmp_path / "c.jsonl", recs))
-    feats = predictor._features(conv, progress=False)
+    (feats,) = predictor._features([conv], progress=False)
     assert feats.features["audio"].shape == (3, 88)
     assert feats.feature_present["audio"].tolist() == [True, True, False]
     assert np.all(feats.features["audio"][2] == 0)  # normalised placeholder = the train mean

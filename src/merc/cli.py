@@ -35,13 +35,22 @@ examples:
 
 
 PREDICT_EPILOG = """\
-conversation file: .jsonl with one utterance per line, or .json {"utterances": [...]}; each
-utterance {"speaker": "...", "text": "...", "audio": "optional.wav", "video": "optional"} in turn
-order (paths relative to the file). The checkpoint's feature spec decides what is extracted.
---out JSON: {"model", "checkpoint", "labels", "modalities", "utterances": [{"id", "speaker",
-"text", "label", "confidence", "probs": {label: p}, "modality_weights": {modality: w} | null}]}
-example:
+inputs: conversation files, folders (every *.jsonl / *.json below them, sorted), '-' (JSON Lines
+of conversations on stdin), or @LIST (a text file naming one input per line).
+a conversation file is .jsonl with one utterance per line, .json {"id": ..., "utterances": [...]},
+or .jsonl with one conversation object per line -- merc's own corpus file is accepted as it is
+(dialogue_id, split, utterance_id, label). Each utterance {"speaker": "...", "text": "...",
+"audio": "optional.wav", "id": "optional", "label": "optional gold"} in turn order (paths relative
+to the file). The checkpoint's feature spec decides what is extracted.
+outputs: --out X.json (one conversation) or X.jsonl / '-' (one result per line);
+--out-dir DIR (one JSON per conversation); --table X.csv|X.parquet (one row per utterance).
+A result: {"id", "model", "checkpoint", "labels", "modalities", "utterances": [{"id", "speaker",
+"text", "label", "confidence", "probs": {label: p}, "modality_weights": {modality: w} | null,
+"gold" (when the input had a label)}]}
+examples:
   merc predict talk.jsonl --out talk.json --html talk.html --png talk.png
+  merc predict calls/ --model runs/meld-bm --out results.jsonl --table results.csv
+  cat many.jsonl | merc predict - --out - --quiet
 """
 
 
@@ -160,16 +169,28 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=("train", "valid", "test"))
     ev.add_argument("--out", help="write the metrics JSON here")
 
-    pr = sub.add_parser("predict", help="predict each utterance's emotion in a conversation file",
+    pr = sub.add_parser("predict", help="predict each utterance's emotion in conversations",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                        epilog=PREDICT_EPILOG)
-    pr.add_argument("conversation", help="a .json or .jsonl conversation (format below)")
-    pr.add_argument("--model", help="checkpoint (RUN_DIR/seed_<s>/best.ckpt); default: the "
-                    "bundled Broad Mamba MELD text model")
-    pr.add_argument("--out", help="write the predictions as JSON here")
-    pr.add_argument("--html", help="write a self-contained HTML timeline here")
-    pr.add_argument("--png", help="write a timeline picture (PNG) here")
-    pr.add_argument("--quiet", action="store_true", help="do not print the table")
+                        epilog=PREDICT_EPILOG, fromfile_prefix_chars="@")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="conversation files, folders, '-' (stdin) or @LIST (see below)")
+    pr.add_argument("--model", help="checkpoint (RUN_DIR/seed_<s>/best.ckpt) or a run folder "
+                    "(its best seed on validation); default: the bundled Broad Mamba MELD "
+                    "text model")
+    pr.add_argument("--out", help="results: .json (one conversation), .jsonl or '-' (stdout; "
+                    "one result per conversation per line)")
+    pr.add_argument("--out-dir", help="write one <conversation id>.json per conversation here")
+    pr.add_argument("--table", help="write one row per utterance here (.csv or .parquet)")
+    pr.add_argument("--html", help="write a self-contained HTML timeline here (one conversation)")
+    pr.add_argument("--png", help="write a timeline picture (PNG) here (one conversation)")
+    pr.add_argument("--batch-size", type=int, default=32,
+                    help="conversations per forward pass and per text-encoder call (default 32)")
+    pr.add_argument("--device", default="cpu", help="torch device of the model (default cpu)")
+    pr.add_argument("--on-error", choices=("fail", "skip"), default="fail",
+                    help="a bad conversation stops everything (fail, default) or is reported "
+                    "and skipped (skip); the summary counts both")
+    pr.add_argument("--quiet", action="store_true",
+                    help="print nothing but errors (needs an output file)")
     pr.add_argument("--allow-outside-media", action="store_true",
                     help="let audio/video paths point outside the conversation file's folder "
                     "(absolute, '..', symlinks out); refused by default")
@@ -384,8 +405,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             line += f"  [{n:,} params]"
         print(line)
         if entry.train_defaults:
-            print("    training defaults (from its paper): "
-                  + " ".join(f"train.{k}={v}" for k, v in entry.train_defaults.items()))
+            # JSON values (no spaces in lists): each item can be pasted as an override.
+            print("    training defaults (its paper's or official code's): "
+                  + " ".join(f"train.{k}={json.dumps(v, separators=(',', ':'))}"
+                             for k, v in entry.train_defaults.items()))
         for variant, options in entry.variants.items():
             print(f"    variant {variant!r}: "
                   + " ".join(f"model.{k}={v}" for k, v in options.items()))
@@ -447,20 +470,84 @@ def _write_prediction(pred, out: str | None, html: str | None, png: str | None) 
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from merc.data.conversation_file import read_conversation
+    import time
+
+    from merc.batch_predict import STDIN, ResultWriter, expand_inputs, read_inputs
     from merc.inference import Predictor
     from merc.timeline import format_table
 
-    # The conversation (media paths included) is checked before the model is loaded: a bad
+    outputs = [args.out, args.out_dir, args.table, args.html, args.png]
+    if args.quiet and not any(outputs):
+        raise ValueError("--quiet without --out, --out-dir, --table, --html or --png would "
+                         "compute predictions and write them nowhere")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    def say(line: str) -> None:          # stdout carries the results with --out -
+        if not args.quiet:
+            print(line, file=sys.stderr if args.out == STDIN else sys.stdout)
+
+    def warn(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    # Every conversation (media paths included) is checked before the model is loaded: a bad
     # file fails in a fraction of a second.
-    conv = read_conversation(args.conversation, allow_outside_media=args.allow_outside_media)
-    predictor = Predictor.from_checkpoint(args.model,
+    report = read_inputs(expand_inputs(args.inputs), on_error=args.on_error,
+                         allow_outside_media=args.allow_outside_media, warn=warn)
+    convs = report.conversations
+    if not convs:
+        raise ValueError(f"no conversation to predict ({len(report.errors)} skipped as bad "
+                         "input)")
+    many = len(convs) > 1
+    if many and (args.html or args.png):
+        raise ValueError(f"--html/--png draw one conversation; the inputs hold {len(convs)} "
+                         "(use --out-dir or --table for many)")
+    if many and args.out and args.out != STDIN and not args.out.endswith(".jsonl"):
+        raise ValueError(f"--out {args.out}: the inputs hold {len(convs)} conversations; give a "
+                         ".jsonl file (one result per line), '-' or --out-dir")
+    predictor = Predictor.from_checkpoint(args.model, device=args.device,
                                           allow_outside_media=args.allow_outside_media)
-    pred = predictor.predict(conv, progress=sys.stderr.isatty())
-    if not args.quiet:
-        print(format_table(pred))
-    for path in _write_prediction(pred, args.out, args.html, args.png):
-        print(f"wrote {path}")
+    for kind in ("audio", "video"):
+        unused = [c.id for c in convs if kind in predictor.unused_media(c)]
+        if unused:
+            warn(f"warning: {len(unused)} conversation(s) name {kind} files (e.g. {unused[0]}) "
+                 f"that this model does not use (it reads {', '.join(predictor.modalities)}); "
+                 f"they were checked but are ignored")
+    single_json = not many and args.out and args.out != STDIN and not args.out.endswith(".jsonl")
+    writer = ResultWriter(jsonl=None if single_json else args.out, folder=args.out_dir,
+                          table=args.table)
+    progress = sys.stderr.isatty() and many and not args.quiet
+    n_utt = sum(len(c) for c in convs)
+    t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_utt, unit="utt", desc="predict", file=sys.stderr)
+    chunk = args.batch_size * 8                  # one text-encoder call per chunk
+    preds = []
+    for start in range(0, len(convs), chunk):
+        part = predictor.predict_many(convs[start:start + chunk], batch_size=args.batch_size,
+                                      progress=sys.stderr.isatty() and not many)
+        for pred in part:
+            writer.add(pred.to_dict())
+        if not many:
+            preds = part
+        if bar is not None:
+            bar.update(sum(len(c) for c in convs[start:start + chunk]))
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    written = writer.close()
+    if not many:
+        if not args.quiet and args.out != STDIN:
+            print(format_table(preds[0]))
+        written = _write_prediction(preds[0], args.out if single_json else None, args.html,
+                                    args.png) + written
+    for path in written:
+        say(f"wrote {path}")
+    skipped = f"; {len(report.errors)} skipped as bad input" if report.errors else ""
+    say(f"predicted {len(convs)} conversation(s), {n_utt} utterances in {seconds:.1f} s "
+        f"({n_utt / max(seconds, 1e-9):.0f} utterances/s){skipped}")
     return 0
 
 

@@ -14,12 +14,19 @@ precomputed with a corpus, such as IEMOCAP's librosa-8 audio or MOSI's vectors; 
 merc has no extractor). An utterance without a wav, in a model trained with audio, is treated as
 training treated missing audio: zero-filled and marked absent (i.e. the train mean).
 
-Output schema (:meth:`Prediction.to_dict`, written by ``merc predict --out``; stable)::
+Many conversations: :meth:`Predictor.predict_many` extracts features for a whole batch of
+conversations in one text-encoder call and runs the model on ``batch_size`` conversations per
+forward pass (the models' logits do not depend on the batch's padding), which is what
+``merc predict`` does with many inputs.
 
-    {"model": "<registered model name>", "checkpoint": "<path>", "labels": [...],
-     "modalities": [...],
+Output schema (:meth:`Prediction.to_dict`, written by ``merc predict --out``; stable, fields
+are only ever added)::
+
+    {"id": "<conversation id>", "model": "<registered model name>", "checkpoint": "<path>",
+     "labels": [...], "modalities": [...],
      "utterances": [{"id", "speaker", "text", "label", "confidence",
-                     "probs": {label: p}, "modality_weights": {modality: w} | null}]}
+                     "probs": {label: p}, "modality_weights": {modality: w} | null,
+                     "gold": "<label from the input>" (only when the input had one)}]}
 
 ``probs`` is the softmax over the model's classes; ``confidence`` is the probability of the
 predicted ``label``. ``modality_weights`` are the per-utterance fusion weights of models that
@@ -59,6 +66,8 @@ class UtterancePrediction:
     """Softmax probability per class, in the model's label order."""
     modality_weights: dict[str, float] | None = None
     """Fusion weight per modality (PFM), or ``None`` for models without one."""
+    gold: str | None = None
+    """The input's own label for this utterance (never seen by the model), if it had one."""
 
 
 @dataclass
@@ -71,15 +80,22 @@ class Prediction:
     labels: list[str]
     modalities: list[str]
     utterances: list[UtterancePrediction] = field(default_factory=list)
+    id: str = "conversation"
+    """The conversation's id (from the input; a file's name when it gave none)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON schema of the module docstring."""
-        return {"model": self.model, "checkpoint": self.checkpoint, "labels": self.labels,
-                "modalities": self.modalities,
-                "utterances": [{"id": u.id, "speaker": u.speaker, "text": u.text,
-                                "label": u.label, "confidence": u.confidence, "probs": u.probs,
-                                "modality_weights": u.modality_weights}
-                               for u in self.utterances]}
+        def utterance(u: UtterancePrediction) -> dict[str, Any]:
+            d = {"id": u.id, "speaker": u.speaker, "text": u.text, "label": u.label,
+                 "confidence": u.confidence, "probs": u.probs,
+                 "modality_weights": u.modality_weights}
+            if u.gold is not None:
+                d["gold"] = u.gold
+            return d
+
+        return {"id": self.id, "model": self.model, "checkpoint": self.checkpoint,
+                "labels": self.labels, "modalities": self.modalities,
+                "utterances": [utterance(u) for u in self.utterances]}
 
 
 class Predictor:
@@ -91,14 +107,23 @@ class Predictor:
         allow_outside_media: Let a conversation file's ``audio``/``video`` paths point outside
             its folder (absolute paths, ``..``, symlinks out). Off by default: a conversation
             file from someone else must not make merc read arbitrary files of this machine.
+        device: Torch device of the context model (``cpu``, ``cuda``, ``cuda:1``, ...).
     """
 
-    def __init__(self, checkpoint: str | Path, *, allow_outside_media: bool = False) -> None:
+    def __init__(self, checkpoint: str | Path, *, allow_outside_media: bool = False,
+                 device: str = "cpu") -> None:
+        import torch
+
         from merc.engine.checkpoint import load_checkpoint
 
         self.allow_outside_media = bool(allow_outside_media)
         self.checkpoint = Path(checkpoint)
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as e:
+            raise MercInputError(device, f"not a torch device ({e})", field="--device") from None
         self.loaded = load_checkpoint(self.checkpoint)
+        self.loaded.model.to(self.device)
         self.spec = self.loaded.feature_spec
         self.modalities = self.spec.modalities()
         self.label_names = self.loaded.label_names
@@ -109,13 +134,21 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, *,
-                        allow_outside_media: bool = False) -> Predictor:
-        """Load ``path``, or merc's bundled default model when ``path`` is ``None``."""
+                        allow_outside_media: bool = False, device: str = "cpu") -> Predictor:
+        """Load ``path`` -- a checkpoint, or a ``merc train`` run folder (its best seed on
+        *validation*, :func:`merc.engine.checkpoint.resolve_checkpoint`, logged) -- or merc's
+        bundled default model when ``path`` is ``None``."""
         if path is None:
             from merc.pretrained import bundled_checkpoint
 
             path = bundled_checkpoint()
-        return cls(path, allow_outside_media=allow_outside_media)
+        else:
+            from merc.engine.checkpoint import resolve_checkpoint
+
+            path, why = resolve_checkpoint(path)
+            if why:
+                log.warning("%s", why)
+        return cls(path, allow_outside_media=allow_outside_media, device=device)
 
     def _check_spec(self) -> None:
         """Refuse up front what no conversation file could provide."""
@@ -132,45 +165,61 @@ class Predictor:
                                      "this model cannot be run on new conversations",
                                      field="feature_spec.video")
 
-    def _features(self, conv: Conversation, progress: bool) -> Conversation:
-        """Extract every modality the checkpoint needs; returns the conversation with them."""
-        features: dict[str, np.ndarray] = {}
-        present: dict[str, np.ndarray] = {}
+    def _features(self, convs: list[Conversation], progress: bool) -> list[Conversation]:
+        """Extract every modality the checkpoint needs for ``convs`` (text in one encoder call
+        for all of them); returns the conversations with their features, normalised."""
+        texts = None
         if "text" in self.modalities:
             if self._text is None:
                 self._text = _text_encoder(self.spec.text)
-            features["text"] = self._text(conv, progress)
-        if "audio" in self.modalities:
-            paths = conv.media.get("audio") or [None] * len(conv)
-            have = [i for i, p in enumerate(paths) if p]
-            if not have:
-                raise MercInputError(conv.id, f"this model uses audio ({self.spec.audio} from "
-                                     "wav files) but no utterance has an 'audio' path",
-                                     field="audio")
-            if self._audio is None:
-                from merc.features.audio import OpenSmileExtractor
-
-                self._audio = OpenSmileExtractor(self.spec.audio)
-            ids = [conv.utterance_name(i) for i in have]
-            rows = self._audio.extract([paths[i] for i in have], progress=progress,
-                                       origins=[(conv.id, u) for u in ids])
-            dim = rows.shape[1]
-            audio = np.zeros((len(conv), dim), dtype=np.float32)
-            mask = np.zeros(len(conv), dtype=bool)
-            ok = np.isfinite(rows).all(axis=1)
-            audio[np.asarray(have)[ok]] = rows[ok]
-            mask[np.asarray(have)[ok]] = True
-            if len(have) < len(conv) or not ok.all():
-                log.warning("%s: %d of %d utterances have no usable audio; treated as missing "
-                            "(as in training)", conv.id, int((~mask).sum()), len(conv))
-            features["audio"], present["audio"] = audio, mask
-        conv = replace(conv, features=features, feature_present=present)
+            texts = self._text(convs, progress)
+        out = []
+        for k, conv in enumerate(convs):
+            features: dict[str, np.ndarray] = {}
+            present: dict[str, np.ndarray] = {}
+            if texts is not None:
+                features["text"] = texts[k]
+            if "audio" in self.modalities:
+                features["audio"], present["audio"] = self._audio_features(conv, progress)
+            out.append(replace(conv, labels=None, features=features, feature_present=present))
         if self.spec.normalize and self.spec.stats:
             from merc.features.normalize import apply_stats
 
-            corpus = Corpus("predict", [conv], self.label_names, source=str(conv.id))
-            conv = apply_stats(corpus, self.spec.stats).conversations[0]
-        return conv
+            corpus = Corpus("predict", out, self.label_names, source="predict")
+            out = apply_stats(corpus, self.spec.stats).conversations
+        return out
+
+    def _audio_features(self, conv: Conversation, progress: bool
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, d)`` openSMILE features of ``conv``'s wavs and the ``(n,)`` present mask."""
+        paths = conv.media.get("audio") or [None] * len(conv)
+        have = [i for i, p in enumerate(paths) if p]
+        if not have:
+            raise MercInputError(conv.id, f"this model uses audio ({self.spec.audio} from "
+                                 "wav files) but no utterance has an 'audio' path",
+                                 field="audio")
+        if self._audio is None:
+            from merc.features.audio import OpenSmileExtractor
+
+            self._audio = OpenSmileExtractor(self.spec.audio)
+        ids = [conv.utterance_name(i) for i in have]
+        rows = self._audio.extract([paths[i] for i in have], progress=progress,
+                                   origins=[(conv.id, u) for u in ids])
+        audio = np.zeros((len(conv), rows.shape[1]), dtype=np.float32)
+        mask = np.zeros(len(conv), dtype=bool)
+        ok = np.isfinite(rows).all(axis=1)
+        audio[np.asarray(have)[ok]] = rows[ok]
+        mask[np.asarray(have)[ok]] = True
+        if len(have) < len(conv) or not ok.all():
+            log.warning("%s: %d of %d utterances have no usable audio; treated as missing "
+                        "(as in training)", conv.id, int((~mask).sum()), len(conv))
+        return audio, mask
+
+    def unused_media(self, conv: Conversation) -> list[str]:
+        """Media kinds ``conv`` names that this model does not use (e.g. wavs for a text-only
+        model): they are ignored, and a caller should say so."""
+        return [k for k, paths in conv.media.items()
+                if k not in self.modalities and any(p for p in paths)]
 
     def predict(self, conversation: Conversation | str | Path | Sequence[dict],
                 progress: bool = False) -> Prediction:
@@ -184,10 +233,6 @@ class Predictor:
                 :class:`Conversation` is taken as built.
             progress: Show progress bars during feature extraction.
         """
-        import torch
-
-        from merc.data.collate import DialogueDataset, collate_dialogues
-
         if isinstance(conversation, (str, Path)):
             conv = read_conversation(conversation, allow_outside_media=self.allow_outside_media)
         elif isinstance(conversation, Conversation):
@@ -195,22 +240,53 @@ class Predictor:
         else:
             conv = conversation_from_records(list(conversation),
                                              allow_outside_media=self.allow_outside_media)
-        conv = self._features(conv, progress)
-        batch = collate_dialogues([DialogueDataset([replace(conv, labels=None)], self.label_names,
-                                                   self.modalities)[0]])
-        with torch.no_grad():
-            out = self.loaded.model(batch)
-            probs = torch.softmax(out.logits[0].float(), dim=-1).numpy()     # (n, C)
+        return self.predict_many([conv], progress=progress)[0]
+
+    def predict_many(self, conversations: Sequence[Conversation], *, batch_size: int = 32,
+                     progress: bool = False) -> list[Prediction]:
+        """Predict every utterance of each conversation, in order: features for all of them at
+        once (one text-encoder call), then ``batch_size`` conversations per forward pass.
+
+        The result for a conversation is the one :meth:`predict` gives it alone (to float
+        rounding): padding never changes a real utterance's logits.
+        """
+        import torch
+
+        from merc.data.collate import DialogueDataset, collate_dialogues
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        convs = list(conversations)
+        ready = self._features(convs, progress)
+        data = DialogueDataset(ready, self.label_names, self.modalities)
+        results = []
+        for start in range(0, len(convs), batch_size):
+            idx = range(start, min(start + batch_size, len(convs)))
+            batch = collate_dialogues([data[i] for i in idx]).to(self.device)
+            with torch.no_grad():
+                out = self.loaded.model(batch)
+                probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()  # (B, L, C)
+            for b, i in enumerate(idx):
+                n = len(convs[i])
+                weights = ({m: w[b, :n].float().cpu().numpy()
+                            for m, w in out.modality_weights.items()}
+                           if out.modality_weights is not None else None)
+                results.append(self._result(convs[i], probs[b, :n], weights))
+        return results
+
+    def _result(self, conv: Conversation, probs: np.ndarray,
+                weights: dict[str, np.ndarray] | None) -> Prediction:
+        """The :class:`Prediction` of ``conv`` from its ``(n, C)`` probabilities."""
         if not np.isfinite(probs).all():
             # Never hand on a NaN confidence (and never write it into JSON): refuse instead.
             i = int(np.argwhere(~np.isfinite(probs))[0][0])
             raise MercInputError(self.checkpoint, "the model produced non-finite probabilities "
                                  "(NaN/inf)", dialogue=conv.id,
                                  utterance=conv.utterance_name(i), field="probs")
-        weights = ({m: w[0].numpy() for m, w in out.modality_weights.items()}
-                   if out.modality_weights is not None else None)
         result = Prediction(model=self.model_name, checkpoint=str(self.checkpoint),
-                            labels=list(self.label_names), modalities=list(self.modalities))
+                            labels=list(self.label_names), modalities=list(self.modalities),
+                            id=str(conv.id))
+        gold = conv.labels or [None] * len(conv)
         for i in range(len(conv)):
             k = int(probs[i].argmax())
             result.utterances.append(UtterancePrediction(
@@ -218,12 +294,14 @@ class Predictor:
                 label=self.label_names[k], confidence=float(probs[i, k]),
                 probs={lab: float(p) for lab, p in zip(self.label_names, probs[i])},
                 modality_weights=({m: float(w[i]) for m, w in weights.items()}
-                                  if weights is not None else None)))
+                                  if weights is not None else None),
+                gold=gold[i]))
         return result
 
 
 def _text_encoder(name: str):
-    """``conversation, progress -> (n, d)`` for text encoder ``name``.
+    """``conversations, progress -> [(n_i, d) per conversation]`` for text encoder ``name``,
+    one encoder call for all of them.
 
     The bundled MiniLM runs through the light :class:`merc.features.minilm.MiniLMEncoder` (same
     embeddings as sentence-transformers to float rounding, without importing it: seconds faster
@@ -235,17 +313,34 @@ def _text_encoder(name: str):
     from merc.features.spec import DEFAULT_TEXT_ENCODER
     from merc.features.text import TextEncoder, bundled_model_dir
 
+    def flat(convs):
+        return ([u for c in convs for u in c.utterances], [n for c in convs for n in _names(c)],
+                ", ".join(str(c.id) for c in convs[:3]) + (" ..." if len(convs) > 3 else ""))
+
+    def split(matrix, convs):
+        bounds = np.cumsum([0] + [len(c) for c in convs])
+        return [matrix[bounds[k]:bounds[k + 1]] for k in range(len(convs))]
+
     if name == DEFAULT_TEXT_ENCODER:
         from merc.features.minilm import MiniLMEncoder
 
         fast = MiniLMEncoder(bundled_model_dir())
-        return lambda conv, progress: fast.encode(conv.utterances, _names(conv), conv.id)
+
+        def encode_minilm(convs, progress):
+            texts, names, source = flat(convs)
+            return split(fast.encode(texts, names, source), convs)
+
+        return encode_minilm
     if is_encoder_folder(name):
         ctx = FinetunedTextEncoder(name)
-        return lambda conv, progress: ctx.encode([conv], progress=progress)
+        return lambda convs, progress: split(ctx.encode(convs, progress=progress), convs)
     encoder = TextEncoder(name)
-    return lambda conv, progress: encoder.encode(conv.utterances, progress=progress,
-                                                 names=_names(conv), source=conv.id)
+
+    def encode_st(convs, progress):
+        texts, names, source = flat(convs)
+        return split(encoder.encode(texts, progress=progress, names=names, source=source), convs)
+
+    return encode_st
 
 
 def _names(conv: Conversation) -> list[str]:

@@ -1,10 +1,17 @@
-"""The conversation file ``merc predict`` reads: one new, unlabelled conversation.
+"""The conversation files ``merc predict`` reads.
 
-Two spellings of the same content (UTF-8):
+One conversation per file, two spellings of the same content (UTF-8):
 
 * ``.json`` -- an object ``{"id": "optional name", "utterances": [UTTERANCE, ...]}``, or just
   the list ``[UTTERANCE, ...]``;
 * ``.jsonl`` -- one ``UTTERANCE`` object per line (blank lines are skipped).
+
+Many conversations per file: a ``.jsonl`` file whose lines are *conversation* objects
+``{"id": ..., "utterances": [UTTERANCE, ...]}`` (what ``merc predict -`` reads from stdin). merc's
+own corpus file (:mod:`merc.data.jsonl`: ``dialogue_id``, ``split``, ``utterance_id``, ``label``)
+is such a file, so a corpus can be predicted as it is: ``dialogue_id`` is the conversation's id,
+``split`` is ignored, ``utterance_id`` is the utterance's id. A file is read as one kind or the
+other from its first record (an object with ``utterances`` = a conversation per line).
 
 Utterances are in turn order. Each ``UTTERANCE`` is an object with:
 
@@ -15,8 +22,10 @@ speaker    yes       who speaks (any non-empty string; the same string = the sam
 text       yes       the transcript (a string; may be empty when the model does not use text)
 audio      no        path of the utterance's wav file, inside the conversation file's folder
 video      no        path of the utterance's video file, inside the conversation file's folder
-id         no        an utterance id used in messages and the output (default: its position)
-label      no        a known emotion, ignored by prediction (kept so annotated files can be used)
+id         no        an utterance id used in messages and the output (default: its position);
+                     ``utterance_id`` is accepted as the same field (merc's corpus format)
+label      no        the gold label (a string or null): not seen by the model, returned as
+                     ``gold`` beside the prediction, so annotated files can be scored
 =========  ========  ======================================================================
 
 Any other field is an error (it is usually a typo, e.g. ``speeker``; the message suggests the
@@ -39,7 +48,7 @@ Example (``talk.jsonl``)::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,31 +56,59 @@ from merc.data.conversation import Conversation
 from merc.data.validate import check_fields, resolve_media
 from merc.errors import MercInputError
 
-UTTERANCE_FIELDS = ("speaker", "text", "audio", "video", "id", "label")
-"""Fields an utterance object may have."""
+UTTERANCE_FIELDS = ("speaker", "text", "audio", "video", "id", "utterance_id", "label")
+"""Fields an utterance object may have (``utterance_id`` = ``id``)."""
+
+CONVERSATION_FIELDS = ("id", "dialogue_id", "split", "utterances")
+"""Fields a conversation object may have (``dialogue_id`` = ``id``; ``split`` is ignored)."""
 
 
 def read_conversation(path: str | Path, *, allow_outside_media: bool = False) -> Conversation:
-    """Read a ``.json`` or ``.jsonl`` conversation file (format in the module docstring).
+    """Read a file holding one conversation (format in the module docstring).
 
     Returns:
         An unlabelled :class:`Conversation` (split ``test``) whose ``media`` holds absolute
-        audio/video paths (``None`` where an utterance has none), each checked to be readable.
+        audio/video paths (``None`` where an utterance has none), each checked to be readable;
+        gold labels given in the file are in ``labels`` (``None`` where absent).
 
     Raises:
         MercInputError: unreadable file, invalid JSON (with the line), a missing, unknown or
-            mistyped field, an empty conversation, or a media path that leaves the file's
-            folder (unless ``allow_outside_media``) or cannot be read.
+            mistyped field, an empty conversation, a file holding several conversations, or a
+            media path that leaves the file's folder (unless ``allow_outside_media``) or cannot
+            be read.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MercInputError(path, "conversation file not found")
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise MercInputError(path, f"cannot read as UTF-8 text ({type(e).__name__})") from None
-    conv_id = path.stem
-    if path.suffix.lower() == ".jsonl":
+    items = list(iter_conversations(path, allow_outside_media=allow_outside_media))
+    for item in items:
+        if isinstance(item, MercInputError):
+            raise item
+    if len(items) != 1:
+        raise MercInputError(path, f"holds {len(items)} conversations; merc predict takes "
+                             "files of many conversations (or use iter_conversations)")
+    return items[0]
+
+
+def iter_conversations(path: str | Path, *, allow_outside_media: bool = False,
+                       stream=None) -> Iterator[Conversation | MercInputError]:
+    """Every conversation of a conversation file, or of ``stream`` (then ``path`` only names it
+    in messages, and media paths resolve against the current directory), in order.
+
+    A conversation that fails validation is *yielded* as its :class:`MercInputError` (file,
+    line, dialogue, utterance, field), so a caller can report it and go on or stop; a file that
+    cannot be read or parsed at all raises.
+    """
+    if stream is None:
+        path = Path(path)
+        if not path.is_file():
+            raise MercInputError(path, "conversation file not found" if not path.is_dir() else
+                                 "is a folder; merc predict takes folders (this reader one file)")
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise MercInputError(path, f"cannot read as UTF-8 text ({type(e).__name__})") from None
+        base_dir, stem, suffix = path.parent, path.stem, path.suffix.lower()
+    else:
+        raw, base_dir, stem, suffix = stream.read(), Path.cwd(), str(path), ".jsonl"
+    if suffix == ".jsonl":
         records = []
         # "\n" only: str.splitlines() also breaks at U+2028/U+2029 and other separators,
         # which JSON allows unescaped inside strings (the training JSONL reader accepts them).
@@ -79,31 +116,71 @@ def read_conversation(path: str | Path, *, allow_outside_media: bool = False) ->
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                records.append((lineno, json.loads(line)))
             except json.JSONDecodeError as e:
                 raise MercInputError(path, f"line {lineno}: invalid JSON ({e.msg})") from None
+        if not records:
+            raise MercInputError(path, "the conversation has no utterances", field="utterances")
+        if isinstance(records[0][1], dict) and "utterances" in records[0][1]:
+            for lineno, rec in records:          # one conversation object per line
+                try:
+                    yield _conversation_object(rec, path, base_dir, f"{stem}:{lineno}",
+                                               allow_outside_media, lineno)
+                except MercInputError as e:
+                    yield e
+            return
+        yield from _guarded(lambda: conversation_from_records(
+            [r for _, r in records], source=path, conversation_id=stem, base_dir=base_dir,
+            allow_outside_media=allow_outside_media))
+        return
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise MercInputError(path, f"invalid JSON at line {e.lineno} ({e.msg}); expected "
+                             "an object with 'utterances' or a list of utterances") from None
+    if isinstance(data, dict):
+        yield from _guarded(lambda: _conversation_object(data, path, base_dir, stem,
+                                                         allow_outside_media))
     else:
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise MercInputError(path, f"invalid JSON at line {e.lineno} ({e.msg}); expected "
-                                 "an object with 'utterances' or a list of utterances") from None
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - {"id", "utterances"})
-            if unknown:
-                raise MercInputError(path, f"unknown top-level field(s) {unknown}; expected "
-                                     "'id' and 'utterances'", field=unknown[0])
-            if "utterances" not in data:
-                raise MercInputError(path, "no 'utterances' list", field="utterances")
-            conv_id = str(data.get("id") or conv_id)
-            records = data["utterances"]
-        else:
-            records = data
-        if not isinstance(records, list):
-            raise MercInputError(path, f"'utterances' must be a list, got "
-                                 f"{type(records).__name__}", field="utterances")
+        yield from _guarded(lambda: conversation_from_records(
+            data, source=path, conversation_id=stem, base_dir=base_dir,
+            allow_outside_media=allow_outside_media))
+
+
+def _guarded(build) -> Iterator[Conversation | MercInputError]:
+    try:
+        yield build()
+    except MercInputError as e:
+        yield e
+
+
+def _conversation_object(data: Any, path, base_dir: Path, default_id: str,
+                         allow_outside_media: bool, lineno: int | None = None) -> Conversation:
+    """Validate one conversation object ``{"id"|"dialogue_id", "split"?, "utterances"}``."""
+    where = f"line {lineno}: " if lineno is not None else ""
+    if not isinstance(data, dict):
+        raise MercInputError(path, f"{where}expected a conversation object, got "
+                             f"{type(data).__name__}")
+    unknown = sorted(set(data) - set(CONVERSATION_FIELDS))
+    if unknown:
+        raise MercInputError(path, f"{where}unknown top-level field(s) {unknown}; expected "
+                             f"{', '.join(CONVERSATION_FIELDS)}", field=unknown[0])
+    if "utterances" not in data:
+        raise MercInputError(path, f"{where}no 'utterances' list", field="utterances")
+    ids = [data[k] for k in ("id", "dialogue_id") if data.get(k) is not None]
+    if len(ids) == 2 and str(ids[0]) != str(ids[1]):
+        raise MercInputError(path, f"{where}'id' {ids[0]!r} and 'dialogue_id' {ids[1]!r} "
+                             "disagree", field="id")
+    for value in ids:
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise MercInputError(path, f"{where}must be a string or integer", field="id")
+    conv_id = str(ids[0]) if ids else default_id
+    records = data["utterances"]
+    if not isinstance(records, list):
+        raise MercInputError(path, f"{where}'utterances' must be a list, got "
+                             f"{type(records).__name__}", dialogue=conv_id, field="utterances")
     return conversation_from_records(records, source=path, conversation_id=conv_id,
-                                     allow_outside_media=allow_outside_media)
+                                     base_dir=base_dir, allow_outside_media=allow_outside_media)
 
 
 def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<input>",
@@ -126,16 +203,21 @@ def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<
         src = Path(str(source))
         base_dir = src.parent if src.suffix else Path.cwd()
     base = Path(base_dir)
-    speakers, texts, ids = [], [], []
+    speakers, texts, ids, gold = [], [], [], []
     media: dict[str, list[str | None]] = {"audio": [], "video": []}
     for i, rec in enumerate(records):
         name = f"#{i}"
         if not isinstance(rec, dict):
             raise bad(f"expected an object, got {type(rec).__name__}", name)
-        if rec.get("id") is not None:
-            if not isinstance(rec["id"], (str, int)):
-                raise bad("must be a string or integer", name, "id")
-            name = str(rec["id"])
+        given = [(k, rec[k]) for k in ("id", "utterance_id") if rec.get(k) is not None]
+        for key, value in given:
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise bad("must be a string or integer", name, key)
+        if len(given) == 2 and str(given[0][1]) != str(given[1][1]):
+            raise bad(f"'id' {given[0][1]!r} and 'utterance_id' {given[1][1]!r} disagree",
+                      name, "id")
+        if given:
+            name = str(given[0][1])
         check_fields(rec, UTTERANCE_FIELDS, lambda m, utterance=None, field=None:
                      bad(m, utterance, field), utterance=name)
         for key in ("speaker", "text"):
@@ -145,6 +227,10 @@ def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<
             raise bad("must be a non-empty string", name, "speaker")
         if not isinstance(rec["text"], str):
             raise bad(f"must be a string, got {type(rec['text']).__name__}", name, "text")
+        label = rec.get("label")
+        if label is not None and (not isinstance(label, str) or not label.strip()):
+            raise bad("must be a label name (a non-empty string) or null", name, "label")
+        gold.append(label.strip() if label is not None else None)
         for kind in ("audio", "video"):
             value = rec.get(kind)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -160,5 +246,6 @@ def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<
         dup = next(x for x in ids if ids.count(x) > 1)
         raise bad("duplicate utterance id", dup, "id")
     return Conversation(id=str(conversation_id), split="test", speakers=speakers,
-                        utterances=texts, labels=None, utterance_ids=ids,
+                        utterances=texts, labels=gold if any(g is not None for g in gold)
+                        else None, utterance_ids=ids,
                         media={k: v for k, v in media.items() if any(v)})

@@ -41,6 +41,44 @@ class LoadedCheckpoint:
     checkpoints written before merc recorded it."""
 
 
+def resolve_checkpoint(path: str | Path) -> tuple[Path, str | None]:
+    """A checkpoint file, or the best seed of a ``merc train`` run folder.
+
+    A folder is a run: among its ``seed_<s>/`` with both ``best.ckpt`` and ``metrics.json``, the
+    seed with the highest *validation* selection metric (the run's ``train.metric``, W-F1 by
+    default) is chosen -- never by test. Returns the checkpoint path and, for a folder, one line
+    saying which seed was picked and why (``None`` for a file).
+
+    Raises:
+        MercInputError: a folder without finished seeds, or an unreadable ``metrics.json``.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_dir():
+        return path, None
+    scored = []
+    for seed_dir in sorted(path.glob("seed_*")):
+        ckpt, metrics = seed_dir / "best.ckpt", seed_dir / "metrics.json"
+        if not (ckpt.is_file() and metrics.is_file()):
+            continue
+        try:
+            m = json.loads(metrics.read_text())
+            key = (m.get("selection_metric") or {}).get("key", "wf1")
+            scored.append((float(m["valid"][key]), seed_dir.name, ckpt, key))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise MercInputError(metrics, f"cannot read the seed's validation score ({e})",
+                                 field="valid") from None
+    if not scored:
+        raise MercInputError(path, "a folder, but not a merc run with a finished seed "
+                             "(no seed_<s>/best.ckpt with metrics.json); give a checkpoint file "
+                             "or a run folder of merc train")
+    best = max(scored, key=lambda t: t[0])             # ties: the first seed in name order
+    others = ", ".join(f"{name} {score:.2f}" for score, name, _, _ in scored)
+    return best[2], (f"{path}: using {best[1]} (best validation {best[3]} {best[0]:.2f} of "
+                     f"{len(scored)} seed(s): {others})")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Load a checkpoint written by ``merc train`` (one ``seed_*/best.ckpt``).
 
