@@ -257,6 +257,10 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("--utterances", type=int, default=100, help="conversation length (default 100)")
     bp.add_argument("--repeats", type=int, default=5, help="whole-command runs (default 5)")
     bp.add_argument("--model", help="checkpoint (default: the bundled model)")
+    bp.add_argument("--conversations", type=int, default=0,
+                    help="N > 0: instead, compare the throughput of predicting N generated "
+                    "conversations of --utterances each (batched folder, a process per file, "
+                    "the API loop, the bare encoder); e.g. --conversations 1000 --utterances 20")
     bs = bsub.add_parser("scaling", help="forward time and peak memory vs conversation length")
     bs.add_argument("--out", default="results", help="output folder (default results)")
     bs.add_argument("--min-log2", type=int, default=6, help="shortest length 2^k (default 6)")
@@ -603,10 +607,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              repeats=args.repeats, threads=args.threads,
                              cache_dir=args.cache_dir, train_repeats=args.train_repeats)
     elif args.bench == "predict":
-        from merc.bench.predict_speed import run_predict_bench
+        from merc.bench.predict_speed import run_predict_bench, run_throughput_bench
 
-        run_predict_bench(args.out, n_utterances=args.utterances, repeats=args.repeats,
-                          checkpoint=args.model)
+        if args.conversations > 0:
+            run_throughput_bench(args.out, n_conversations=args.conversations,
+                                 n_utterances=args.utterances, repeats=args.repeats,
+                                 checkpoint=args.model)
+        else:
+            run_predict_bench(args.out, n_utterances=args.utterances, repeats=args.repeats,
+                              checkpoint=args.model)
     else:
         from merc.bench.scaling import run_scaling_bench
 

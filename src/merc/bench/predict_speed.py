@@ -122,3 +122,127 @@ def run_predict_bench(out_dir: str | Path = "results", *, n_utterances: int = 10
              f"{r['seconds_max']:.2f}]")
     echo(f"wrote {out / 'predict_speed.csv'} and {out / 'predict_speed.md'}")
     return rows
+
+
+# ----------------------------------------------------------------------------- many conversations
+
+_API_LOOP = """
+import json, sys, time
+from pathlib import Path
+from merc import Predictor
+files = sorted(Path(sys.argv[1]).glob("*.jsonl"))[: int(sys.argv[3])]
+p = Predictor.from_checkpoint(sys.argv[2] if sys.argv[2] != "-" else None)
+p.predict(files[0])                                   # encoder loaded, caches warm
+t0 = time.perf_counter()
+n = sum(len(p.predict(f).utterances) for f in files)
+print(json.dumps({"seconds": time.perf_counter() - t0, "utterances": n}))
+"""
+
+_BARE_ENCODER = """
+import json, sys, time
+from pathlib import Path
+from merc.features.minilm import MiniLMEncoder
+from merc.features.text import bundled_model_dir
+texts = [json.loads(line)["text"] for f in sorted(Path(sys.argv[1]).glob("*.jsonl"))
+         for line in f.read_text().splitlines() if line.strip()]
+enc = MiniLMEncoder(bundled_model_dir())
+enc.encode(texts[:64])                                # weights loaded, caches warm
+t0 = time.perf_counter()
+enc.encode(texts)
+print(json.dumps({"seconds": time.perf_counter() - t0, "utterances": len(texts)}))
+"""
+
+
+def write_conversation_folder(folder: Path, n_conversations: int, n_utterances: int) -> int:
+    """``n_conversations`` files of ``n_utterances`` generated utterances each (different
+    conversations: the sentence pattern is shifted per file); returns the utterance count."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = synthetic_conversation(n_utterances + n_conversations)
+    for k in range(n_conversations):
+        utts = base[k:k + n_utterances]
+        (folder / f"conv_{k:05d}.jsonl").write_text("".join(json.dumps(u) + "\n" for u in utts))
+    return n_conversations * n_utterances
+
+
+def run_throughput_bench(out_dir: str | Path = "results", *, n_conversations: int = 1000,
+                         n_utterances: int = 20, repeats: int = 3, sample: int = 20,
+                         checkpoint: str | None = None, echo=print) -> list[dict]:
+    """Utterances per second of four ways to predict many text conversations, side by side.
+
+    * ``merc predict DIR`` -- one process for the whole folder (batched), whole command;
+    * one ``merc predict FILE`` process per file -- on ``sample`` files (it is ~seconds a file);
+    * the per-conversation API loop -- ``Predictor.predict`` on each of ``sample * 5`` files,
+      encoder already loaded;
+    * the bare text encoder -- MiniLM on all utterances in one call, weights already loaded:
+      the floor (everything else is overhead).
+
+    Each round runs all four in a rotated order (so all meet the same machine load); ratios are
+    taken within a round. Writes ``predict_throughput.csv`` / ``.md``.
+    """
+    out = Path(out_dir)
+    folder = out / f"predict_many_{n_conversations}x{n_utterances}"
+    total = write_conversation_folder(folder, n_conversations, n_utterances)
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    model = ["--model", checkpoint] if checkpoint else []
+    files = sorted(folder.glob("*.jsonl"))
+
+    def batch_dir() -> tuple[float, int]:
+        t = _whole_command([sys.executable, "-m", "merc.cli", "predict", str(folder), "--quiet",
+                            "--out", str(out / "predict_many_result.jsonl"), *model], env)
+        return t, total
+
+    def per_file() -> tuple[float, int]:
+        t0 = time.perf_counter()
+        for f in files[:sample]:
+            subprocess.run([sys.executable, "-m", "merc.cli", "predict", str(f), "--quiet",
+                            "--out", str(out / "predict_one_result.json"), *model],
+                           check=True, capture_output=True, env=env)
+        return time.perf_counter() - t0, len(files[:sample]) * n_utterances
+
+    def in_process(script: str, *args: str) -> tuple[float, int]:
+        res = subprocess.run([sys.executable, "-c", script, str(folder), *args], check=True,
+                             capture_output=True, text=True, env=env)
+        d = json.loads(res.stdout.strip().splitlines()[-1])
+        return d["seconds"], d["utterances"]
+
+    ways = {"merc predict DIR (one process, batched)": batch_dir,
+            "merc predict FILE, one process per file": per_file,
+            "Predictor.predict per conversation (API loop)":
+                lambda: in_process(_API_LOOP, checkpoint or "-", str(sample * 5)),
+            "bare text encoder, one call": lambda: in_process(_BARE_ENCODER)}
+    names = list(ways)
+    rates: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(max(1, repeats)):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            seconds, n = ways[k]()
+            rates[k].append(n / seconds)
+            echo(f"round {r + 1}: {k}: {n / seconds:.0f} utterances/s")
+    batch, api, bare = names[0], names[2], names[3]
+    ratio_api = [b / a for b, a in zip(rates[batch], rates[api])]
+    ratio_bare = [e / b for e, b in zip(rates[bare], rates[batch])]
+    rows = [{"measure": k, "utterances_per_s": statistics.median(v), "min": min(v),
+             "max": max(v), "repeats": len(v)} for k, v in rates.items()]
+    with open(out / "predict_throughput.csv", "w") as f:
+        f.write("measure,utterances_per_s,min,max,repeats,conversations,utterances_each\n")
+        f.writelines(f"{r['measure']},{r['utterances_per_s']:.1f},{r['min']:.1f},{r['max']:.1f},"
+                     f"{r['repeats']},{n_conversations},{n_utterances}\n" for r in rows)
+        f.write(f"batched / API loop,{statistics.median(ratio_api):.2f},{min(ratio_api):.2f},"
+                f"{max(ratio_api):.2f},{len(ratio_api)},,\n")
+        f.write(f"bare encoder / batched (time ratio),{statistics.median(ratio_bare):.2f},"
+                f"{min(ratio_bare):.2f},{max(ratio_bare):.2f},{len(ratio_bare)},,\n")
+    md = [f"# Predicting {n_conversations} text conversations of {n_utterances} utterances", "",
+          f"{repeats} rounds, the four ways in a rotated order each round; median [min–max] "
+          f"utterances per second. CPUs: {os.cpu_count()}. One process per file was run on "
+          f"{sample} files and the API loop on {sample * 5} (rates, not totals).", "",
+          "| way | utterances/s | min–max |", "|---|---:|---:|"]
+    md += [f"| {r['measure']} | {r['utterances_per_s']:.0f} | {r['min']:.0f}–{r['max']:.0f} |"
+           for r in rows]
+    md += ["", f"Batched over the API loop: {statistics.median(ratio_api):.2f}× "
+           f"[{min(ratio_api):.2f}–{max(ratio_api):.2f}] (target ≥ 3). The batched command's time "
+           f"over the bare encoder's: {statistics.median(ratio_bare):.2f}× "
+           f"[{min(ratio_bare):.2f}–{max(ratio_bare):.2f}] (target ≤ 1.3; it includes process "
+           "start, imports, reading and checking the files, the model and writing results)."]
+    (out / "predict_throughput.md").write_text("\n".join(md) + "\n")
+    echo("\n".join(md[-1:]))
+    echo(f"wrote {out / 'predict_throughput.csv'} and {out / 'predict_throughput.md'}")
+    return rows
