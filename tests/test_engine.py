@@ -183,3 +183,17 @@ def test_training_with_warmup_and_linear_decay(generic_corpus, tmp_path):
     assert (t.warmup_steps, t.lr_decay, t.adam_betas) == (2, "linear", [0.9, 0.84])
     t = load_checkpoint(out / "seed_0" / "best.ckpt").config.train
     assert (t.warmup_steps, t.lr_decay, t.adam_betas) == (2, "linear", [0.9, 0.84])
+
+
+def test_run_paths_are_absolute_so_evaluate_works_from_elsewhere(generic_corpus, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.chdir(generic_corpus.parent)
+    cfg = _config(generic_corpus.name, seeds=(0,), epochs=2)      # relative, as typed
+    out = tmp_path / "run"
+    run_experiment(cfg, out, progress=False, echo=lambda s: None)
+    saved = ExperimentConfig.load(out / "seed_0" / "config.yaml").data.data_dir
+    assert saved == str(generic_corpus.resolve())
+    assert load_checkpoint(out / "seed_0" / "best.ckpt").config.data.data_dir == saved
+    monkeypatch.chdir(tmp_path)                                  # somewhere else entirely
+    metrics = evaluate_checkpoint(out / "seed_0" / "best.ckpt", progress=False)
+    assert 0 <= metrics["wf1"] <= 100

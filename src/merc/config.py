@@ -148,6 +148,12 @@ def load_yaml(text: str, source: str) -> Any:
         raise ConfigError(source, "invalid YAML: nested too deeply") from None
 
 
+def _absolute(path: str) -> str:
+    """``path`` with ``~`` expanded, made absolute against the current directory (symlinks
+    kept as typed: a path through a link stays readable for a person)."""
+    return str(Path(os.path.abspath(Path(path).expanduser())))
+
+
 def require(ok: bool, key: str, message: str) -> None:
     """Raise :class:`ConfigError` ``key: message`` unless ``ok`` (for ``__post_init__`` checks)."""
     if not ok:
@@ -342,14 +348,19 @@ class DataConfig:
                 f"expected a fraction in (0, 1), got {self.valid_fraction}")
 
     def resolved(self) -> "DataConfig":
-        """Copy with per-corpus defaults filled in."""
+        """Copy with per-corpus defaults filled in and local paths made absolute (``data_dir``,
+        ``cache_dir``, and ``text`` when it names an existing folder such as a ``merc finetune``
+        encoder): a run's config and checkpoint then work from any current directory."""
         d = corpus_defaults()[self.corpus]
+        text = self.text if self.text is not None else d["text"]
         return dataclasses.replace(
             self,
-            data_dir=self.data_dir if self.data_dir is not None else str(default_data_dir()),
+            data_dir=_absolute(self.data_dir if self.data_dir is not None
+                               else str(default_data_dir())),
             modalities=list(self.modalities) if self.modalities is not None else
             (list(d["modalities"]) if d["modalities"] is not None else None),
-            text=self.text if self.text is not None else d["text"])
+            text=_absolute(text) if text and Path(text).expanduser().exists() else text,
+            cache_dir=_absolute(self.cache_dir) if self.cache_dir else self.cache_dir)
 
     def feature_spec(self, available: list[str] | None = None) -> FeatureSpec:
         """The :class:`FeatureSpec` for the chosen modalities (``available`` fills an unset list)."""
