@@ -197,3 +197,42 @@ def test_run_paths_are_absolute_so_evaluate_works_from_elsewhere(generic_corpus,
     monkeypatch.chdir(tmp_path)                                  # somewhere else entirely
     metrics = evaluate_checkpoint(out / "seed_0" / "best.ckpt", progress=False)
     assert 0 <= metrics["wf1"] <= 100
+
+
+def test_collapsed_model_is_flagged_from_validation(generic_corpus, tmp_path, caplog):
+    from merc.engine.metrics import collapse_warning
+
+    labels = ["ang", "hap", "neu"]
+    one_class = {"confusion": [[0, 0, 5], [0, 0, 3], [0, 0, 9]], "macro_f1": 20.0}
+    assert "predicts only 'neu'" in collapse_warning(one_class, labels)
+    weak = {"confusion": [[1, 0, 4], [0, 0, 3], [1, 0, 8]], "macro_f1": 40.0}
+    assert "near chance" in collapse_warning(weak, labels)
+    healthy = {"confusion": [[4, 0, 1], [0, 3, 0], [1, 0, 8]], "macro_f1": 85.0}
+    assert collapse_warning(healthy, labels) is None
+    # In a run: a seed whose selected checkpoint collapsed is named in the log and the summary.
+    out = tmp_path / "run"
+    cfg = _config(generic_corpus, seeds=(0,), epochs=2)
+    run_experiment(cfg, out, progress=False, echo=lambda s: None)
+    metrics_path = out / "seed_0" / "metrics.json"
+    m = json.loads(metrics_path.read_text())
+    n = sum(map(sum, m["valid"]["confusion"]))
+    m["valid"]["confusion"] = [[0, 0, 0], [0, 0, 0], [0, 0, n]]
+    metrics_path.write_text(json.dumps(m))
+    summary = run_experiment(cfg, out, progress=False, echo=lambda s: None, resume=True)
+    assert summary["warnings"] == [f"seed 0: {collapse_warning(m['valid'], ['ang', 'hap', 'neu'])}"]
+    assert "collapsed to one class" in caplog.text
+
+
+def test_compare_spells_out_the_difference_and_cautions_with_few_seeds(tmp_path, capsys):
+    from merc.cli import main
+
+    for name, wf1 in (("a", [60.0, 62.0, 64.0]), ("b", [59.0, 61.0, 60.0])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(
+            {"model": name, "corpus": "meld", "seeds": [0, 1, 2],
+             "test": {"wf1": {"mean": sum(wf1) / 3, "std": 1.0, "per_seed": wf1}}}))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert main(["compare", a, b]) == 0
+    captured = capsys.readouterr()
+    assert f"mean diff {a} − {b} +2.00" in captured.out
+    assert "only 3 shared seed(s)" in captured.err

@@ -450,9 +450,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
               f"{args.metric} {sum(scores) / len(scores):.2f} over the {len(shared)} shared "
               f"seed(s) (all seeds {m['mean']:.2f} ± {m['std']:.2f})")
     fmt = lambda p: "n/a" if p is None else f"{p:.4f}"  # noqa: E731
-    print(f"paired over seeds {shared} (shared): mean diff (first − second) "
+    print(f"paired over seeds {shared} (shared): mean diff {names[0]} − {names[1]} "
           f"{res['mean_diff']:+.2f}, t-test p={fmt(res['t_pvalue'])}, "
           f"Wilcoxon p={fmt(res['wilcoxon_pvalue'])}")
+    if len(shared) < 5:
+        print(f"caution: only {len(shared)} shared seed(s); a paired test over fewer than 5 "
+              "seeds says little (with 5, the exact Wilcoxon test cannot go below p=0.0625); "
+              "train more seeds before reading the p-values", file=sys.stderr)
     return 0
 
 

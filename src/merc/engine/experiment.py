@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ import merc
 from merc.config import ExperimentConfig
 from merc.data.prepare import PreparedData, prepare_data
 from merc.engine.interrupt import Interrupted
-from merc.engine.metrics import mean_std
+from merc.engine.metrics import collapse_warning, mean_std
 from merc.engine.provenance import data_block
 from merc.engine.trainer import train_seed
 from merc.errors import MercInputError
 from merc.features.encoder_folder import RECORD_FILE, is_encoder_folder
 from merc.fileio import write_json
+
+log = logging.getLogger(__name__)
 
 
 def summarize(cfg: ExperimentConfig, prepared: PreparedData, results: list[dict]) -> dict:
@@ -197,6 +200,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
             + "; re-run the same command to resume from the finished seeds"
         raise
     summary = summarize(cfg, prepared, results)
+    warnings = [f"seed {r['seed']}: {w}" for r in results
+                if (w := collapse_warning(r["valid"], prepared.corpus.label_names))]
+    if warnings:
+        summary["warnings"] = warnings
     write_json(out_dir / "summary.json", summary)
     t, v = summary["test"], summary["valid"]
     sel = "" if selection.key == "wf1" else (
@@ -207,4 +214,6 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
          f"{len(results)} seed(s), validation-selected: test {sel}W-F1 {t['wf1']['mean']:.2f} ± "
          f"{t['wf1']['std']:.2f}, acc {t['acc']['mean']:.2f} ± {t['acc']['std']:.2f} "
          f"(valid W-F1 {v['wf1']['mean']:.2f} ± {v['wf1']['std']:.2f})")
+    for line in warnings:
+        log.warning("%s", line)
     return summary

@@ -139,3 +139,27 @@ def mean_std(values: Sequence[float]) -> dict:
     arr = np.asarray(values, dtype=float)
     std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
     return {"mean": float(arr.mean()), "std": std, "per_seed": [float(v) for v in arr]}
+
+
+def collapse_warning(metrics: dict, label_names: Sequence[str]) -> str | None:
+    """A one-line warning when a selected checkpoint has (nearly) collapsed, else ``None``.
+
+    Read from its *validation* metrics (:func:`classification_metrics`): it predicts a single
+    class, or its macro-F1 is at most 1.5x the ``100 / C`` of a uniform guess -- the signs of a
+    model that learned the label prior, not the task (too high a learning rate, a wrong label
+    column, features that carry nothing). Test is not looked at.
+    """
+    confusion = np.asarray(metrics.get("confusion") or [])
+    if confusion.ndim != 2 or not confusion.size:
+        return None
+    predicted = confusion.sum(axis=0)
+    used = [label_names[j] for j in np.flatnonzero(predicted)]
+    if len(used) == 1:
+        return (f"the selected checkpoint predicts only {used[0]!r} on validation: the model "
+                "collapsed to one class (check the learning rate, the labels and the features)")
+    chance = 100.0 / len(label_names)
+    if len(label_names) > 2 and metrics.get("macro_f1", 100.0) <= 1.5 * chance:
+        return (f"validation macro-F1 {metrics['macro_f1']:.1f} is near chance (uniform guess "
+                f"{chance:.1f} over {len(label_names)} classes); the model predicts "
+                f"{len(used)} of them")
+    return None
