@@ -236,3 +236,23 @@ def test_compare_spells_out_the_difference_and_cautions_with_few_seeds(tmp_path,
     captured = capsys.readouterr()
     assert f"mean diff {a} − {b} +2.00" in captured.out
     assert "only 3 shared seed(s)" in captured.err
+
+
+def test_evaluate_writes_per_utterance_predictions(generic_corpus, tmp_path):
+    import csv
+
+    out = tmp_path / "run"
+    run_experiment(_config(generic_corpus, seeds=(0,), epochs=3), out, progress=False,
+                   echo=lambda s: None)
+    ckpt = out / "seed_0" / "best.ckpt"
+    metrics = evaluate_checkpoint(ckpt, predictions=tmp_path / "p.jsonl")
+    results = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    utts = [u for r in results for u in r["utterances"]]
+    assert len(utts) == metrics["n"] == metrics["data"]["utterances"]
+    assert all(u["gold"] in r["labels"] for r in results for u in r["utterances"])
+    acc = 100 * sum(u["gold"] == u["label"] for u in utts) / len(utts)
+    assert acc == pytest.approx(metrics["acc"])          # the same predictions as the metrics
+    evaluate_checkpoint(ckpt, predictions=tmp_path / "p.csv")
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [(r["conversation"], r["utterance"], r["gold"], r["label"]) for r in rows] == [
+        (res["id"], u["id"], u["gold"], u["label"]) for res in results for u in res["utterances"]]

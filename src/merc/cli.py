@@ -168,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
                     "checkpoint's config)")
     ev.add_argument("--split", default="test", choices=("train", "valid", "test"))
     ev.add_argument("--out", help="write the metrics JSON here")
+    ev.add_argument("--predictions", help="write every utterance's gold label, prediction and "
+                    "probabilities here (.jsonl: one result per conversation, as merc predict; "
+                    ".csv/.parquet: one row per utterance)")
 
     pr = sub.add_parser("predict", help="predict each utterance's emotion in conversations",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -378,7 +381,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_checkpoint(
         args.checkpoint, data_dir=args.data_dir, split=args.split,
-        echo=lambda line: print(f"merc evaluate: {line}", file=sys.stderr))
+        echo=lambda line: print(f"merc evaluate: {line}", file=sys.stderr),
+        predictions=args.predictions)
     d = metrics["data"]
     print(f"{d['corpus']} {args.split}: {d['dialogues']} dialogues/{d['utterances']} "
           f"utterances, fingerprint {d['fingerprint']}")
@@ -389,6 +393,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(metrics, indent=2))
         print(f"wrote {args.out}")
+    if args.predictions:
+        print(f"wrote {args.predictions}")
     return 0
 
 

@@ -276,27 +276,39 @@ class Predictor:
 
     def _result(self, conv: Conversation, probs: np.ndarray,
                 weights: dict[str, np.ndarray] | None) -> Prediction:
-        """The :class:`Prediction` of ``conv`` from its ``(n, C)`` probabilities."""
-        if not np.isfinite(probs).all():
-            # Never hand on a NaN confidence (and never write it into JSON): refuse instead.
-            i = int(np.argwhere(~np.isfinite(probs))[0][0])
-            raise MercInputError(self.checkpoint, "the model produced non-finite probabilities "
-                                 "(NaN/inf)", dialogue=conv.id,
-                                 utterance=conv.utterance_name(i), field="probs")
-        result = Prediction(model=self.model_name, checkpoint=str(self.checkpoint),
-                            labels=list(self.label_names), modalities=list(self.modalities),
-                            id=str(conv.id))
-        gold = conv.labels or [None] * len(conv)
-        for i in range(len(conv)):
-            k = int(probs[i].argmax())
-            result.utterances.append(UtterancePrediction(
-                id=conv.utterance_name(i), speaker=conv.speakers[i], text=conv.utterances[i],
-                label=self.label_names[k], confidence=float(probs[i, k]),
-                probs={lab: float(p) for lab, p in zip(self.label_names, probs[i])},
-                modality_weights=({m: float(w[i]) for m, w in weights.items()}
-                                  if weights is not None else None),
-                gold=gold[i]))
-        return result
+        return build_prediction(conv, probs, weights, label_names=self.label_names,
+                                model=self.model_name, checkpoint=str(self.checkpoint),
+                                modalities=self.modalities)
+
+
+def build_prediction(conv: Conversation, probs: np.ndarray,
+                     weights: dict[str, np.ndarray] | None, *, label_names: Sequence[str],
+                     model: str, checkpoint: str, modalities: Sequence[str],
+                     gold: Sequence[str | None] | None = None) -> Prediction:
+    """The :class:`Prediction` of ``conv`` from its ``(n, C)`` probabilities and ``(n,)``
+    fusion weights per modality (or ``None``); ``gold`` defaults to ``conv.labels``.
+
+    Raises:
+        MercInputError: a non-finite probability (never handed on, never written as JSON).
+    """
+    if not np.isfinite(probs).all():
+        i = int(np.argwhere(~np.isfinite(probs))[0][0])
+        raise MercInputError(checkpoint, "the model produced non-finite probabilities "
+                             "(NaN/inf)", dialogue=conv.id,
+                             utterance=conv.utterance_name(i), field="probs")
+    result = Prediction(model=model, checkpoint=checkpoint, labels=list(label_names),
+                        modalities=list(modalities), id=str(conv.id))
+    gold = gold if gold is not None else (conv.labels or [None] * len(conv))
+    for i in range(len(conv)):
+        k = int(probs[i].argmax())
+        result.utterances.append(UtterancePrediction(
+            id=conv.utterance_name(i), speaker=conv.speakers[i], text=conv.utterances[i],
+            label=label_names[k], confidence=float(probs[i, k]),
+            probs={lab: float(p) for lab, p in zip(label_names, probs[i])},
+            modality_weights=({m: float(w[i]) for m, w in weights.items()}
+                              if weights is not None else None),
+            gold=gold[i]))
+    return result
 
 
 def _text_encoder(name: str):

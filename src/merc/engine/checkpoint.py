@@ -163,7 +163,8 @@ def prepare_for_checkpoint(loaded: LoadedCheckpoint, *, data_dir: str | None = N
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None,
                         split: str = "test", progress: bool = False,
-                        echo: Callable[[str], None] | None = None) -> dict:
+                        echo: Callable[[str], None] | None = None,
+                        predictions: str | Path | None = None) -> dict:
     """Metrics (percent) of a saved checkpoint on ``split`` of the corpus it was trained on.
 
     The checkpoint's own feature spec is applied, so the numbers match what ``merc train``
@@ -173,6 +174,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None,
     Args:
         echo: Receives one line when the split differs from the one recorded at training time
             (or the checkpoint predates that record); default: standard error.
+        predictions: Also write every utterance's gold label, prediction and probabilities
+            here: ``.jsonl`` (one result per conversation, the ``merc predict`` schema) or a
+            ``.csv`` / ``.parquet`` table (one row per utterance).
 
     Raises:
         MercInputError: ``split`` holds the checkpoint's training dialogues (swapped splits).
@@ -194,4 +198,39 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None,
     metrics["data"] = {"corpus": current["corpus"], "split": split, **current["splits"][split],
                        # None: an older checkpoint, nothing recorded to compare with.
                        "matches_training": None if not loaded.data else note is None}
+    if predictions is not None:
+        write_split_predictions(loaded, prepared, split, predictions)
     return metrics
+
+
+def write_split_predictions(loaded: LoadedCheckpoint, prepared, split: str,
+                            path: str | Path) -> None:
+    """Per-utterance gold, prediction and probabilities of ``split`` (see
+    :func:`evaluate_checkpoint`), conversation by conversation in the corpus' order."""
+    from merc.batch_predict import ResultWriter
+    from merc.data.prepare import make_loader
+    from merc.inference import build_prediction
+
+    path = str(path)
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".jsonl", ".csv", ".parquet"):
+        raise MercInputError(path, "predictions go to a .jsonl, .csv or .parquet file",
+                             field="--predictions")
+    writer = ResultWriter(jsonl=path if suffix == ".jsonl" else None,
+                          table=path if suffix != ".jsonl" else None)
+    convs = iter(prepared.corpus.split(split))
+    loaded.model.eval()
+    for batch in make_loader(prepared, split, 16):
+        with torch.no_grad():
+            out = loaded.model(batch)
+            probs = torch.softmax(out.logits.float(), dim=-1).numpy()
+        for b in range(probs.shape[0]):
+            conv = next(convs)
+            n = len(conv)
+            weights = ({m: w[b, :n].float().numpy() for m, w in out.modality_weights.items()}
+                       if out.modality_weights is not None else None)
+            writer.add(build_prediction(
+                conv, probs[b, :n], weights, label_names=loaded.label_names,
+                model=loaded.config.model_name, checkpoint=str(loaded.path),
+                modalities=prepared.modalities).to_dict())
+    writer.close()
