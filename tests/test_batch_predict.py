@@ -164,3 +164,14 @@ def test_unused_media_is_named(ckpt, tmp_path, capsys):
                  str(tmp_path / "r.json")]) == 0
     err = capsys.readouterr().err
     assert "name audio files" in err and "does not use" in err
+
+
+def test_non_english_text_is_flagged_for_the_english_encoder(ckpt, tmp_path, capsys):
+    out = ["--model", str(ckpt), "--out", str(tmp_path / "r.json")]
+    zh = write_jsonl(tmp_path / "zh.jsonl", [{"speaker": "A", "text": "我今天非常高兴，我们赢了比赛！"},
+                                             {"speaker": "B", "text": "真的吗？太好了。"}])
+    assert main(["predict", str(zh), *out]) == 0
+    assert "not Latin script" in capsys.readouterr().err
+    fr = {"speaker": "C", "text": "Café au lait, s'il vous plaît."}
+    assert main(["predict", str(write_jsonl(tmp_path / "en.jsonl", TALK + [fr])), *out]) == 0
+    assert "not Latin script" not in capsys.readouterr().err

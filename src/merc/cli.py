@@ -526,6 +526,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             warn(f"warning: {len(unused)} conversation(s) name {kind} files (e.g. {unused[0]}) "
                  f"that this model does not use (it reads {', '.join(predictor.modalities)}); "
                  f"they were checked but are ignored")
+    foreign = [w for c in convs if (w := predictor.language_warning(c))]
+    if foreign:
+        warn(f"warning: {foreign[0]}" + (f" (and {len(foreign) - 1} more conversation(s))"
+                                         if len(foreign) > 1 else ""))
     single_json = not many and args.out and args.out != STDIN and not args.out.endswith(".jsonl")
     writer = ResultWriter(jsonl=None if single_json else args.out, folder=args.out_dir,
                           table=args.table)

@@ -215,6 +215,35 @@ class Predictor:
                         "(as in training)", conv.id, int((~mask).sum()), len(conv))
         return audio, mask
 
+    def english_only(self) -> bool:
+        """Whether the text encoder is the bundled English MiniLM (or fine-tuned from it)."""
+        from merc.features.encoder_folder import EncoderRecord, is_encoder_folder
+        from merc.features.spec import DEFAULT_TEXT_ENCODER
+
+        text = self.spec.text
+        if not text or "text" not in self.modalities:
+            return False
+        if is_encoder_folder(text):
+            return EncoderRecord.load(text).base_model == DEFAULT_TEXT_ENCODER
+        return text == DEFAULT_TEXT_ENCODER
+
+    def language_warning(self, conv: Conversation) -> str | None:
+        """A warning when ``conv`` looks like it is not in English but the encoder only knows
+        English: most of its letters are outside the Latin script (a cheap heuristic: it
+        catches Chinese, Arabic, Russian...; not French or German, which the encoder's
+        sub-words cover poorly too but less blindly)."""
+        if not self.english_only():
+            return None
+        letters = [ch for text in conv.utterances for ch in text if ch.isalpha()]
+        if len(letters) < 10:
+            return None
+        latin = sum(ch.isascii() or "\u00c0" <= ch <= "\u024f" for ch in letters)
+        if latin / len(letters) >= 0.5:
+            return None
+        return (f"conversation {conv.id}: {100 - 100 * latin // len(letters)}% of its letters are "
+                "not Latin script, but the text encoder (all-MiniLM-L6-v2) was trained on "
+                "English; expect poor predictions (use a model with a multilingual encoder)")
+
     def unused_media(self, conv: Conversation) -> list[str]:
         """Media kinds ``conv`` names that this model does not use (e.g. wavs for a text-only
         model): they are ignored, and a caller should say so."""
