@@ -174,3 +174,19 @@ def test_no_import_cycle_in_bench():
 
     for module in (report, efficiency):
         assert "merc.bench.accuracy" not in inspect.getsource(module), module.__name__
+
+
+
+def test_each_run_reports_its_start_and_seeds_as_they_finish(generic_corpus, tmp_path):
+    from merc.bench.accuracy import _execute
+    from merc.config import ExperimentConfig
+
+    cfg = ExperimentConfig()
+    cfg.data.corpus, cfg.data.data_dir, cfg.data.text = "jsonl", str(generic_corpus), "external"
+    cfg.data.modalities = ["text", "audio"]
+    cfg.model = {"name": "mlp"}
+    cfg.train.max_epochs, cfg.seeds = 2, [0, 1]
+    lines: list[str] = []
+    _execute(cfg.to_dict(), str(tmp_path / "run"), "toy mlp", lines.append)
+    assert lines[0] == "  toy mlp: started"
+    assert [x.split(":")[1].strip() for x in lines[1:]] == ["seed 0", "seed 1"]

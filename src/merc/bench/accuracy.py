@@ -173,13 +173,24 @@ def run_config(run: BenchRun, data_dir: Path, seeds: int, cache_dir: str | None,
     return cfg
 
 
-def _execute(cfg_dict: dict, run_dir: str) -> dict:
-    """Worker body (also used in-process): train/resume one run, return its summary."""
+def _execute(cfg_dict: dict, run_dir: str, label: str = "",
+             say: Callable[[str], None] | None = None) -> dict:
+    """Worker body (also used in-process): train/resume one run, return its summary.
+
+    Says ``  <label>: started`` and each seed's result line as it comes (a run of 5 seeds can
+    take many minutes; the bench's own line only follows the whole run) through ``say``, or
+    ``print`` in a worker process (workers share the parent's standard output)."""
     from merc.engine.experiment import run_experiment
 
+    say = say or (lambda line: print(line, flush=True))
+
+    def echo(line: str) -> None:
+        if line.startswith("seed "):
+            say(f"  {label}: {line}")
+
+    say(f"  {label}: started")
     cfg = ExperimentConfig.from_dict(cfg_dict)
-    lines: list[str] = []
-    return run_experiment(cfg, run_dir, progress=False, echo=lines.append, resume=True)
+    return run_experiment(cfg, run_dir, progress=False, echo=echo, resume=True)
 
 
 def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = None,
@@ -280,13 +291,13 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
     if jobs <= 1:
         for i, (run, cfg, run_dir) in enumerate(jobs_todo, 1):
             try:
-                result, error = _execute(cfg.to_dict(), str(run_dir)), None
+                result, error = _execute(cfg.to_dict(), str(run_dir), run.label, echo), None
             except Exception as e:  # noqa: BLE001 - a failed run is reported, never fatal
                 result, error = None, _one_line(e)
             finished(i, run, result, error)
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_execute, cfg.to_dict(), str(run_dir)): run
+            futures = {pool.submit(_execute, cfg.to_dict(), str(run_dir), run.label): run
                        for run, cfg, run_dir in jobs_todo}
             for i, fut in enumerate(as_completed(futures), 1):
                 run = futures[fut]
