@@ -198,6 +198,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="let audio/video paths point outside the conversation file's folder "
                     "(absolute, '..', symlinks out); refused by default")
 
+    sv = sub.add_parser("serve", help="serve a model over HTTP with a web page (FastAPI)")
+    sv.add_argument("--model", help="checkpoint or run folder (default: the bundled model)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--device", default="cpu", help="torch device of the model (default cpu)")
+
     m = sub.add_parser("models", help="list registered models and their options")
     m.add_argument("--params", action="store_true",
                    help="also count parameters for --dims/--classes")
@@ -569,6 +576,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from merc.serve import serve
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"merc serve needs the serve extra ({e.name} is missing): "
+                         "pip install 'merc[serve]'") from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"merc serve: binding to {args.host}: anyone who can reach this address can use "
+              "the model", file=sys.stderr)
+    serve(args.model, host=args.host, port=args.port, device=args.device)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from merc.inference import Predictor
     from merc.pretrained import example_conversation
@@ -642,6 +664,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "extract": cmd_extract,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
+            "serve": cmd_serve,
             "compare": cmd_compare, "demo": cmd_demo, "bench": cmd_bench, "crossval": cmd_crossval}
 
 

@@ -97,6 +97,29 @@ class Prediction:
                 "labels": self.labels, "modalities": self.modalities,
                 "utterances": [utterance(u) for u in self.utterances]}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Prediction":
+        """Rebuild a :class:`Prediction` from :meth:`to_dict`'s output.
+
+        Raises:
+            ValueError: a missing field or a value of the wrong type (one line).
+        """
+        try:
+            utts = [UtterancePrediction(
+                id=str(u["id"]), speaker=str(u["speaker"]), text=str(u["text"]),
+                label=str(u["label"]), confidence=float(u["confidence"]),
+                probs={str(k): float(v) for k, v in u["probs"].items()},
+                modality_weights=({str(k): float(v) for k, v in u["modality_weights"].items()}
+                                  if u.get("modality_weights") else None),
+                gold=None if u.get("gold") is None else str(u["gold"]))
+                for u in d["utterances"]]
+            return cls(model=str(d["model"]), checkpoint=str(d["checkpoint"]),
+                       labels=[str(x) for x in d["labels"]],
+                       modalities=[str(x) for x in d["modalities"]], utterances=utts,
+                       id=str(d.get("id", "conversation")))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"not a merc prediction: {type(e).__name__} {e}") from None
+
 
 class Predictor:
     """A loaded checkpoint plus its feature extractors, reusable across conversations.

@@ -161,6 +161,14 @@ details{font-size:.75rem;color:#666}
 
 def render_html(pred: Prediction, path: str | Path, title: str = "merc prediction") -> Path:
     """Write a self-contained HTML timeline (inline CSS, no scripts, no external files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(timeline_html(pred, title), encoding="utf-8")
+    return path
+
+
+def timeline_html(pred: Prediction, title: str = "merc prediction") -> str:
+    """The HTML page of :func:`render_html` as a string (every value escaped)."""
     esc = html.escape
     used = list(dict.fromkeys(u.label for u in pred.utterances))
     legend = "".join(f'<span><i style="background:{emotion_colour(lab, pred.labels)}"></i>'
@@ -192,7 +200,4 @@ def render_html(pred: Prediction, path: str | Path, title: str = "merc predictio
             f"{len(pred.utterances)} utterances. Colour = predicted emotion; confidence = its "
             f"probability.{weights_note}</div><div class=\"legend\">{legend}</div>"
             f'<div class="timeline">{"".join(items)}</div></body></html>\n')
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
-    return path
+    return page
