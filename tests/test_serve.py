@@ -150,3 +150,12 @@ def test_concurrent_requests_share_the_model_safely(client):
     assert all(r.status_code == 200 for r in results)
     first = results[0].json()["utterances"]
     assert all(r.json()["utterances"] == first for r in results)
+
+
+def test_load_bench_runs_a_real_server_and_stops_by_itself(tmp_path):
+    from merc.bench.serve_load import run_serve_bench
+
+    row = run_serve_bench(tmp_path, clients=2, seconds=1.5, utterances=4, echo=lambda s: None)
+    assert row["requests"] > 0 and row["errors"] == 0
+    assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert (tmp_path / "serve_load.csv").exists() and (tmp_path / "serve_load.md").exists()

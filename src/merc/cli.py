@@ -271,6 +271,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="N > 0: instead, compare the throughput of predicting N generated "
                     "conversations of --utterances each (batched folder, a process per file, "
                     "the API loop, the bare encoder); e.g. --conversations 1000 --utterances 20")
+    bv = bsub.add_parser("serve", help="load-test merc serve on loopback (requests/s, "
+                         "latency percentiles, errors)")
+    bv.add_argument("--out", default="results", help="output folder (default results)")
+    bv.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
+    bv.add_argument("--seconds", type=float, default=20.0, help="duration (default 20)")
+    bv.add_argument("--utterances", type=int, default=12,
+                    help="utterances per conversation (default 12)")
+    bv.add_argument("--model", help="checkpoint (default: the bundled model)")
     bs = bsub.add_parser("scaling", help="forward time and peak memory vs conversation length")
     bs.add_argument("--out", default="results", help="output folder (default results)")
     bs.add_argument("--min-log2", type=int, default=6, help="shortest length 2^k (default 6)")
@@ -642,6 +650,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              corpora=split(args.corpora), models=split(args.models),
                              repeats=args.repeats, threads=args.threads,
                              cache_dir=args.cache_dir, train_repeats=args.train_repeats)
+    elif args.bench == "serve":
+        from merc.bench.serve_load import run_serve_bench
+
+        if args.clients < 1 or args.seconds <= 0:
+            raise ValueError("--clients must be >= 1 and --seconds > 0")
+        run_serve_bench(args.out, clients=args.clients, seconds=args.seconds,
+                        utterances=args.utterances, checkpoint=args.model)
     elif args.bench == "predict":
         from merc.bench.predict_speed import run_predict_bench, run_throughput_bench
 
