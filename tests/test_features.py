@@ -363,3 +363,19 @@ def test_apply_stats_dim_mismatch():
     corpus = _norm_corpus(1.0)
     with pytest.raises(MercInputError, match="normalisation"):
         apply_stats(corpus, {"audio": {"mean": [0.0] * 5, "std": [1.0] * 5}})
+
+
+def test_light_minilm_matches_sentence_transformers_in_input_order():
+    """The prediction-time MiniLM (length-sorted batches, no sentence-transformers import) gives
+    sentence-transformers' embeddings, in the caller's order, long texts cut the same way."""
+    from sentence_transformers import SentenceTransformer
+
+    from merc.features.minilm import MiniLMEncoder
+    from merc.features.text import bundled_model_dir
+
+    texts = ["ok", "I can't believe you did that to me, after everything we went through!",
+             "", "Really?", "word " * 400, "The meeting moved to Friday, nobody told me."]
+    light = MiniLMEncoder(bundled_model_dir(), batch_size=2).encode(texts)
+    ref = SentenceTransformer(str(bundled_model_dir()), device="cpu").encode(
+        texts, convert_to_numpy=True, normalize_embeddings=True)
+    np.testing.assert_allclose(light, ref, atol=2e-5)
