@@ -130,7 +130,8 @@ def _weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def finetune_encoder(corpus: Corpus, cfg: FinetuneConfig, out_dir: str | Path, *,
-                     echo: Callable[[str], None] = print) -> EncoderRecord:
+                     echo: Callable[[str], None] = print,
+                     progress: bool = False) -> EncoderRecord:
     """Fine-tune ``cfg.base`` on ``corpus``'s train split, select on validation W-F1, write the
     encoder folder ``out_dir`` and return its record.
 
@@ -146,7 +147,7 @@ def finetune_encoder(corpus: Corpus, cfg: FinetuneConfig, out_dir: str | Path, *
         echo: Receives one line per epoch.
     """
     t_start = time.perf_counter()
-    record = _fit_one(corpus, cfg, Path(out_dir), echo, "")
+    record = _fit_one(corpus, cfg, Path(out_dir), echo, "", progress)
     if cfg.cross_fit:
         train_ids = [str(c.id) for c in corpus.split("train")]
         if len(set(train_ids)) != len(train_ids):
@@ -162,7 +163,7 @@ def finetune_encoder(corpus: Corpus, cfg: FinetuneConfig, out_dir: str | Path, *
             keep = [c for c in corpus.conversations
                     if not (c.split == "train" and fold_of[str(c.id)] == k)]
             sub = _fit_one(replace(corpus, conversations=keep), cfg,
-                           Path(out_dir) / "folds" / str(k), echo, f"fold {k}: ")
+                           Path(out_dir) / "folds" / str(k), echo, f"fold {k}: ", progress)
             fold_wf1.append(sub.training["valid_wf1"])
         record.training["cross_fit"] = {"folds": cfg.cross_fit, "fold_of": fold_of,
                                         "fold_valid_wf1": fold_wf1}
@@ -172,8 +173,11 @@ def finetune_encoder(corpus: Corpus, cfg: FinetuneConfig, out_dir: str | Path, *
 
 
 def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[[str], None],
-             tag: str) -> EncoderRecord:
-    """One fine-tune (no cross-fitting): train, select on validation, write ``out_dir``."""
+             tag: str, progress: bool = False) -> EncoderRecord:
+    """One fine-tune (no cross-fitting): train, select on validation, write ``out_dir``;
+    ``progress``: a bar over each epoch's steps (an epoch is minutes on a CPU)."""
+    from tqdm.auto import tqdm
+
     t_start = time.perf_counter()
     if not corpus.split("train") or not corpus.split("valid"):
         raise MercInputError(corpus.source, "fine-tuning needs train and validation dialogues",
@@ -245,7 +249,9 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
         encoder.train()
         head.train()
         total_loss, n_seen = 0.0, 0
-        for idx in batches_by_length(lengths, cfg.batch_size, rng):
+        steps = batches_by_length(lengths, cfg.batch_size, rng)
+        for idx in tqdm(steps, desc=f"{tag}epoch {epoch}", unit="step", leave=False,
+                        disable=not progress):
             batch = [train_x[i] for i in idx]
             ids, mask, spans = pad_inputs(batch, pad_id, device)
             y = torch.as_tensor(train_y[idx], device=device)
@@ -351,7 +357,8 @@ def _predict(encoder: ContextEncoder, head: nn.Module, inputs: list[EncodedInput
 
 
 def run_finetune(cfg: ExperimentConfig, out_dir: str | Path, *,
-                 echo: Callable[[str], None] = print) -> EncoderRecord:
+                 echo: Callable[[str], None] = print,
+                 progress: bool | None = None) -> EncoderRecord:
     """``merc finetune``: load ``cfg.data``'s corpus (with the validation split ``merc train``
     will use: same ``valid_fraction``/``valid_seed``), fine-tune per ``cfg.finetune`` and write
     the encoder folder ``out_dir`` (plus ``finetune.yaml``, the resolved config)."""
@@ -360,7 +367,11 @@ def run_finetune(cfg: ExperimentConfig, out_dir: str | Path, *,
 
     data = cfg.data.resolved()
     corpus = ensure_validation_split(load_configured(data), data.valid_fraction, data.valid_seed)
-    record = finetune_encoder(corpus, cfg.finetune, out_dir, echo=echo)
+    if progress is None:
+        import sys
+
+        progress = sys.stderr.isatty()
+    record = finetune_encoder(corpus, cfg.finetune, out_dir, echo=echo, progress=progress)
     Path(out_dir, "finetune.yaml").write_text(yaml.safe_dump(
         {"data": asdict(data), "finetune": cfg.finetune.to_dict()}, sort_keys=False))
     return record
