@@ -38,11 +38,12 @@ def write_wav(path: Path, freq: float = 220.0, *, seconds: float = 1.0, rate: in
 
 
 def write_generic_corpus(root: Path, *, n_train: int = 24, n_valid: int = 0, n_test: int = 8,
-                         seed: int = 0, signal: float = 2.0) -> Path:
+                         seed: int = 0, signal: float = 2.0, length: int | None = None) -> Path:
     """A generic-format corpus folder: ``conversations.jsonl`` + ``text.npz`` + ``audio.csv``.
 
     Features carry the label (class mean shifted by ``signal``) plus noise, and the label of an
     utterance depends on its predecessor, so both context-free and contextual models can learn.
+    ``length``: every dialogue has this many utterances (default: 3 to 8 at random).
     """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -52,6 +53,7 @@ def write_generic_corpus(root: Path, *, n_train: int = 24, n_valid: int = 0, n_t
     splits = ["train"] * n_train + ["valid"] * n_valid + ["test"] * n_test
     for d, split in enumerate(splits):
         n = int(rng.integers(3, 9))
+        n = length if length is not None else n
         lab = int(rng.integers(len(LABELS)))
         utts = []
         for i in range(n):

@@ -355,7 +355,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     # (same resolved config, merc version, encoder) is read back, so re-running a killed
     # command continues it; --no-resume retrains every seed.
     run_experiment(cfg, args.out, progress=args.progress, resume=args.resume)
-    print(f"wrote {Path(args.out) / 'summary.json'}")
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank == 0:        # data-parallel: every process runs this command
+        print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0
 
 

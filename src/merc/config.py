@@ -371,6 +371,9 @@ class DataConfig:
                            normalize=self.normalize)
 
 
+TRAIN_STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
+"""Choices of ``train.strategy``."""
+
 LR_DECAYS = ("none", "linear")
 """Choices of ``train.lr_decay``."""
 
@@ -420,6 +423,17 @@ class TrainConfig:
     exempts them, the usual rule for transformer fine-tuning."""
     accelerator: str = "cpu"
     """Lightning accelerator: ``cpu``, ``gpu`` (= ``cuda``), ``mps`` or ``auto``."""
+    devices: int = 1
+    """Devices (processes) per node. Above 1, training is data-parallel (``strategy=ddp``):
+    ``batch_size`` is per device, each process trains on its shard of every epoch's shuffled
+    train dialogues, and validation/test run on the *whole* split in every process, so every
+    rank selects and stops on the same number. Only rank 0 writes files."""
+    num_nodes: int = 1
+    """Machines taking part (multi-node DDP; launch with torchrun or SLURM, see the README)."""
+    strategy: str = "auto"
+    """Lightning strategy: ``auto`` (one process), ``ddp`` or ``ddp_find_unused_parameters_true``
+    (for models with parameters some steps do not use). ``ddp_spawn`` is not supported: its
+    workers' metrics do not come back to the process that writes the results."""
     num_threads: int = 1
     """PyTorch intra-op CPU threads during training/evaluation (0 = PyTorch's default). Dialogue
     models are small: extra threads gain little, and when other processes compete for the cores,
@@ -442,7 +456,8 @@ class TrainConfig:
     NOT_IN_FINGERPRINT: ClassVar[tuple[str, ...]] = ("progress",)
     FINGERPRINT_IF_SET: ClassVar[dict[str, Any]] = {
         "metric": "wf1", "ignore_labels": [], "adam_betas": [0.9, 0.999], "adam_eps": 1e-8,
-        "warmup_steps": 0, "lr_decay": "none", "decay_bias_norm": True}
+        "warmup_steps": 0, "lr_decay": "none", "decay_bias_norm": True, "devices": 1,
+        "num_nodes": 1, "strategy": "auto"}
     """Fields added after runs were recorded: left out of the run fingerprint while they hold
     this (default) value, so those runs still resume; any other value changes the fingerprint."""
 
@@ -469,6 +484,9 @@ class TrainConfig:
         # Lightning would import torch_xla for `tpu` and fail with a traceback deep inside.
         require_choice("accelerator", self.accelerator, TRAIN_ACCELERATORS)
         require_choice("metric", self.metric, SELECTION_METRICS)
+        require_choice("strategy", self.strategy, TRAIN_STRATEGIES)
+        for name in ("devices", "num_nodes"):
+            require(getattr(self, name) >= 1, name, f"expected >= 1, got {getattr(self, name)}")
         require(not (self.ignore_labels and self.metric == "acc"), "ignore_labels",
                 "only F1 metrics leave labels out; train.metric is acc (choose micro_f1, "
                 "macro_f1 or wf1)")

@@ -131,10 +131,22 @@ def prepare_data(data: DataConfig, *, spec: FeatureSpec | None = None,
 
 
 def make_loader(prepared: PreparedData, split: str, batch_size: int, *, shuffle: bool = False,
-                seed: int = 0) -> DataLoader:
-    """Padded :class:`~merc.data.collate.Batch` es of ``split`` (shuffled with ``seed``)."""
+                seed: int = 0, shard: tuple[int, int] | None = None) -> DataLoader:
+    """Padded :class:`~merc.data.collate.Batch` es of ``split`` (shuffled with ``seed``).
+
+    ``shard=(world_size, rank)``: data-parallel training; a ``DistributedSampler`` shuffles the
+    split with ``seed`` (reshuffled per epoch by the trainer's ``set_epoch``) and gives this
+    rank every ``world_size``-th dialogue, so the ranks' batches of one step together are the
+    single-process (``world_size=1``) batch of that step."""
     ds = DialogueDataset(prepared.corpus.split(split), prepared.corpus.label_names,
                          prepared.modalities)
+    if shard is not None:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(ds, num_replicas=shard[0], rank=shard[1], shuffle=shuffle,
+                                     seed=seed, drop_last=False)
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler,
+                          collate_fn=collate_dialogues, num_workers=0)
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen,
                       collate_fn=collate_dialogues, num_workers=0)

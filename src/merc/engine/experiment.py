@@ -151,6 +151,13 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
     out_dir = Path(out_dir)
     if progress is None:
         progress = cfg.train.progress if cfg.train.progress is not None else sys.stderr.isatty()
+    # Data-parallel training (train.devices > 1) runs this whole function in every process;
+    # only the first prints and writes (Lightning sets the rank from the launcher's env).
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    lead = rank_zero_only.rank == 0
+    if not lead:
+        echo = lambda line: None  # noqa: E731
     prepared = prepare_data(cfg.data, progress=progress)
     check_finite_features(prepared)
     if not prepared.corpus.label_names:
@@ -166,7 +173,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
         f"validation {prepared.corpus.valid_split}")
     # Created only now: input that fails to load or validate leaves nothing behind.
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(out_dir / "config.yaml")
+    if lead:
+        cfg.save(out_dir / "config.yaml")
     results = []
     fingerprint = run_fingerprint(cfg)
 
@@ -204,7 +212,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
                 if (w := collapse_warning(r["valid"], prepared.corpus.label_names))]
     if warnings:
         summary["warnings"] = warnings
-    write_json(out_dir / "summary.json", summary)
+    if lead:
+        write_json(out_dir / "summary.json", summary)
     t, v = summary["test"], summary["valid"]
     sel = "" if selection.key == "wf1" else (
         f"{selection.description} {t[selection.key]['mean']:.2f} ± "
@@ -214,6 +223,6 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
          f"{len(results)} seed(s), validation-selected: test {sel}W-F1 {t['wf1']['mean']:.2f} ± "
          f"{t['wf1']['std']:.2f}, acc {t['acc']['mean']:.2f} ± {t['acc']['std']:.2f} "
          f"(valid W-F1 {v['wf1']['mean']:.2f} ± {v['wf1']['std']:.2f})")
-    for line in warnings:
+    for line in warnings if lead else ():
         log.warning("%s", line)
     return summary

@@ -56,8 +56,9 @@ class ERCModule(L.LightningModule):
         out = self(batch)
         loss, ce = masked_loss(out, batch, self.class_weights)
         n = int(batch.mask.sum())
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=n)
-        self.log(f"{stage}_ce", ce, on_step=False, on_epoch=True, batch_size=n)
+        sync = self._distributed()
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
+        self.log(f"{stage}_ce", ce, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
         return out, loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -75,10 +76,18 @@ class ERCModule(L.LightningModule):
             return
         metrics = preds.metrics(self.label_names, self.selection)
         self.last_metrics[stage] = metrics
-        self.log(f"{stage}_wf1", metrics["wf1"], prog_bar=True)
-        self.log(f"{stage}_acc", metrics["acc"])
+        # Data-parallel: every rank scored the whole split (make_loader), so the values are
+        # equal; syncing (a mean of equal numbers) only states that to Lightning.
+        sync = self._distributed()
+        self.log(f"{stage}_wf1", metrics["wf1"], prog_bar=True, sync_dist=sync)
+        self.log(f"{stage}_acc", metrics["acc"], sync_dist=sync)
         if self.selection.key not in ("wf1", "acc"):
-            self.log(f"{stage}_{self.selection.key}", metrics[self.selection.key])
+            self.log(f"{stage}_{self.selection.key}", metrics[self.selection.key],
+                     sync_dist=sync)
+
+    def _distributed(self) -> bool:
+        trainer = self._trainer
+        return trainer is not None and trainer.world_size > 1
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_metrics("val")

@@ -100,7 +100,7 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
     # result whose checkpoint is being replaced (a kill mid-seed leaves it unfinished).
     (seed_dir / "metrics.json").unlink(missing_ok=True)
     for stale in seed_dir.glob("best*.ckpt"):
-        stale.unlink()  # a re-run must not select a previous run's checkpoint
+        stale.unlink(missing_ok=True)  # a re-run must not select a previous run's checkpoint
     L.seed_everything(seed, workers=True, verbose=False)
     tc = cfg.train
     corpus = prepared.corpus
@@ -117,7 +117,11 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
     clock = EpochClock()
     try:
         trainer = L.Trainer(
-            max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=1,
+            max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices,
+            num_nodes=tc.num_nodes, strategy=tc.strategy,
+            # merc shards the train split itself and keeps validation/test whole on every rank
+            # (make_loader): Lightning's own sampler would score each rank on its shard.
+            use_distributed_sampler=False,
             deterministic=tc.deterministic, callbacks=[checkpoint, stopper, clock],
             logger=CSVLogger(seed_dir, name="", version=""), enable_progress_bar=progress,
             enable_model_summary=False, gradient_clip_val=tc.grad_clip or None,
@@ -127,7 +131,10 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
         # e.g. train.accelerator=gpu on a machine without one: the user's choice, not a bug.
         raise ConfigError("train.accelerator", f"{tc.accelerator!r} is not usable here: "
                           f"{str(e).strip().splitlines()[0]}") from None
-    train_loader = make_loader(prepared, "train", tc.batch_size, shuffle=True, seed=seed)
+    distributed = tc.strategy != "auto" or tc.devices > 1 or tc.num_nodes > 1
+    train_loader = make_loader(prepared, "train", tc.batch_size, shuffle=True, seed=seed,
+                               shard=(trainer.world_size, trainer.global_rank)
+                               if distributed else None)
     valid_loader = make_loader(prepared, "valid", tc.batch_size)
     t0 = time.perf_counter()
     trainer.fit(module, train_loader, valid_loader)
@@ -151,6 +158,7 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
         "selection_metric": selection.to_dict(), "data": data,
     }
     # config.yaml first, metrics.json last: metrics.json is what marks the seed finished.
-    cfg.save(seed_dir / "config.yaml")
-    write_json(seed_dir / "metrics.json", result)
+    if trainer.is_global_zero:          # every rank holds the same result; one writes it
+        cfg.save(seed_dir / "config.yaml")
+        write_json(seed_dir / "metrics.json", result)
     return result
