@@ -190,3 +190,55 @@ def test_each_run_reports_its_start_and_seeds_as_they_finish(generic_corpus, tmp
     _execute(cfg.to_dict(), str(tmp_path / "run"), "toy mlp", lines.append)
     assert lines[0] == "  toy mlp: started"
     assert [x.split(":")[1].strip() for x in lines[1:]] == ["seed 0", "seed 1"]
+
+
+def _numbers(out) -> list[tuple]:
+    with open(out / "accuracy.csv") as f:
+        return [(r["corpus"], r["model"], r["variant"], r["seeds"], r["wf1_mean"], r["wf1_std"],
+                 r["valid_wf1_mean"]) for r in csv.DictReader(f)]
+
+
+
+def test_seed_tasks_on_local_workers_and_on_ray_give_the_same_tables(toy_bench, tmp_path):
+    """One task per (run, seed): in-process, on 2 local worker processes, and on a local Ray
+    instance (2 CPUs, no dashboard) the numbers are the same; a task whose worker dies is
+    retried by Ray, and a task that fails is reported in failures.md, never lost."""
+    ray = pytest.importorskip("ray")
+    kw = dict(data_dir=toy_bench, seeds=2, models=["mlp"], tables=["main"], echo=_quiet)
+    run_accuracy_bench("quick", out_dir=tmp_path / "serial", **kw)
+    run_accuracy_bench("quick", out_dir=tmp_path / "pool", jobs=2, **kw)
+    marker = tmp_path / "died-once"
+
+    def dies_once_then_fails_on_seed_1(cfg_dict, run_dir, label, seed):
+        import os
+
+        from merc.bench.accuracy import _execute_seed
+
+        if seed == 1 and not marker.exists():
+            marker.touch()
+            os._exit(3)                           # the worker process is killed: Ray retries
+        if seed == 1 and "crash" in run_dir:
+            raise RuntimeError("seed 1 cannot train")
+        _execute_seed(cfg_dict, run_dir, label, seed)
+
+    from merc.bench import accuracy
+
+    real = accuracy.run_seed_tasks_ray
+    accuracy.run_seed_tasks_ray = lambda tasks, **k: real(
+        tasks, task_fn=dies_once_then_fails_on_seed_1, **k)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run_accuracy_bench("quick", out_dir=tmp_path / "ray", backend="ray", **kw)
+        assert marker.exists() and not result["failures"]        # died once, retried, done
+        assert _numbers(tmp_path / "ray") == _numbers(tmp_path / "serial") \
+            == _numbers(tmp_path / "pool")
+        lines: list[str] = []
+        result = run_accuracy_bench("quick", out_dir=tmp_path / "crash", backend="ray",
+                                    **{**kw, "echo": lines.append})
+        assert len(result["failures"]) == 1
+        assert "seed 1: RuntimeError: seed 1 cannot train" in (
+            tmp_path / "crash" / "failures.md").read_text()
+        assert any("FAILED" in line for line in lines)
+    finally:
+        accuracy.run_seed_tasks_ray = real
+        ray.shutdown()

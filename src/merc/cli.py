@@ -232,7 +232,13 @@ def _parser() -> argparse.ArgumentParser:
     ba.add_argument("--corpora", help="comma-separated subset of the suite's corpora")
     ba.add_argument("--models", help="comma-separated subset of the suite's models")
     ba.add_argument("--jobs", type=int, default=1,
-                    help="runs in parallel (processes, one thread each; default 1)")
+                    help="local worker processes (one thread each; above 1, each (run, seed) "
+                    "is a task, so one run's seeds spread too; default 1)")
+    ba.add_argument("--backend", choices=("local", "ray"), default="local",
+                    help="local (this machine) or ray (each (run, seed) a Ray task; the ray "
+                    "extra); default local")
+    ba.add_argument("--address", help="with --backend ray: the Ray cluster to join (default: "
+                    "a local Ray instance)")
     ba.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR)")
     ba.add_argument("--tables", help="comma-separated subset of main,ablation,modalities,fusion,"
                     "lnorm: plan only their runs (default all)")
@@ -643,7 +649,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                     models=split(args.models), jobs=args.jobs,
                                     cache_dir=args.cache_dir, tables=split(args.tables),
                                     overrides=args.overrides, features=split(args.features),
-                                    dry_run=args.dry_run)
+                                    dry_run=args.dry_run, backend=args.backend,
+                                    address=args.address)
         if result["failures"]:
             return 1  # the tables are written; failures.md says which runs failed and why
     elif args.bench == "efficiency":

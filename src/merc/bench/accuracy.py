@@ -193,6 +193,66 @@ def _execute(cfg_dict: dict, run_dir: str, label: str = "",
     return run_experiment(cfg, run_dir, progress=False, echo=echo, resume=True)
 
 
+def _execute_seed(cfg_dict: dict, run_dir: str, label: str, seed: int) -> None:
+    """Worker body of one (run, seed) task: train (or reuse) that seed in ``run_dir``."""
+    _execute({**cfg_dict, "seeds": [seed]}, run_dir, f"{label} seed {seed}")
+
+
+def _run_seed_tasks_pool(tasks: list, jobs: int) -> dict[tuple, str]:
+    """Seed tasks on ``jobs`` local worker processes; returns run identity -> first error."""
+    errors: dict[tuple, str] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_execute_seed, cfg.to_dict(), str(run_dir), run.label, seed): run
+                   for run, cfg, run_dir, seed in tasks}
+        for fut in as_completed(futures):
+            try:
+                fut.result()
+            except Exception as e:  # noqa: BLE001 - reported with the run, never fatal
+                errors.setdefault(futures[fut].identity, _one_line(e))
+    return errors
+
+
+def run_seed_tasks_ray(tasks: list, *, address: str | None = None,
+                       echo: Callable[[str], None] = print,
+                       task_fn: Callable[..., None] | None = None) -> dict[tuple, str]:
+    """Seed tasks as Ray tasks: one CPU each (plus one GPU when the run trains on a GPU).
+
+    Connects to the cluster at ``address``, or starts a local Ray instance (no dashboard) when
+    none is given and none is running. A task whose worker process dies is retried by Ray (up
+    to twice); an exception in the training code is not retried. Either way the run is
+    reported as failed with the error, never dropped. ``task_fn`` replaces the task body
+    (tests). Returns run identity -> first error.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--backend ray needs Ray: pip install 'merc[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    body = ray.remote(max_retries=2)(task_fn or _execute_seed)
+    refs = {}
+    for run, cfg, run_dir, seed in tasks:
+        gpu = cfg.train.accelerator in ("gpu", "cuda")
+        ref = body.options(num_cpus=1, num_gpus=1 if gpu else 0).remote(
+            cfg.to_dict(), str(run_dir), run.label, seed)
+        refs[ref] = (run, seed)
+    echo(f"ray: {len(refs)} seed task(s) on {ray.cluster_resources().get('CPU', 0):.0f} CPU(s)")
+    errors: dict[tuple, str] = {}
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        run, seed = refs[done[0]]
+        try:
+            ray.get(done[0])
+            echo(f"  {run.label}: seed {seed} done")
+        except Exception as e:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
+            cause = getattr(e, "cause", None) or e
+            errors.setdefault(run.identity, f"seed {seed}: {_one_line(cause)}")
+            echo(f"  {run.label}: seed {seed} FAILED: {_one_line(cause)}")
+    return errors
+
+
 def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = None,
                        out_dir: str | Path | None = None, seeds: int | None = None,
                        corpora: Sequence[str] | None = None, models: Sequence[str] | None = None,
@@ -200,11 +260,16 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
                        tables: Sequence[str] | None = None,
                        overrides: Sequence[str] = (), dry_run: bool = False,
                        features: Sequence[str] | None = None,
+                       backend: str = "local", address: str | None = None,
                        echo: Callable[[str], None] = print) -> dict:
     """Plan, run (or resume) and tabulate a suite. Returns ``{"runs", "failures", "out_dir"}``.
 
     Args:
         suite: ``quick`` (1 seed) or ``paper`` (5 seeds).
+        backend: ``local`` (this machine: in-process, or ``jobs`` worker processes) or ``ray``
+            (each (run, seed) a Ray task with its own CPU/GPU request, on the Ray cluster at
+            ``address`` or a local one started here; run folders must be on a file system
+            every Ray node sees). Both resume finished seeds and write the same tables.
         data_dir: Folder holding the corpora's folders (default ``$MERC_DATA_DIR``).
         out_dir: Output folder (default ``results/<suite>``).
         seeds: Override the suite's seed count (seeds ``0 .. seeds-1``).
@@ -228,6 +293,10 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
         raise ValueError("--seeds must be >= 1")
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     out = Path(out_dir) if out_dir is not None else Path("results") / suite
+    if backend not in ("local", "ray"):
+        raise ValueError(f"unknown backend {backend!r}; choose local or ray")
+    if address and backend != "ray":
+        raise ValueError("--address is for --backend ray")
     registered = list_models()
     if not models:
         models = [m for m in registered if suite != "quick" or m not in QUICK_SKIPS]
@@ -288,7 +357,7 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
                  f"(valid {result['valid']['wf1']['mean']:.2f}; t+{elapsed:.0f} s)")
 
     started = time.perf_counter()
-    if jobs <= 1:
+    if jobs <= 1 and backend == "local":
         for i, (run, cfg, run_dir) in enumerate(jobs_todo, 1):
             try:
                 result, error = _execute(cfg.to_dict(), str(run_dir), run.label, echo), None
@@ -296,16 +365,24 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
                 result, error = None, _one_line(e)
             finished(i, run, result, error)
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_execute, cfg.to_dict(), str(run_dir), run.label): run
-                       for run, cfg, run_dir in jobs_todo}
-            for i, fut in enumerate(as_completed(futures), 1):
-                run = futures[fut]
-                try:
-                    result, error = fut.result(), None
-                except Exception as e:  # noqa: BLE001
-                    result, error = None, _one_line(e)
-                finished(i, run, result, error)
+        # One task per (run, seed), so the seeds of one long run spread over the workers too;
+        # then each run's summary is gathered in this process from its finished seeds.
+        tasks = [(run, cfg, run_dir, seed) for run, cfg, run_dir in jobs_todo
+                 for seed in cfg.seeds]
+        if backend == "ray":
+            errors = run_seed_tasks_ray(tasks, address=address, echo=echo)
+        else:
+            errors = _run_seed_tasks_pool(tasks, jobs)
+        for i, (run, cfg, run_dir) in enumerate(jobs_todo, 1):
+            if run.identity in errors:
+                finished(i, run, None, errors[run.identity])
+                continue
+            try:
+                result, error = _execute(cfg.to_dict(), str(run_dir), run.label,
+                                         lambda line: None), None
+            except Exception as e:  # noqa: BLE001
+                result, error = None, _one_line(e)
+            finished(i, run, result, error)
     echo(f"trained/resumed {len(runs)} runs in {time.perf_counter() - started:.0f} s")
 
     from merc.bench.report import write_accuracy_report
