@@ -148,6 +148,9 @@ def test_refusals_and_bad_conversations(ckpt, tmp_path, capsys):
     assert "give a .jsonl file" in capsys.readouterr().err
     assert main(["predict", *two, "--model", str(ckpt), "--html", str(tmp_path / "t.html")]) == 2
     assert "draw one conversation" in capsys.readouterr().err
+    # Ray writes sharded JSON Lines into a folder: anything else is refused up front.
+    assert main(["predict", str(talk), "--backend", "ray", "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert "give --out-dir" in capsys.readouterr().err
     # The same conversation id twice: results are keyed by id.
     assert main(["predict", str(talk), str(talk), "--model", str(ckpt), "--quiet",
                  "--out", str(tmp_path / "r.jsonl")]) == 2
@@ -175,3 +178,40 @@ def test_non_english_text_is_flagged_for_the_english_encoder(ckpt, tmp_path, cap
     fr = {"speaker": "C", "text": "Café au lait, s'il vous plaît."}
     assert main(["predict", str(write_jsonl(tmp_path / "en.jsonl", TALK + [fr])), *out]) == 0
     assert "not Latin script" not in capsys.readouterr().err
+
+
+def test_bulk_prediction_on_ray_data_keeps_ids(ckpt, tmp_path):
+    """200 conversations in 10 files through Ray Data (a local instance, 2 CPUs): every id comes
+    back once, with its utterance ids, and the same probabilities as in-process prediction."""
+    ray = pytest.importorskip("ray")
+    from merc.batch_predict import expand_inputs, predict_with_ray, read_inputs
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for f in range(10):
+        lines = [json.dumps({"id": f"f{f}-c{c}", "utterances": [
+            {"id": f"f{f}-c{c}-u{u}", **TALK[(c + u) % len(TALK)]} for u in range(1 + c % 4)]})
+            for c in range(20)]
+        (folder / f"part{f}.jsonl").write_text("\n".join(lines) + "\n")
+    files = expand_inputs([str(folder)])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        res = predict_with_ray(files, tmp_path / "out", checkpoint=str(ckpt), workers=2,
+                               files_per_batch=3)
+    finally:
+        ray.shutdown()
+    assert res == {"conversations": 200, "errors": 0, "out_dir": str(tmp_path / "out")}
+    got = {}
+    for part in sorted((tmp_path / "out").glob("part-*.jsonl")):
+        for line in part.read_text().splitlines():
+            r = json.loads(line)
+            assert r["id"] not in got
+            got[r["id"]] = r
+    convs = read_inputs(files).conversations
+    assert set(got) == {c.id for c in convs}
+    local = {p.id: p for p in Predictor.from_checkpoint(ckpt).predict_many(convs)}
+    for cid, r in got.items():
+        assert [u["id"] for u in r["utterances"]] == [u.id for u in local[cid].utterances]
+        np.testing.assert_allclose([list(u["probs"].values()) for u in r["utterances"]],
+                                   [list(u.probs.values()) for u in local[cid].utterances],
+                                   atol=1e-5)

@@ -189,6 +189,14 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=32,
                     help="conversations per forward pass and per text-encoder call (default 32)")
     pr.add_argument("--device", default="cpu", help="torch device of the model (default cpu)")
+    pr.add_argument("--backend", choices=("local", "ray"), default="local",
+                    help="local (this process) or ray (Ray Data: the files spread over "
+                    "--workers actors, one model load each; needs --out-dir, written as "
+                    "sharded JSON Lines; the ray extra)")
+    pr.add_argument("--workers", type=int, default=2, help="with --backend ray: actors "
+                    "(default 2)")
+    pr.add_argument("--address", help="with --backend ray: the Ray cluster to join (default: a "
+                    "local Ray instance)")
     pr.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                     help="a bad conversation stops everything (fail, default) or is reported "
                     "and skipped (skip); the summary counts both")
@@ -520,6 +528,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                          "compute predictions and write them nowhere")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.backend == "ray":
+        return _predict_ray(args)
     def say(line: str) -> None:          # stdout carries the results with --out -
         if not args.quiet:
             print(line, file=sys.stderr if args.out == STDIN else sys.stdout)
@@ -605,6 +615,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"merc serve: binding to {args.host}: anyone who can reach this address can use "
               "the model", file=sys.stderr)
     serve(args.model, host=args.host, port=args.port, device=args.device)
+    return 0
+
+
+def _predict_ray(args: argparse.Namespace) -> int:
+    import time
+
+    from merc.batch_predict import expand_inputs, predict_with_ray
+
+    if not args.out_dir or args.out or args.table or args.html or args.png:
+        raise ValueError("--backend ray writes sharded JSON Lines: give --out-dir DIR (and "
+                         "none of --out, --table, --html, --png)")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    files = expand_inputs(args.inputs)
+    t0 = time.perf_counter()
+    res = predict_with_ray(files, args.out_dir, checkpoint=args.model,
+                           batch_size=args.batch_size, workers=args.workers,
+                           on_error=args.on_error, allow_outside_media=args.allow_outside_media,
+                           address=args.address)
+    if not args.quiet:
+        skipped = f"; {res['errors']} skipped as bad input" if res["errors"] else ""
+        print(f"predicted {res['conversations']} conversation(s) from {len(files)} file(s) on "
+              f"Ray in {time.perf_counter() - t0:.1f} s{skipped}; wrote {res['out_dir']}/"
+              "part-*.jsonl")
     return 0
 
 
