@@ -530,6 +530,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.backend == "ray":
         return _predict_ray(args)
+
     def say(line: str) -> None:          # stdout carries the results with --out -
         if not args.quiet:
             print(line, file=sys.stderr if args.out == STDIN else sys.stdout)
