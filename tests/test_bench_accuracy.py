@@ -242,3 +242,12 @@ def test_seed_tasks_on_local_workers_and_on_ray_give_the_same_tables(toy_bench, 
     finally:
         accuracy.run_seed_tasks_ray = real
         ray.shutdown()
+
+
+def test_ablation_table_alone_finds_its_full_model(toy_bench, tmp_path):
+    out = tmp_path / "abl"
+    result = run_accuracy_bench("paper", data_dir=toy_bench, out_dir=out, seeds=1,
+                                models=["df-erc"], tables=["ablation"], echo=_quiet)
+    assert not result["failures"]
+    text = (out / "table3_ablation.md").read_text()
+    assert "w/o CRM" in text and "full" in text and not (out / "table1_main.md").exists()

@@ -257,3 +257,21 @@ def test_evaluate_writes_per_utterance_predictions(generic_corpus, tmp_path):
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert [(r["conversation"], r["utterance"], r["gold"], r["label"]) for r in rows] == [
         (res["id"], u["id"], u["gold"], u["label"]) for res in results for u in res["utterances"]]
+
+
+def test_seeds_recorded_with_relative_paths_still_resume(generic_corpus, tmp_path, monkeypatch):
+    """Runs written before merc stored absolute paths keep their seeds (same folder)."""
+    from merc.engine import experiment
+
+    monkeypatch.chdir(generic_corpus.parent)
+    cfg = _config(generic_corpus.name, seeds=(0,), epochs=2)
+    out = tmp_path / "run"
+    run_experiment(cfg, out, progress=False, echo=lambda s: None)
+    path = out / "seed_0" / "metrics.json"
+    m = json.loads(path.read_text())
+    m["fingerprint"]["data"]["data_dir"] = generic_corpus.name      # as older merc stored it
+    path.write_text(json.dumps(m))
+    calls = []
+    monkeypatch.setattr(experiment, "train_seed", lambda *a, **k: calls.append(1))
+    run_experiment(cfg, out, progress=False, echo=lambda s: None, resume=True)
+    assert not calls

@@ -188,7 +188,8 @@ class _Results:
         for r in self.runs:
             if (r.corpus == corpus and r.model == model and r.variant == suite.FULL
                     and (modalities is None or r.modalities == modalities)
-                    and ("main" in r.tables or modalities is not None)
+                    # the default-modality full run: the one in Table 1 or in Table 3
+                    and (r.tables & {"main", "ablation"} or modalities is not None)
                     and (r.features == features or "text" not in r.modalities)):
                 return r
         return None

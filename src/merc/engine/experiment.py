@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,30 @@ def _finished_seed(seed_dir: Path, fingerprint: dict) -> dict | None:
         return None
     # A hand-edited or foreign metrics.json is "not finished" (the seed is retrained), never a
     # KeyError traceback.
+    if isinstance(result, dict) and isinstance(result.get("fingerprint"), dict):
+        result["fingerprint"] = _absolute_paths(result["fingerprint"])
     if (not isinstance(result, dict) or result.get("fingerprint") != fingerprint
             or not isinstance(result.get("checkpoint"), str)
             or not (seed_dir / result["checkpoint"]).is_file()):
         return None
     return result
+
+
+def _absolute_paths(fingerprint: dict) -> dict:
+    """A stored fingerprint with its local paths made absolute as :meth:`DataConfig.resolved`
+    now does: seeds recorded before merc stored absolute paths (same folder, typed relative)
+    are still recognised when the command is run again from the same directory."""
+    data = fingerprint.get("data")
+    if not isinstance(data, dict):
+        return fingerprint
+    data = dict(data)
+    for key in ("data_dir", "cache_dir"):
+        if isinstance(data.get(key), str) and data[key] and not os.path.isabs(data[key]):
+            data[key] = os.path.abspath(os.path.expanduser(data[key]))
+    text = data.get("text")
+    if isinstance(text, str) and not os.path.isabs(text) and Path(text).expanduser().exists():
+        data["text"] = os.path.abspath(os.path.expanduser(text))
+    return {**fingerprint, "data": data}
 
 
 def check_finite_features(prepared: PreparedData) -> None:
