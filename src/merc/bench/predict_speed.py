@@ -166,7 +166,8 @@ def write_conversation_folder(folder: Path, n_conversations: int, n_utterances: 
 
 def run_throughput_bench(out_dir: str | Path = "results", *, n_conversations: int = 1000,
                          n_utterances: int = 20, repeats: int = 3, sample: int = 20,
-                         checkpoint: str | None = None, echo=print) -> list[dict]:
+                         checkpoint: str | None = None, with_ray: bool | None = None,
+                         echo=print) -> list[dict]:
     """Utterances per second of four ways to predict many text conversations, side by side.
 
     * ``merc predict DIR`` -- one process for the whole folder (batched), whole command;
@@ -174,11 +175,18 @@ def run_throughput_bench(out_dir: str | Path = "results", *, n_conversations: in
     * the per-conversation API loop -- ``Predictor.predict`` on each of ``sample * 5`` files,
       encoder already loaded;
     * the bare text encoder -- MiniLM on all utterances in one call, weights already loaded:
-      the floor (everything else is overhead).
+      the floor (everything else is overhead);
+    * with Ray installed (``with_ray``, default: when importable), ``merc predict DIR --backend
+      ray --workers 2``, whole command: what Ray Data's start and per-actor model loads cost
+      on one machine.
 
     Each round runs all four in a rotated order (so all meet the same machine load); ratios are
     taken within a round. Writes ``predict_throughput.csv`` / ``.md``.
     """
+    if with_ray is None:
+        import importlib.util
+
+        with_ray = importlib.util.find_spec("ray") is not None
     out = Path(out_dir)
     folder = out / f"predict_many_{n_conversations}x{n_utterances}"
     total = write_conversation_folder(folder, n_conversations, n_utterances)
@@ -205,11 +213,20 @@ def run_throughput_bench(out_dir: str | Path = "results", *, n_conversations: in
         d = json.loads(res.stdout.strip().splitlines()[-1])
         return d["seconds"], d["utterances"]
 
+    def ray_dir() -> tuple[float, int]:
+        t = _whole_command([sys.executable, "-m", "merc.cli", "predict", str(folder), "--quiet",
+                            "--backend", "ray", "--workers", "2", "--out-dir",
+                            str(out / "predict_many_ray"), *model], env)
+        return t, total
+
     ways = {"merc predict DIR (one process, batched)": batch_dir,
             "merc predict FILE, one process per file": per_file,
             "Predictor.predict per conversation (API loop)":
                 lambda: in_process(_API_LOOP, checkpoint or "-", str(sample * 5)),
             "bare text encoder, one call": lambda: in_process(_BARE_ENCODER)}
+    if with_ray:
+        # Whole command: Ray's start, 2 actors each importing merc and loading the model.
+        ways["merc predict DIR --backend ray --workers 2 (whole command)"] = ray_dir
     names = list(ways)
     rates: dict[str, list[float]] = {k: [] for k in names}
     for r in range(max(1, repeats)):
@@ -242,6 +259,16 @@ def run_throughput_bench(out_dir: str | Path = "results", *, n_conversations: in
            f"over the bare encoder's: {statistics.median(ratio_bare):.2f}× "
            f"[{min(ratio_bare):.2f}–{max(ratio_bare):.2f}] (target ≤ 1.3; it includes process "
            "start, imports, reading and checking the files, the model and writing results)."]
+    if with_ray:
+        ray_way = names[4]
+        ratio_ray = [b / r for b, r in zip(rates[batch], rates[ray_way])]
+        md += ["", f"Ray Data on this one machine (2 actors) takes "
+               f"{statistics.median(ratio_ray):.2f}× [{min(ratio_ray):.2f}–{max(ratio_ray):.2f}] "
+               "the batched command's time: Ray's start and one model load per actor are "
+               "overhead that only pays off with more machines."]
+        with open(out / "predict_throughput.csv", "a") as f:
+            f.write(f"ray / batched (time ratio),{statistics.median(ratio_ray):.2f},"
+                    f"{min(ratio_ray):.2f},{max(ratio_ray):.2f},{len(ratio_ray)},,\n")
     (out / "predict_throughput.md").write_text("\n".join(md) + "\n")
     echo("\n".join(md[-1:]))
     echo(f"wrote {out / 'predict_throughput.csv'} and {out / 'predict_throughput.md'}")
