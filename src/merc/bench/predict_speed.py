@@ -248,7 +248,7 @@ def run_throughput_bench(out_dir: str | Path = "results", *, n_conversations: in
         f.write(f"bare encoder / batched (time ratio),{statistics.median(ratio_bare):.2f},"
                 f"{min(ratio_bare):.2f},{max(ratio_bare):.2f},{len(ratio_bare)},,\n")
     md = [f"# Predicting {n_conversations} text conversations of {n_utterances} utterances", "",
-          f"{repeats} rounds, the four ways in a rotated order each round; median [min–max] "
+          f"{repeats} rounds, the ways in a rotated order each round; median [min–max] "
           f"utterances per second. CPUs: {os.cpu_count()}. One process per file was run on "
           f"{sample} files and the API loop on {sample * 5} (rates, not totals).", "",
           "| way | utterances/s | min–max |", "|---|---:|---:|"]
