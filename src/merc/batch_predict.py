@@ -263,15 +263,11 @@ def predict_with_ray(files: Sequence[str], out_dir: str | Path, *,
     kept; a skipped bad conversation as ``{"error": ...}``). Files must be readable from every
     Ray node. Returns counts.
     """
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("--backend ray needs Ray: pip install 'merc[ray]'") from None
     if STDIN in files:
         raise MercInputError(STDIN, "stdin cannot be spread over Ray workers; give files")
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+    from merc.raycluster import connect
+
+    ray = connect(address)
     ds = ray.data.from_items([{"path": str(Path(f).resolve())} for f in files])
     results = ds.map_batches(
         _RayPredictor, fn_constructor_args=(checkpoint, batch_size, on_error,

@@ -154,6 +154,21 @@ def _absolute(path: str) -> str:
     return str(Path(os.path.abspath(Path(path).expanduser())))
 
 
+def absolute_local_paths(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``data`` section's local paths made absolute, the rule of
+    :meth:`DataConfig.resolved`: ``data_dir`` and ``cache_dir`` when set, ``text`` only when it
+    names an existing path (a model *name* stays a name). Also applied to fingerprints stored
+    before merc recorded absolute paths (:mod:`merc.engine.experiment`)."""
+    out = dict(data)
+    for key in ("data_dir", "cache_dir"):
+        if isinstance(out.get(key), str) and out[key]:
+            out[key] = _absolute(out[key])
+    text = out.get("text")
+    if isinstance(text, str) and text and Path(text).expanduser().exists():
+        out["text"] = _absolute(text)
+    return out
+
+
 def require(ok: bool, key: str, message: str) -> None:
     """Raise :class:`ConfigError` ``key: message`` unless ``ok`` (for ``__post_init__`` checks)."""
     if not ok:
@@ -352,15 +367,14 @@ class DataConfig:
         ``cache_dir``, and ``text`` when it names an existing folder such as a ``merc finetune``
         encoder): a run's config and checkpoint then work from any current directory."""
         d = corpus_defaults()[self.corpus]
-        text = self.text if self.text is not None else d["text"]
+        paths = absolute_local_paths({
+            "data_dir": self.data_dir if self.data_dir is not None else str(default_data_dir()),
+            "cache_dir": self.cache_dir,
+            "text": self.text if self.text is not None else d["text"]})
         return dataclasses.replace(
-            self,
-            data_dir=_absolute(self.data_dir if self.data_dir is not None
-                               else str(default_data_dir())),
+            self, **paths,
             modalities=list(self.modalities) if self.modalities is not None else
-            (list(d["modalities"]) if d["modalities"] is not None else None),
-            text=_absolute(text) if text and Path(text).expanduser().exists() else text,
-            cache_dir=_absolute(self.cache_dir) if self.cache_dir else self.cache_dir)
+            (list(d["modalities"]) if d["modalities"] is not None else None))
 
     def feature_spec(self, available: list[str] | None = None) -> FeatureSpec:
         """The :class:`FeatureSpec` for the chosen modalities (``available`` fills an unset list)."""

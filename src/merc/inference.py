@@ -302,8 +302,6 @@ class Predictor:
         The result for a conversation is the one :meth:`predict` gives it alone (to float
         rounding): padding never changes a real utterance's logits.
         """
-        import torch
-
         from merc.data.collate import DialogueDataset, collate_dialogues
 
         if batch_size < 1:
@@ -315,22 +313,34 @@ class Predictor:
         for start in range(0, len(convs), batch_size):
             idx = range(start, min(start + batch_size, len(convs)))
             batch = collate_dialogues([data[i] for i in idx]).to(self.device)
-            with torch.no_grad():
-                out = self.loaded.model(batch)
-                probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()  # (B, L, C)
-            for b, i in enumerate(idx):
-                n = len(convs[i])
-                weights = ({m: w[b, :n].float().cpu().numpy()
-                            for m, w in out.modality_weights.items()}
-                           if out.modality_weights is not None else None)
-                results.append(self._result(convs[i], probs[b, :n], weights))
+            results += batch_predictions(
+                self.loaded.model, batch, [convs[i] for i in idx], label_names=self.label_names,
+                model=self.model_name, checkpoint=str(self.checkpoint),
+                modalities=self.modalities)
         return results
 
-    def _result(self, conv: Conversation, probs: np.ndarray,
-                weights: dict[str, np.ndarray] | None) -> Prediction:
-        return build_prediction(conv, probs, weights, label_names=self.label_names,
-                                model=self.model_name, checkpoint=str(self.checkpoint),
-                                modalities=self.modalities)
+
+def batch_predictions(net, batch, convs: Sequence[Conversation], *,
+                      label_names: Sequence[str], model: str, checkpoint: str,
+                      modalities: Sequence[str]) -> list[Prediction]:
+    """Run the network ``net`` (eval mode; ``model`` is its registered name) on ``batch``,
+    the collated ``convs`` in order, and return one :class:`Prediction` per conversation
+    (softmax probabilities and fusion weights cut to its real utterances). Shared by
+    :meth:`Predictor.predict_many` and ``merc evaluate --predictions``."""
+    import torch
+
+    with torch.no_grad():
+        out = net(batch)
+        probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()        # (B, L, C)
+    results = []
+    for b, conv in enumerate(convs):
+        n = len(conv)
+        weights = ({m: w[b, :n].float().cpu().numpy() for m, w in out.modality_weights.items()}
+                   if out.modality_weights is not None else None)
+        results.append(build_prediction(conv, probs[b, :n], weights, label_names=label_names,
+                                        model=model, checkpoint=checkpoint,
+                                        modalities=modalities))
+    return results
 
 
 def build_prediction(conv: Conversation, probs: np.ndarray,

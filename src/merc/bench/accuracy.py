@@ -223,13 +223,9 @@ def run_seed_tasks_ray(tasks: list, *, address: str | None = None,
     reported as failed with the error, never dropped. ``task_fn`` replaces the task body
     (tests). Returns run identity -> first error.
     """
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("--backend ray needs Ray: pip install 'merc[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+    from merc.raycluster import connect
+
+    ray = connect(address)
     body = ray.remote(max_retries=2)(task_fn or _execute_seed)
     refs = {}
     for run, cfg, run_dir, seed in tasks:

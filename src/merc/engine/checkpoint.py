@@ -209,7 +209,7 @@ def write_split_predictions(loaded: LoadedCheckpoint, prepared, split: str,
     :func:`evaluate_checkpoint`), conversation by conversation in the corpus' order."""
     from merc.batch_predict import ResultWriter
     from merc.data.prepare import make_loader
-    from merc.inference import build_prediction
+    from merc.inference import batch_predictions
 
     path = str(path)
     suffix = Path(path).suffix.lower()
@@ -218,19 +218,12 @@ def write_split_predictions(loaded: LoadedCheckpoint, prepared, split: str,
                              field="--predictions")
     writer = ResultWriter(jsonl=path if suffix == ".jsonl" else None,
                           table=path if suffix != ".jsonl" else None)
-    convs = iter(prepared.corpus.split(split))
+    convs = iter(prepared.corpus.split(split))       # the loader keeps this order
     loaded.model.eval()
     for batch in make_loader(prepared, split, 16):
-        with torch.no_grad():
-            out = loaded.model(batch)
-            probs = torch.softmax(out.logits.float(), dim=-1).numpy()
-        for b in range(probs.shape[0]):
-            conv = next(convs)
-            n = len(conv)
-            weights = ({m: w[b, :n].float().numpy() for m, w in out.modality_weights.items()}
-                       if out.modality_weights is not None else None)
-            writer.add(build_prediction(
-                conv, probs[b, :n], weights, label_names=loaded.label_names,
-                model=loaded.config.model_name, checkpoint=str(loaded.path),
-                modalities=prepared.modalities).to_dict())
+        for pred in batch_predictions(
+                loaded.model, batch, [next(convs) for _ in range(batch.mask.shape[0])],
+                label_names=loaded.label_names, model=loaded.config.model_name,
+                checkpoint=str(loaded.path), modalities=prepared.modalities):
+            writer.add(pred.to_dict())
     writer.close()

@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import merc
-from merc.config import ExperimentConfig
+from merc.config import ExperimentConfig, absolute_local_paths
 from merc.data.prepare import PreparedData, prepare_data
 from merc.engine.interrupt import Interrupted
 from merc.engine.metrics import collapse_warning, mean_std
@@ -115,14 +114,7 @@ def _absolute_paths(fingerprint: dict) -> dict:
     data = fingerprint.get("data")
     if not isinstance(data, dict):
         return fingerprint
-    data = dict(data)
-    for key in ("data_dir", "cache_dir"):
-        if isinstance(data.get(key), str) and data[key] and not os.path.isabs(data[key]):
-            data[key] = os.path.abspath(os.path.expanduser(data[key]))
-    text = data.get("text")
-    if isinstance(text, str) and not os.path.isabs(text) and Path(text).expanduser().exists():
-        data["text"] = os.path.abspath(os.path.expanduser(text))
-    return {**fingerprint, "data": data}
+    return {**fingerprint, "data": absolute_local_paths(data)}
 
 
 def check_finite_features(prepared: PreparedData) -> None:
