@@ -90,8 +90,75 @@ def test_a_target_longer_than_the_model_is_counted(tokenizer):
     assert len(xs[1].ids) <= 16
 
 
+@pytest.mark.parametrize("past,future,budget", [(0, 0, 16), (2, 1, 24), (4, 1, 40),
+                                                (4, 1, 512), (8, 8, 30)])
+def test_packed_layout_keeps_every_target_whole_and_shares_chunks(tokenizer, past, future,
+                                                                 budget):
+    """``packed``: consecutive targets share one input (the same ids list), each pooled from its
+    own whole piece; context is the nearest utterances outside the run; the budget binds."""
+    fmt = ContextFormat(past=past, future=future, speakers=True, max_tokens=budget,
+                        layout="packed")
+    f = InputFormatter(tokenizer, fmt, cls_id=CLS, sep_id=SEP)
+    pieces = f.pieces(TEXTS, SPEAKERS)
+    xs = f.conversation(TEXTS, SPEAKERS)
+    assert len(xs) == len(TEXTS)
+    chunks: dict[int, list[int]] = {}
+    for i, x in enumerate(xs):
+        s, e = x.target
+        assert x.ids[0] == CLS and x.ids[-1] == SEP
+        if pieces[i]:
+            assert x.ids[s:e] == pieces[i] and x.ids[e] == SEP
+        else:
+            assert e - s == 1 and x.ids[s] == SEP
+        if len(pieces[i]) + 2 <= budget:
+            assert len(x.ids) <= budget
+        chunks.setdefault(id(x.ids), []).append(i)
+    runs = list(chunks.values())
+    assert [i for r in runs for i in r] == list(range(len(TEXTS)))     # consecutive runs
+    assert all(r == list(range(r[0], r[-1] + 1)) for r in runs)
+    if budget >= 512:
+        assert len(runs) == 1                                           # one chunk: no context
+        assert len(xs[0].ids) == 1 + sum(len(p) + 1 for p in pieces)
+    for r in runs[1:]:
+        x = xs[r[0]]
+        before = x.ids[1:x.target[0]]                                   # the past context
+        if past and budget - sum(len(pieces[i]) + 1 for i in r) > 2:
+            prev = pieces[r[0] - 1]
+            # Nearest past utterance: whole, or cut at its far end (its last tokens kept).
+            assert before and before[-1] == SEP
+            tail = before[:-1][-len(prev):] if prev else []
+            assert prev[len(prev) - len(tail):] == tail
+        if not past:
+            assert before == []
+    assert f.truncated_targets == 0
+
+
+def test_packed_chunks_are_encoded_once_and_pooled_per_target(tiny_encoder):
+    """A packed chunk is one row of the batch; each target's vector is the mean of its own span
+    of that row's states (checked against the chunk encoded alone)."""
+    from merc.features.finetuned import ContextEncoder, encode_inputs, pad_inputs
+
+    _, out, _, _ = tiny_encoder
+    tok = __import__("tokenizers").Tokenizer.from_file(str(out / "tokenizer.json"))
+    f = InputFormatter(tok, ContextFormat(past=2, future=1, max_tokens=24, layout="packed"),
+                       cls_id=CLS, sep_id=SEP)
+    xs = f.conversation(TEXTS, SPEAKERS)
+    n_chunks = len({id(x.ids) for x in xs})
+    assert 1 < n_chunks < len(xs)
+    batch = pad_inputs(xs, 0)
+    assert batch.ids.shape[0] == n_chunks and batch.rows.tolist() == sorted(batch.rows.tolist())
+    model = ContextEncoder(out).eval()
+    got = encode_inputs(model, xs, 0, batch_size=2)
+    for i, x in enumerate(xs):
+        with torch.no_grad():
+            h = model.backbone.hidden(torch.tensor([x.ids]),
+                                      torch.ones(1, len(x.ids), dtype=torch.bool))[0]
+        s, e = x.target
+        np.testing.assert_allclose(got[i], h[s:e].mean(0).numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize("bad", [{"past": -1}, {"max_tokens": 4}, {"speakers": "yes"},
-                                 {"future": 1.5}])
+                                 {"future": 1.5}, {"layout": "dialogue"}])
 def test_context_format_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="context\\."):
         ContextFormat(**bad)
@@ -153,7 +220,8 @@ def test_finetune_changes_the_encoder_and_records_how(tiny_encoder):
     assert not torch.equal(base[top], tuned[top])          # the trained layer moved
     assert torch.equal(base[bottom], tuned[bottom])        # frozen layers did not
     saved = json.loads((out / "merc_encoder.json").read_text())
-    assert saved["context"] == {"past": 2, "future": 1, "speakers": True, "max_tokens": 40}
+    assert saved["context"] == {"past": 2, "future": 1, "speakers": True, "max_tokens": 40,
+                                "layout": "window"}
     t = saved["training"]
     assert t["corpus"] == "corpus0" and len(t["corpus_fingerprint"]) == 64
     assert t["settings"]["train_layers"] == 1 and t["label_names"] == ["anger", "joy", "neutral"]

@@ -41,9 +41,9 @@ from merc.data.conversation import Corpus
 from merc.errors import MercInputError
 from merc.config import ExperimentConfig, FinetuneConfig
 from merc.features.context_format import EncodedInput, InputFormatter
-from merc.features.finetuned import (ContextEncoder, EncoderRecord, _autocast, batches_by_length,
-                                     copy_tokenizer, corpus_fingerprint, cpu_has_fast_bf16,
-                                     encode_inputs, load_tokenizer, now_iso, pad_inputs,
+from merc.features.finetuned import (ContextEncoder, EncoderRecord, _autocast, copy_tokenizer,
+                                     corpus_fingerprint, cpu_has_fast_bf16, encode_inputs,
+                                     input_batches, load_tokenizer, now_iso, pad_inputs,
                                      pool_target)
 from merc.features.spec import DEFAULT_TEXT_ENCODER
 from merc.engine.loop import warmup_schedule
@@ -232,7 +232,7 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
+    steps_per_epoch = len(input_batches(train_x, cfg.batch_size))
     total = steps_per_epoch * cfg.max_epochs
     warm = max(1, int(cfg.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(warm, total, "linear"))
@@ -243,25 +243,23 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
          f"device {device.type}{' (bf16)' if bf16 else ''}")
     best = {"wf1": -1.0, "epoch": -1, "state": None}
     history = []
-    lengths = [len(x.ids) for x in train_x]
     for epoch in range(cfg.max_epochs):
         t0 = time.perf_counter()
         encoder.train()
         head.train()
         total_loss, n_seen = 0.0, 0
-        steps = batches_by_length(lengths, cfg.batch_size, rng)
+        steps = input_batches(train_x, cfg.batch_size, rng)
         for idx in tqdm(steps, desc=f"{tag}epoch {epoch}", unit="step", leave=False,
                         disable=not progress):
-            batch = [train_x[i] for i in idx]
-            ids, mask, spans = pad_inputs(batch, pad_id, device)
+            batch = pad_inputs([train_x[i] for i in idx], pad_id, device)
             y = torch.as_tensor(train_y[idx], device=device)
             with _autocast(device, bf16):
                 if frozen:
-                    h = _pad_states([train_h[i] for i in idx], device)
-                    h = backbone.hidden(None, mask, start=frozen, h=h)
-                    v = pool_target(h, spans, cfg.pooling)
+                    h = _pad_states([train_h[idx[b]] for b in batch.first], device)
+                    h = backbone.hidden(None, batch.mask, start=frozen, h=h)
+                    v = pool_target(h, batch.spans, cfg.pooling, batch.rows)
                 else:
-                    v = encoder(ids, mask, spans)
+                    v = encoder(batch.ids, batch.mask, batch.spans, batch.rows)
                 logits = head(v).float()
             loss = F.cross_entropy(logits, y, weight=None if weights is None
                                    else weights.to(device))
@@ -317,15 +315,18 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
 def _lower_states(backbone, inputs: list[EncodedInput], stop: int, pad_id: int,
                   device: torch.device, batch_size: int = 128) -> list[torch.Tensor]:
     """Outputs of the frozen embeddings + layers ``[0, stop)`` per input, ``(T_i, d)`` float16
-    on ``device`` (eval mode: the frozen part runs without dropout)."""
+    on ``device`` (eval mode: the frozen part runs without dropout); the inputs of one
+    ``packed`` chunk share one tensor."""
     was = backbone.training
     backbone.eval()
     out: list[torch.Tensor | None] = [None] * len(inputs)
-    for idx in batches_by_length([len(x.ids) for x in inputs], batch_size):
-        ids, mask, _ = pad_inputs([inputs[i] for i in idx], pad_id, device)
-        h = backbone.hidden(ids, mask, stop=stop)
-        for row, i in enumerate(idx):
-            out[i] = h[row, :len(inputs[i].ids)].to(torch.float16)
+    for idx in input_batches(inputs, batch_size):
+        batch = pad_inputs([inputs[i] for i in idx], pad_id, device)
+        h = backbone.hidden(batch.ids, batch.mask, stop=stop)
+        for b, i in enumerate(idx):
+            r = int(batch.rows[b])
+            out[i] = (out[idx[batch.first[r]]] if b != batch.first[r]
+                      else h[r, :len(inputs[i].ids)].to(torch.float16))
     backbone.train(was)
     return out  # type: ignore[return-value]
 
@@ -347,12 +348,14 @@ def _predict(encoder: ContextEncoder, head: nn.Module, inputs: list[EncodedInput
         v = encode_inputs(encoder, inputs, pad_id, batch_size)
         return head(torch.from_numpy(v).to(device)).argmax(-1).cpu().numpy()
     pred = np.zeros(len(inputs), dtype=np.int64)
-    for idx in batches_by_length([len(x.ids) for x in inputs], batch_size):
-        _, mask, spans = pad_inputs([inputs[i] for i in idx], pad_id, device)
+    for idx in input_batches(inputs, batch_size):
+        batch = pad_inputs([inputs[i] for i in idx], pad_id, device)
         with _autocast(device):
-            h = encoder.backbone.hidden(None, mask, start=frozen,
-                                        h=_pad_states([states[i] for i in idx], device))
-            pred[idx] = head(pool_target(h, spans, encoder.pooling)).argmax(-1).cpu().numpy()
+            h = encoder.backbone.hidden(None, batch.mask, start=frozen,
+                                        h=_pad_states([states[idx[b]] for b in batch.first],
+                                                      device))
+            pred[idx] = head(pool_target(h, batch.spans, encoder.pooling, batch.rows)
+                             ).argmax(-1).cpu().numpy()
     return pred
 
 

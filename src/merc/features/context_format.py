@@ -19,6 +19,11 @@ first, alternating past and future (``i-1, i+1, i-2, i+2, ...``); the first cont
 that does not fit whole is cut at its far end (a past utterance keeps its last tokens, a future
 one its first tokens) and closes that side. So far context is always dropped first.
 
+The ``packed`` layout (:attr:`ContextFormat.layout`) puts runs of consecutive utterances into
+one input instead, each pooled from its own span, with up to ``past``/``future`` context
+utterances around the run (:meth:`InputFormatter._packed`); every token is then encoded about
+once instead of about ``past + future + 1`` times.
+
 This module is the single place where inputs are formatted: ``merc finetune`` (training),
 feature extraction (``build_features``) and ``merc predict`` all call :class:`InputFormatter`
 with the :class:`ContextFormat` stored in the encoder folder, so formatting cannot drift.
@@ -32,6 +37,9 @@ from dataclasses import asdict, dataclass, fields
 from merc.errors import ConfigError
 
 POOLINGS = ("target-mean", "first-last")
+LAYOUTS = ("window", "packed")
+"""How utterances become encoder inputs (``finetune.context.layout``): one input per utterance
+with its own context window, or consecutive utterances packed into one input."""
 """How a fine-tuned encoder turns the target span's output states into one vector
 (``finetune.pooling``; :func:`merc.features.finetuned.pool_target`)."""
 
@@ -54,6 +62,14 @@ class ContextFormat:
     max_tokens: int = 128
     """Token budget of the whole input, special tokens included; far context is dropped first,
     the target is never cut (unless it alone exceeds the encoder's position limit)."""
+    layout: str = "window"
+    """``window``: one input per utterance, the target between separators inside its own
+    ``past``/``future`` window (every utterance is encoded about ``past + future + 1`` times).
+    ``packed``: consecutive utterances share one input of at most ``max_tokens`` tokens, each
+    pooled from its own span, with up to ``past``/``future`` utterances of context on either
+    side of the run; every token is encoded about once, so fine-tuning and prediction cost a
+    fraction of ``window`` (DF-ERC's official code packs whole dialogues,
+    ``WHULACC/DFERC src/loader.py``). Use a larger ``max_tokens`` (256-512) with it."""
 
     def __post_init__(self) -> None:
         for name in ("past", "future"):
@@ -66,6 +82,9 @@ class ContextFormat:
                               f"{self.max_tokens!r}")
         if not isinstance(self.speakers, bool):
             raise ConfigError("context.speakers", f"expected true/false, got {self.speakers!r}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError("context.layout", f"expected one of {list(LAYOUTS)}, got "
+                              f"{self.layout!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,7 +103,8 @@ class ContextFormat:
         window = ("utterance alone" if not (self.past or self.future) else
                   " + ".join(x for x in (f"past {self.past}" if self.past else "",
                                          f"future {self.future}" if self.future else "") if x))
-        return (f"{window}, {'speakers' if self.speakers else 'no speakers'}, "
+        packed = "packed, " if self.layout == "packed" else ""
+        return (f"{packed}{window}, {'speakers' if self.speakers else 'no speakers'}, "
                 f"<={self.max_tokens} tokens")
 
 
@@ -94,7 +114,9 @@ class EncodedInput:
 
     ids: list[int]
     """Token ids, special tokens included: at most ``max_tokens``, or the target plus its (up to
-    four) separators when the target alone is longer."""
+    four) separators when the target alone is longer. In the ``packed`` layout every utterance
+    of one chunk holds the *same* list object (the chunk is encoded once:
+    :func:`merc.features.finetuned.pad_inputs` groups inputs by it)."""
     target: tuple[int, int]
     """``[start, end)`` positions of the target utterance's tokens in ``ids`` (never empty: an
     empty utterance without a speaker prefix points at its closing separator)."""
@@ -140,7 +162,73 @@ class InputFormatter:
         if len(texts) != len(speakers):
             raise ValueError(f"{len(texts)} texts but {len(speakers)} speakers")
         pieces = self.pieces(texts, speakers)
+        if self.fmt.layout == "packed":
+            return self._packed(pieces)
         return [self._one(pieces, i) for i in range(len(pieces))]
+
+    def _packed(self, pieces: list[list[int]]) -> list[EncodedInput]:
+        """The ``packed`` layout: ``[CLS] c_{a-P} [SEP] ... c_{a-1} [SEP] t_a [SEP] ... t_{b-1}
+        [SEP] c_b [SEP] ... [SEP]`` for consecutive targets ``a..b-1``.
+
+        Targets fill at most three quarters of the budget (at least one per chunk; one longer
+        than the position limit is cut and counted), then context fills what is left nearest
+        utterance first, alternating past and future within the ``past``/``future`` widths; a
+        context utterance that does not fit whole is cut at its far end and closes its side.
+        """
+        fmt = self.fmt
+        n = len(pieces)
+        budget_all = min(fmt.max_tokens, self.max_positions)
+        out: list[EncodedInput | None] = [None] * n
+        a = 0
+        while a < n:
+            # Targets first: each costs its tokens + its separator, after [CLS].
+            target_room = budget_all - 1 - (budget_all // 4 if (fmt.past or fmt.future) and n > 1
+                                            else 0)
+            b, used = a, 1
+            while b < n and (b == a or used + len(pieces[b]) + 1 <= target_room):
+                used += len(pieces[b]) + 1
+                b += 1
+            targets = [list(p) for p in pieces[a:b]]
+            if len(targets[0]) > self.max_positions - 2:  # a lone target over the limit
+                targets[0] = targets[0][:self.max_positions - 2]
+                used = len(targets[0]) + 2
+                self.truncated_targets += 1
+            budget = budget_all - used
+            taken: dict[int, list[list[int]]] = {-1: [], 1: []}
+            is_open = {-1: fmt.past > 0 and a > 0, 1: fmt.future > 0 and b < n}
+            width = {-1: fmt.past, 1: fmt.future}
+            k = 1
+            while budget > 1 and (is_open[-1] or is_open[1]):
+                for side in (-1, 1):
+                    j = a - k if side < 0 else b - 1 + k
+                    if not is_open[side] or budget <= 1:
+                        continue
+                    if k > width[side] or not 0 <= j < n:
+                        is_open[side] = False
+                        continue
+                    piece = pieces[j]
+                    if len(piece) + 1 > budget:  # cut at the far end; nothing further this side
+                        keep = budget - 1
+                        piece = piece[len(piece) - keep:] if side < 0 else piece[:keep]
+                        is_open[side] = False
+                    taken[side].append(piece)
+                    budget -= len(piece) + 1
+                k += 1
+            ids = [self.cls_id]
+            for piece in reversed(taken[-1]):
+                ids += piece + [self.sep_id]
+            spans = []
+            for piece in targets:
+                start = len(ids)
+                ids += piece
+                spans.append((start, max(len(ids), start + 1)))  # empty: pool its separator
+                ids.append(self.sep_id)
+            for piece in taken[1]:
+                ids += piece + [self.sep_id]
+            for i, span in zip(range(a, b), spans):
+                out[i] = EncodedInput(ids=ids, target=span)
+            a = b
+        return out  # type: ignore[return-value]
 
     def _one(self, pieces: list[list[int]], i: int) -> EncodedInput:
         fmt = self.fmt

@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -88,38 +89,61 @@ def load_backbone(model_dir: str | Path, dropout: float = 0.0) -> nn.Module:
     return _HFBackbone(model_dir, dropout=dropout)
 
 
-def pad_inputs(inputs: Sequence[EncodedInput], pad_id: int, device=None):
-    """Right-pad a batch of inputs.
+class PaddedBatch(NamedTuple):
+    """A batch of formatted inputs, each distinct token sequence padded once."""
 
-    Returns:
-        ``ids (B, T)`` long, ``mask (B, T)`` bool (True on real tokens), ``spans (B, 2)`` long
-        (target ``[start, end)``).
-    """
-    width = max(len(x.ids) for x in inputs)
-    ids = torch.full((len(inputs), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(inputs), width), dtype=torch.bool)
+    ids: torch.Tensor
+    """``(R, T)`` long: the distinct sequences (a ``packed`` chunk appears once)."""
+    mask: torch.Tensor
+    """``(R, T)`` bool, True on real tokens."""
+    spans: torch.Tensor
+    """``(B, 2)`` long: input ``b``'s target ``[start, end)`` within row ``rows[b]``."""
+    rows: torch.Tensor
+    """``(B,)`` long: the row of ``ids`` that input ``b`` is pooled from."""
+    first: list[int]
+    """For each row, the position in the input list of the first input that uses it."""
+
+
+def pad_inputs(inputs: Sequence[EncodedInput], pad_id: int, device=None) -> PaddedBatch:
+    """Right-pad a batch of inputs; inputs that share one ``ids`` list (a ``packed`` chunk) share
+    one row, so the encoder runs once per distinct sequence."""
+    row_of: dict[int, int] = {}
+    rows, first = [], []
     for b, x in enumerate(inputs):
-        ids[b, :len(x.ids)] = torch.tensor(x.ids, dtype=torch.long)
-        mask[b, :len(x.ids)] = True
+        key = id(x.ids)
+        if key not in row_of:
+            row_of[key] = len(first)
+            first.append(b)
+        rows.append(row_of[key])
+    width = max(len(inputs[b].ids) for b in first)
+    ids = torch.full((len(first), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(first), width), dtype=torch.bool)
+    for r, b in enumerate(first):
+        n = len(inputs[b].ids)
+        ids[r, :n] = torch.tensor(inputs[b].ids, dtype=torch.long)
+        mask[r, :n] = True
     spans = torch.tensor([x.target for x in inputs], dtype=torch.long)
-    return ids.to(device), mask.to(device), spans.to(device)
+    return PaddedBatch(ids.to(device), mask.to(device), spans.to(device),
+                       torch.tensor(rows, dtype=torch.long, device=device), first)
 
 
-def pool_target(h: torch.Tensor, spans: torch.Tensor, pooling: str = "target-mean"
-                ) -> torch.Tensor:
-    """One vector per row from ``h (B, T, d)`` and each row's target span ``spans (B, 2)``
-    (``[start, end)``) -> ``(B, d)``: ``target-mean`` averages the span's states;
-    ``first-last`` averages its first and last states (DF-ERC's official utterance vector,
-    ``WHULACC/DFERC src/model.py:86-89``)."""
+def pool_target(h: torch.Tensor, spans: torch.Tensor, pooling: str = "target-mean",
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+    """One vector per target from ``h (R, T, d)`` and each target's span ``spans (B, 2)``
+    (``[start, end)`` within row ``rows[b]``; default row ``b``) -> ``(B, d)``:
+    ``target-mean`` averages the span's states; ``first-last`` averages its first and last
+    states (DF-ERC's official utterance vector, ``WHULACC/DFERC src/model.py:86-89``)."""
+    if rows is None:
+        rows = torch.arange(spans.shape[0], device=h.device)
     if pooling == "first-last":
         first = spans[:, 0]
         last = torch.maximum(spans[:, 1] - 1, first)
-        rows = torch.arange(h.shape[0], device=h.device)
         return (h[rows, first] + h[rows, last]) / 2
     pos = torch.arange(h.shape[1], device=h.device)
     inside = (pos >= spans[:, :1]) & (pos < spans[:, 1:])                    # (B, T)
-    w = inside.to(h.dtype).unsqueeze(-1)
-    return (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+    w = inside.to(h.dtype)
+    # (B, T) weights applied to row rows[b]: a batched matrix product over the rows' states.
+    return torch.bmm(w.unsqueeze(1), h[rows]).squeeze(1) / w.sum(1, keepdim=True).clamp(min=1.0)
 
 
 class ContextEncoder(nn.Module):
@@ -136,9 +160,11 @@ class ContextEncoder(nn.Module):
     def dim(self) -> int:
         return int(self.backbone.dim)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
-        """``ids, mask (B, T)``, ``spans (B, 2)`` -> ``(B, d)`` pooled target vectors."""
-        return pool_target(self.backbone.hidden(ids, mask), spans, self.pooling)
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, spans: torch.Tensor,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``ids, mask (R, T)``, ``spans (B, 2)``, ``rows (B,)`` (default ``arange(B)``) ->
+        ``(B, d)`` pooled target vectors (see :class:`PaddedBatch`)."""
+        return pool_target(self.backbone.hidden(ids, mask), spans, self.pooling, rows)
 
 
 def batches_by_length(lengths: Sequence[int], batch_size: int,
@@ -165,6 +191,24 @@ def batches_by_length(lengths: Sequence[int], batch_size: int,
     return out
 
 
+def input_batches(inputs: Sequence[EncodedInput], batch_size: int,
+                  generator: np.random.Generator | None = None) -> list[np.ndarray]:
+    """:func:`batches_by_length` over distinct token sequences: the inputs of one ``packed``
+    chunk always land in one batch (so the chunk is encoded once), and a batch holds about
+    ``batch_size`` inputs."""
+    groups: dict[int, list[int]] = {}
+    for i, x in enumerate(inputs):
+        groups.setdefault(id(x.ids), []).append(i)
+    members = list(groups.values())
+    if all(len(m) == 1 for m in members):
+        return batches_by_length([len(x.ids) for x in inputs], batch_size, generator)
+    # Batches of chunks, sized so that the mean number of inputs per batch is ~batch_size.
+    per_chunk = len(inputs) / len(members)
+    chunk_batches = batches_by_length([len(inputs[m[0]].ids) for m in members],
+                                      max(1, round(batch_size / per_chunk)), generator)
+    return [np.asarray([i for c in cb for i in members[c]]) for cb in chunk_batches]
+
+
 @torch.no_grad()
 def encode_inputs(model: ContextEncoder, inputs: Sequence[EncodedInput], pad_id: int,
                   batch_size: int, progress: bool = False) -> np.ndarray:
@@ -176,12 +220,12 @@ def encode_inputs(model: ContextEncoder, inputs: Sequence[EncodedInput], pad_id:
     model.eval()
     device = next(model.parameters()).device
     out = np.zeros((len(inputs), model.dim), dtype=np.float32)
-    batches = batches_by_length([len(x.ids) for x in inputs], batch_size)
+    batches = input_batches(inputs, batch_size)
     for idx in tqdm(batches, desc="encode", disable=not progress or len(batches) < 2,
                     leave=False):
-        ids, mask, spans = pad_inputs([inputs[i] for i in idx], pad_id, device)
+        batch = pad_inputs([inputs[i] for i in idx], pad_id, device)
         with _autocast(device):
-            v = model(ids, mask, spans)
+            v = model(batch.ids, batch.mask, batch.spans, batch.rows)
         out[idx] = v.float().cpu().numpy()
     model.train(was_training)
     return out
