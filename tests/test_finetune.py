@@ -461,3 +461,93 @@ def test_any_local_hugging_face_folder_fine_tunes(tmp_path):
     with pytest.raises(Exception, match="BERT-family"):
         finetune_encoder(corpus, replace(cfg, train_layers=1), tmp_path / "enc2",
                          echo=lambda line: None)
+
+
+# --- LoRA adapters ------------------------------------------------------------------------------
+
+def test_lora_update_by_hand_and_merge_equals_the_parametrized_encoder():
+    """``W = W0 + (alpha/r) B A``; B = 0 at start (the base function exactly); merging the
+    trained update into plain weights computes what the parametrized encoder computes."""
+    from merc.features.lora import (LowRankUpdate, TARGETS, add_adapters, adapter_state,
+                                    merge_adapter)
+    from merc.features.minilm import BertEncoder
+
+    up = LowRankUpdate(3, 2, rank=1, alpha=4.0)
+    with torch.no_grad():
+        w0 = torch.arange(6.0).view(3, 2)
+        torch.testing.assert_close(up(w0), w0)                          # B = 0
+        up.A.copy_(torch.tensor([[1.0, 2.0]]))
+        up.B.copy_(torch.tensor([[1.0], [0.0], [-1.0]]))
+    torch.testing.assert_close(up(w0), w0 + 4.0 * torch.tensor([[1.0, 2.0], [0, 0], [-1, -2]]))
+
+    ids = torch.tensor([[CLS, 7592, 2088, SEP], [CLS, 2088, SEP, 0]])
+    mask = ids != 0
+    base = BertEncoder(bundled_model_dir()).eval()
+    tuned = BertEncoder(bundled_model_dir()).eval()
+    with torch.no_grad():
+        ref = base.hidden(ids, mask)
+    add_adapters(tuned, rank=2, alpha=4.0)
+    assert {n for n, p in tuned.named_parameters() if p.requires_grad} == {
+        f"layers.{i}.{t.rpartition('.')[0] + '.' if '.' in t else ''}parametrizations."
+        f"{t.rpartition('.')[2]}.0.{m}" for i in range(6) for t in TARGETS for m in "AB"}
+    with torch.no_grad():
+        torch.testing.assert_close(tuned.hidden(ids, mask), ref)        # unchanged at start
+        for p in tuned.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.02)
+        want = tuned.hidden(ids, mask)
+    merged = BertEncoder(bundled_model_dir()).eval()
+    merge_adapter(merged, adapter_state(tuned), scale=2.0)
+    with torch.no_grad():
+        got = merged.hidden(ids, mask)
+    assert not torch.allclose(got, ref, atol=1e-3)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="does not match"):
+        merge_adapter(merged, {"layers.0.linear1.weight.lora_A": torch.zeros(1)}, 1.0)
+
+
+def test_lora_packed_fine_tune_writes_a_small_folder_that_round_trips(tmp_path, capsys):
+    """`merc finetune` with LoRA and the packed layout writes only the adapter; the folder
+    extracts features, trains a context model and predicts; another base is refused."""
+    from merc.cli import main
+    from merc.errors import MercInputError
+    from merc.features.encoder_folder import FinetunedTextEncoder
+    from merc.features.text import TextEncoder
+
+    root = write_text_corpus(tmp_path / "corpus", n_train=8, n_valid=3, n_test=3)
+    enc, run = tmp_path / "enc", tmp_path / "run"
+    assert main(["finetune", "--corpus", "jsonl", "--data-dir", str(root), "--out", str(enc),
+                 "finetune.max_epochs=1", "finetune.lora_rank=4", "finetune.batch_size=8",
+                 "finetune.context.layout=packed", "finetune.context.max_tokens=48",
+                 "finetune.accelerator=cpu"]) == 0
+    assert "LoRA rank 4" in capsys.readouterr().out
+    assert (enc / "adapter.safetensors").is_file() and not (enc / "model.safetensors").exists()
+    assert (enc / "adapter.safetensors").stat().st_size < 1_000_000
+    rec = json.loads((enc / "merc_encoder.json").read_text())
+    assert rec["adapter"]["rank"] == 4 and len(rec["adapter"]["base_sha256"]) == 64
+    assert rec["context"]["layout"] == "packed"
+    from merc.data import load_corpus
+
+    convs = load_corpus("jsonl", root).conversations[:2]
+    feats = FinetunedTextEncoder(enc).encode(convs)
+    frozen = TextEncoder().encode([t for c in convs for t in c.utterances])
+    assert feats.shape == frozen.shape and np.isfinite(feats).all()
+    assert main(["train", "--corpus", "jsonl", "--data-dir", str(root), "--text-encoder",
+                 str(enc), "--model", "bc-lstm", "--out", str(run), "train.max_epochs=1"]) == 0
+    talk = tmp_path / "talk.jsonl"
+    talk.write_text(json.dumps({"speaker": "Ana", "text": "we won, so happy"}) + "\n")
+    out = tmp_path / "pred.json"
+    assert main(["predict", str(talk), "--model", str(run / "seed_0" / "best.ckpt"), "--out",
+                 str(out), "--quiet"]) == 0
+    assert len(json.loads(out.read_text())["utterances"]) == 1
+    rec["adapter"]["base_sha256"] = "0" * 64
+    (enc / "merc_encoder.json").write_text(json.dumps(rec))
+    with pytest.raises(MercInputError, match="another version of its base model"):
+        FinetunedTextEncoder(enc).encode(convs)
+
+
+def test_lora_needs_all_layers():
+    from merc.config import ExperimentConfig
+
+    with pytest.raises(ValueError, match="finetune.lora_rank: LoRA adapts every layer"):
+        ExperimentConfig().with_overrides(["finetune.lora_rank=8", "finetune.train_layers=2"])

@@ -130,10 +130,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             first = first[:300] + "..."
         raise MercInputError(path, f"weights do not match the stored config "
                              f"({config.model_name}): {first}", field="state_dict") from None
+    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    if isinstance(spec.text, str) and spec.text.startswith("./"):
+        # An encoder folder shipped beside the checkpoint (e.g. the bundled model's): relative
+        # to the checkpoint's own folder, never to the working directory.
+        spec.text = str((Path(path).parent / spec.text).resolve())
     return LoadedCheckpoint(model=model.eval(), config=config,
                             label_names=list(meta["label_names"]),
                             input_dims=dict(meta["input_dims"]),
-                            feature_spec=FeatureSpec.from_dict(meta["feature_spec"]),
+                            feature_spec=spec,
                             merc_version=meta.get("merc_version", "unknown"), path=path,
                             data=meta.get("data"))
 

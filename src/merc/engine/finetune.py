@@ -12,7 +12,8 @@ model that uses it.
 
 Partial fine-tuning (``train_layers=k``): only the top ``k`` layers train; the frozen lower
 layers run once per input and their outputs are cached (float16), so each epoch costs ``k``
-layers forward and backward instead of all of them -- the CPU setting.
+layers forward and backward instead of all of them -- the CPU setting. LoRA (``lora_rank=r``): every weight matrix stays frozen and a rank-``r``
+update trains instead (:mod:`merc.features.lora`); the folder then holds only that update.
 
 The loop is plain PyTorch rather than a Lightning ``Trainer``: it needs the cached lower-layer
 states, in-memory selection of the best epoch and a Hugging Face folder as output, and it is
@@ -41,30 +42,14 @@ from merc.data.conversation import Corpus
 from merc.errors import MercInputError
 from merc.config import ExperimentConfig, FinetuneConfig
 from merc.features.context_format import EncodedInput, InputFormatter
+from merc.features.lora import ADAPTER_FILE
 from merc.features.finetuned import (ContextEncoder, EncoderRecord, _autocast, copy_tokenizer,
                                      corpus_fingerprint, cpu_has_fast_bf16, encode_inputs,
-                                     input_batches, load_tokenizer, now_iso, pad_inputs,
-                                     pool_target)
-from merc.features.spec import DEFAULT_TEXT_ENCODER
+                                     file_sha256, input_batches, load_tokenizer, now_iso,
+                                     pad_inputs, pool_target, resolve_base)
 from merc.engine.loop import warmup_schedule
 
 log = logging.getLogger(__name__)
-
-
-def resolve_base(base: str) -> Path:
-    """The local folder of encoder ``base`` (the bundled MiniLM's package folder for the
-    default)."""
-    from merc.features.text import bundled_model_dir
-
-    if base == DEFAULT_TEXT_ENCODER:
-        return bundled_model_dir()
-    path = Path(base).expanduser()
-    if not (path / "config.json").is_file():
-        raise MercInputError(path, "not a local model folder (no config.json); merc never "
-                             "downloads weights: give the bundled default "
-                             f"{DEFAULT_TEXT_ENCODER!r} or a folder you have",
-                             field="finetune.base")
-    return path
 
 
 def special_ids(folder: Path, tokenizer) -> tuple[int, int, int]:
@@ -222,6 +207,15 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
         for layer in backbone.layers[frozen:]:
             for p in layer.parameters():
                 p.requires_grad_(True)
+    lora = cfg.lora_rank > 0
+    if lora:
+        from merc.features.lora import add_adapters, adapter_state, load_adapter_state
+        from merc.features.minilm import BertEncoder
+
+        if not isinstance(backbone, BertEncoder):
+            raise MercInputError(cfg.base, "LoRA (lora_rank) needs a BERT-family encoder; use "
+                                 "lora_rank=0 (full fine-tune)", field="finetune.lora_rank")
+        add_adapters(backbone, cfg.lora_rank, cfg.lora_alpha)
     cache_t0 = time.perf_counter()
     train_h = _lower_states(backbone, train_x, frozen, pad_id, device) if frozen else None
     valid_h = _lower_states(backbone, valid_x, frozen, pad_id, device) if frozen else None
@@ -231,7 +225,8 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lora_lr if lora else cfg.lr)
     steps_per_epoch = len(input_batches(train_x, cfg.batch_size))
     total = steps_per_epoch * cfg.max_epochs
     warm = max(1, int(cfg.warmup * total))
@@ -239,7 +234,7 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
 
     echo(f"{tag}fine-tuning {cfg.base} on {corpus.name}: {len(train_x)} train / {len(valid_x)} valid "
          f"utterances, {n_classes} classes, input {cfg.context.describe()}, "
-         f"{'full' if not frozen else f'top {n_layers - frozen} of {n_layers} layers'}, "
+         f"{_trained_part(cfg, frozen, n_layers)}, "
          f"device {device.type}{' (bf16)' if bf16 else ''}")
     best = {"wf1": -1.0, "epoch": -1, "state": None}
     history = []
@@ -279,22 +274,35 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
         improved = wf1 > best["wf1"]
         if improved:
             best = {"wf1": wf1, "epoch": epoch,
-                    "state": {k: v.detach().to("cpu", copy=True)
-                              for k, v in backbone.state_dict().items()}}
+                    "state": adapter_state(backbone) if lora else
+                    {k: v.detach().to("cpu", copy=True) for k, v in backbone.state_dict().items()}}
         echo(f"{tag}epoch {epoch}: train loss {history[-1]['train_loss']:.4f}  valid W-F1 {wf1:.2f}"
              f"{'  (best)' if improved else ''}  {history[-1]['seconds']:.1f} s")
         if epoch - best["epoch"] >= cfg.patience:
             break
-    backbone.load_state_dict(best["state"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    backbone.save_pretrained(out_dir)
+    adapter = None
+    if lora:
+        from safetensors.torch import save_file
+
+        load_adapter_state(backbone, best["state"])
+        save_file(best["state"], str(out_dir / ADAPTER_FILE), metadata={"format": "pt"})
+        (out_dir / "model.safetensors").unlink(missing_ok=True)  # a stale full encoder
+        (out_dir / "config.json").write_text(json.dumps(backbone.config, indent=2))
+        adapter = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha,
+                   "scale": cfg.lora_alpha / cfg.lora_rank,
+                   "base_sha256": file_sha256(base_dir / "model.safetensors")}
+    else:
+        backbone.load_state_dict(best["state"])
+        (out_dir / ADAPTER_FILE).unlink(missing_ok=True)
+        backbone.save_pretrained(out_dir)
     copy_tokenizer(base_dir, out_dir)
     seconds = time.perf_counter() - t_start
     record = EncoderRecord(
         context=cfg.context, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id,
         max_positions=int(backbone.max_positions), dim=int(encoder.dim), pooling=cfg.pooling,
-        base_model=cfg.base,
+        base_model=cfg.base, adapter=adapter,
         training={
             "settings": cfg.to_dict(), "corpus": corpus.name,
             "corpus_fingerprint": corpus_fingerprint(corpus.conversations),
@@ -309,6 +317,12 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     echo(f"{tag}selected epoch {best['epoch']} (valid W-F1 {best['wf1']:.2f}); wrote {out_dir} "
          f"in {seconds:.0f} s")
     return record
+
+
+def _trained_part(cfg: FinetuneConfig, frozen: int, n_layers: int) -> str:
+    if cfg.lora_rank:
+        return f"LoRA rank {cfg.lora_rank}"
+    return "full" if not frozen else f"top {n_layers - frozen} of {n_layers} layers"
 
 
 @torch.no_grad()

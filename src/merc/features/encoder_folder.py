@@ -61,6 +61,10 @@ class EncoderRecord:
     pool_target`."""
     base_model: str = ""
     """What was fine-tuned (the bundled package name or the folder given)."""
+    adapter: dict[str, Any] | None = None
+    """``None`` for a folder holding the whole encoder (``model.safetensors``). For a LoRA
+    folder (``adapter.safetensors`` only): ``rank``, ``alpha``, ``scale`` and ``base_sha256``
+    (SHA-256 of the base model's ``model.safetensors``; loading refuses another base)."""
     training: dict[str, Any] = field(default_factory=dict)
     """The fine-tuning settings (``FinetuneConfig``), the corpus (name, fingerprint, labels),
     per-epoch validation W-F1 and seconds, the selected epoch and total time."""

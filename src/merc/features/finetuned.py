@@ -72,12 +72,77 @@ class _HFBackbone(nn.Module):
         self.model.save_pretrained(str(out_dir))
 
 
+def resolve_base(base: str) -> Path:
+    """The local folder of encoder ``base`` (the bundled MiniLM's package folder for the
+    default)."""
+    from merc.features.spec import DEFAULT_TEXT_ENCODER
+    from merc.features.text import bundled_model_dir
+
+    if base == DEFAULT_TEXT_ENCODER:
+        return bundled_model_dir()
+    path = Path(base).expanduser()
+    if not (path / "config.json").is_file():
+        raise MercInputError(path, "not a local model folder (no config.json); merc never "
+                             "downloads weights: give the bundled default "
+                             f"{DEFAULT_TEXT_ENCODER!r} or a folder you have",
+                             field="finetune.base")
+    return path
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) for this process."""
+    import hashlib
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def _load_adapted(model_dir: Path, dropout: float) -> nn.Module:
+    """A LoRA encoder folder: its base model (checked by SHA-256) with the adapter merged in."""
+    from safetensors.torch import load_file
+
+    from merc.features.lora import ADAPTER_FILE, merge_adapter
+    from merc.features.minilm import BertEncoder
+
+    record = EncoderRecord.load(model_dir)
+    info = record.adapter or {}
+    if not info:
+        raise MercInputError(model_dir / RECORD_FILE, f"the folder holds {ADAPTER_FILE} but its "
+                             "record describes no adapter", field="adapter")
+    base = resolve_base(record.base_model)
+    got = file_sha256(base / "model.safetensors")
+    if got != info.get("base_sha256"):
+        raise MercInputError(model_dir / RECORD_FILE, f"the adapter was trained on another "
+                             f"version of its base model {record.base_model!r} (found {base}, "
+                             f"SHA-256 {got[:12]}..., expected {str(info.get('base_sha256'))[:12]}"
+                             "...)", field="base_model")
+    backbone = BertEncoder(base, dropout=dropout)
+    try:
+        merge_adapter(backbone, load_file(str(model_dir / ADAPTER_FILE)), float(info["scale"]))
+    except (ValueError, KeyError, OSError) as e:
+        raise MercInputError(model_dir / ADAPTER_FILE, str(e), field="adapter") from None
+    return backbone
+
+
 def load_backbone(model_dir: str | Path, dropout: float = 0.0) -> nn.Module:
-    """The token encoder in ``model_dir``: merc's BERT port when the folder is BERT, else
-    ``transformers.AutoModel``."""
+    """The token encoder in ``model_dir``: merc's BERT port when the folder is BERT (with a
+    LoRA folder's adapter merged into its base), else ``transformers.AutoModel``."""
+    from merc.features.lora import ADAPTER_FILE
     from merc.features.minilm import BertEncoder
 
     model_dir = Path(model_dir)
+    if (model_dir / ADAPTER_FILE).is_file():
+        return _load_adapted(model_dir, dropout)
     try:
         cfg = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError) as e:

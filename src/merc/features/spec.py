@@ -21,8 +21,10 @@ class FeatureSpec:
     """
 
     text: str | None = DEFAULT_TEXT_ENCODER
-    """Sentence-transformers model name or local path used to embed each utterance's text, or
-    ``"external"`` / ``None``."""
+    """Sentence-transformers model name or local path used to embed each utterance's text (a
+    ``merc finetune`` encoder folder included), or ``"external"`` / ``None``. In a checkpoint,
+    a path starting with ``./`` is relative to the checkpoint's folder (an encoder shipped
+    with the checkpoint, as the bundled model's is)."""
 
     audio: str | None = None
     """``"external"``, an openSMILE functionals set (``"eGeMAPSv02"``, ``"ComParE_2016"``) computed
