@@ -506,7 +506,8 @@ def test_lora_update_by_hand_and_merge_equals_the_parametrized_encoder():
         merge_adapter(merged, {"layers.0.linear1.weight.lora_A": torch.zeros(1)}, 1.0)
 
 
-def test_lora_packed_fine_tune_writes_a_small_folder_that_round_trips(tmp_path, capsys):
+def test_lora_packed_fine_tune_writes_a_small_folder_that_round_trips(tmp_path, capsys,
+                                                                      monkeypatch):
     """`merc finetune` with LoRA and the packed layout writes only the adapter; the folder
     extracts features, trains a context model and predicts; another base is refused."""
     from merc.cli import main
@@ -539,7 +540,22 @@ def test_lora_packed_fine_tune_writes_a_small_folder_that_round_trips(tmp_path, 
     out = tmp_path / "pred.json"
     assert main(["predict", str(talk), "--model", str(run / "seed_0" / "best.ckpt"), "--out",
                  str(out), "--quiet"]) == 0
-    assert len(json.loads(out.read_text())["utterances"]) == 1
+    first = json.loads(out.read_text())
+    assert len(first["utterances"]) == 1
+    # A checkpoint may name an encoder folder beside it as "./NAME" (how the bundled model
+    # ships its encoder): resolved against the checkpoint's folder, not the working directory.
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(enc, bundle / "enc")
+    ckpt = torch.load(run / "seed_0" / "best.ckpt", weights_only=True)
+    ckpt["merc"]["feature_spec"]["text"] = "./enc"
+    torch.save(ckpt, bundle / "model.ckpt")
+    monkeypatch.chdir(tmp_path / "corpus")
+    assert main(["predict", str(talk), "--model", str(bundle / "model.ckpt"), "--out",
+                 str(out), "--quiet"]) == 0
+    again = json.loads(out.read_text())["utterances"][0]
+    assert again["probs"] == pytest.approx(first["utterances"][0]["probs"])
     rec["adapter"]["base_sha256"] = "0" * 64
     (enc / "merc_encoder.json").write_text(json.dumps(rec))
     with pytest.raises(MercInputError, match="another version of its base model"):
