@@ -36,7 +36,8 @@ SPEAKERS = ["Ana", "Ben", "Ana", "Ben", "Ana", "Ben"]
 @pytest.mark.parametrize("past,future,budget", [(0, 0, 8), (2, 0, 16), (3, 2, 20), (5, 5, 64),
                                                 (1, 3, 12), (4, 1, 9)])
 def test_truncation_never_cuts_the_target(tokenizer, past, future, budget):
-    fmt = ContextFormat(past=past, future=future, speakers=True, max_tokens=budget)
+    fmt = ContextFormat(past=past, future=future, speakers=True, max_tokens=budget,
+                        layout="window")
     f = InputFormatter(tokenizer, fmt, cls_id=CLS, sep_id=SEP)
     pieces = f.pieces(TEXTS, SPEAKERS)
     for i, x in enumerate(f.conversation(TEXTS, SPEAKERS)):
@@ -55,7 +56,8 @@ def test_truncation_never_cuts_the_target(tokenizer, past, future, budget):
 def test_far_context_is_dropped_first(tokenizer):
     """With room for part of the context, the nearest utterances are kept whole and only the
     farthest kept one is cut (at its far end)."""
-    fmt = ContextFormat(past=4, future=0, speakers=True, max_tokens=22)  # names on purpose
+    fmt = ContextFormat(past=4, future=0, speakers=True, max_tokens=22,  # names on purpose
+                        layout="window")
     f = InputFormatter(tokenizer, fmt, cls_id=CLS, sep_id=SEP)
     x = f.conversation(TEXTS, SPEAKERS)[3]               # target "Ben: why?"
     text = _decode(tokenizer, x.ids)
@@ -71,20 +73,22 @@ def test_far_context_is_dropped_first(tokenizer):
 
 
 def test_future_context_and_no_context_layouts(tokenizer):
-    f = InputFormatter(tokenizer, ContextFormat(past=1, future=1, speakers=True, max_tokens=128),
-                       cls_id=CLS, sep_id=SEP)
+    f = InputFormatter(tokenizer, ContextFormat(past=1, future=1, speakers=True, max_tokens=128,
+                                                layout="window"), cls_id=CLS, sep_id=SEP)
     x = f.conversation(TEXTS, SPEAKERS)[1]
     assert _decode(tokenizer, x.ids).split(" [SEP] ")[1] == "ben : fine"
     first = f.conversation(TEXTS, SPEAKERS)[0]           # no past: starts with the target
     assert first.target[0] == 1
-    alone = InputFormatter(tokenizer, ContextFormat(past=0, future=0), cls_id=CLS, sep_id=SEP)
+    alone = InputFormatter(tokenizer, ContextFormat(past=0, future=0, layout="window"),
+                           cls_id=CLS, sep_id=SEP)
     assert [len(x.ids) for x in alone.conversation(["a b", "c"], ["A", "B"])] == [
         2 + len(p) for p in alone.pieces(["a b", "c"], ["A", "B"])]
 
 
-def test_a_target_longer_than_the_model_is_counted(tokenizer):
-    f = InputFormatter(tokenizer, ContextFormat(past=2, max_tokens=16), cls_id=CLS, sep_id=SEP,
-                       max_positions=32)
+@pytest.mark.parametrize("layout", ["window", "packed"])
+def test_a_target_longer_than_the_model_is_counted(tokenizer, layout):
+    f = InputFormatter(tokenizer, ContextFormat(past=2, max_tokens=16, layout=layout),
+                       cls_id=CLS, sep_id=SEP, max_positions=32)
     xs = f.conversation(["word " * 100, "short"], ["A", "B"])
     assert len(xs[0].ids) <= 32 and f.truncated_targets == 1
     assert len(xs[1].ids) <= 16
@@ -221,7 +225,15 @@ def test_finetune_changes_the_encoder_and_records_how(tiny_encoder):
     assert torch.equal(base[bottom], tuned[bottom])        # frozen layers did not
     saved = json.loads((out / "merc_encoder.json").read_text())
     assert saved["context"] == {"past": 2, "future": 1, "speakers": True, "max_tokens": 40,
-                                "layout": "window"}
+                                "layout": "packed"}                # the default layout
+    # A record written before layouts existed was a window record and still loads as one.
+    from merc.features.encoder_folder import EncoderRecord
+
+    del saved["context"]["layout"]
+    legacy = out.parent / "legacy"
+    legacy.mkdir(exist_ok=True)
+    (legacy / "merc_encoder.json").write_text(json.dumps(saved))
+    assert EncoderRecord.load(legacy).context.layout == "window"
     t = saved["training"]
     assert t["corpus"] == "corpus0" and len(t["corpus_fingerprint"]) == 64
     assert t["settings"]["train_layers"] == 1 and t["label_names"] == ["anger", "joy", "neutral"]

@@ -85,7 +85,8 @@ class EncoderRecord:
             if d.get("version") != RECORD_VERSION:
                 raise ValueError(f"record version {d.get('version')!r}, this merc reads "
                                  f"{RECORD_VERSION}")
-            d["context"] = ContextFormat.from_dict(d["context"])
+            # Records written before the packed layout existed were all ``window``.
+            d["context"] = ContextFormat.from_dict({"layout": "window", **d["context"]})
             return cls(**d)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise MercInputError(path, f"not a readable merc encoder record: {e}",
