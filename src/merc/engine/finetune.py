@@ -12,8 +12,9 @@ model that uses it.
 
 Partial fine-tuning (``train_layers=k``): only the top ``k`` layers train; the frozen lower
 layers run once per input and their outputs are cached (float16), so each epoch costs ``k``
-layers forward and backward instead of all of them -- the CPU setting. LoRA (``lora_rank=r``): every weight matrix stays frozen and a rank-``r``
-update trains instead (:mod:`merc.features.lora`); the folder then holds only that update.
+layers forward and backward instead of all of them -- the CPU setting. LoRA (``lora_rank=r``):
+every weight matrix stays frozen and a rank-``r`` update trains instead
+(:mod:`merc.features.lora`); the folder then holds only that update.
 
 The loop is plain PyTorch rather than a Lightning ``Trainer``: it needs the cached lower-layer
 states, in-memory selection of the best epoch and a Hugging Face folder as output, and it is
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -42,11 +42,11 @@ from merc.data.conversation import Corpus
 from merc.errors import MercInputError
 from merc.config import ExperimentConfig, FinetuneConfig
 from merc.features.context_format import EncodedInput, InputFormatter
-from merc.features.lora import ADAPTER_FILE
 from merc.features.finetuned import (ContextEncoder, EncoderRecord, _autocast, copy_tokenizer,
                                      corpus_fingerprint, cpu_has_fast_bf16, encode_inputs,
                                      file_sha256, input_batches, load_tokenizer, now_iso,
                                      pad_inputs, pool_target, resolve_base)
+from merc.features.lora import ADAPTER_FILE
 from merc.engine.loop import warmup_schedule
 
 log = logging.getLogger(__name__)
