@@ -179,35 +179,16 @@ def test_video_imports_only_when_asked():
     assert out.strip() == "[]"
 
 
-def test_tav_model_trained_on_jsonl_and_served_by_merc_predict(tmp_path, clips, capsys):
+def test_tav_model_trained_on_jsonl_and_served_by_merc_predict(tmp_path, extractor, capsys):
     """A tiny T+A+V Broad Mamba on a jsonl corpus with wavs and videos, then `merc predict`
     on a conversation file with video paths: three PFM weights per utterance."""
-    from helpers import write_wav
-
+    from merc.bench.video import write_video_corpus
     from merc.cli import main
 
-    root = tmp_path / "corpus"
-    (root / "media").mkdir(parents=True)
-    for name in ("mixed", "empty", "call"):
-        shutil.copy(clips[name], root / "media" / f"{name}.mp4")
-    for i, f in enumerate((180, 260, 340)):
-        write_wav(root / "media" / f"{i}.wav", f, seconds=0.5, seed=i)
-    labels = ["joy", "neutral"]
-    lines = []
-    for d in range(8):
-        utts = []
-        for i in range(3):
-            joy = (d + i) % 2 == 0
-            utt = {"utterance_id": f"d{d}u{i}", "speaker": "AB"[i % 2],
-                   "text": "what a lovely day" if joy else "the meeting is at noon",
-                   "label": labels[0] if joy else labels[1], "audio": f"media/{i}.wav"}
-            utt.update({"video": "media/call.mp4", "start": 0.0, "end": 1.0} if joy and i != 2
-                       else {"video": "media/mixed.mp4"} if joy else
-                       {"video": "media/empty.mp4"})
-            utts.append(utt)
-        lines.append(json.dumps({"dialogue_id": f"d{d}", "split": ["train", "valid", "test"][
-            0 if d < 5 else 1 if d < 7 else 2], "utterances": utts}))
-    (root / "conversations.jsonl").write_text("\n".join(lines) + "\n")
+    root = write_video_corpus(tmp_path / "corpus")
+    assert main(["extract", "--corpus", "jsonl", "--data-dir", str(root), "--modalities",
+                 "video", "--video", "fer2013", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "video 406-d" in capsys.readouterr().out
     run = tmp_path / "run"
     assert main(["train", "--corpus", "jsonl", "--data-dir", str(root), "--modalities",
                  "text,audio,video", "--audio", "eGeMAPSv02", "--video", "fer2013",
@@ -217,11 +198,7 @@ def test_tav_model_trained_on_jsonl_and_served_by_merc_predict(tmp_path, clips, 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["feature_spec"]["video"] == "fer2013"
     capsys.readouterr()
-    talk = _write(root / "talk.jsonl", [
-        {"speaker": "Ana", "text": "I love it!", "audio": "media/0.wav",
-         "video": "media/call.mp4", "start": 0.0, "end": 1.0},
-        {"speaker": "Ben", "text": "ok.", "audio": "media/1.wav", "video": "media/empty.mp4"},
-        {"speaker": "Ana", "text": "see you"}])
+    talk = root / "talk.jsonl"
     out = tmp_path / "pred.json"
     html = tmp_path / "timeline.html"
     assert main(["predict", str(talk), "--model", str(run), "--out", str(out),
@@ -232,3 +209,8 @@ def test_tav_model_trained_on_jsonl_and_served_by_merc_predict(tmp_path, clips, 
         assert set(u["modality_weights"]) == {"text", "audio", "video"}
     page = html.read_text()
     assert all(f'<span class="w">{m} <span class="bar">' in page for m in ("text", "audio", "video"))
+    from merc import Predictor
+
+    (ready,) = Predictor.from_checkpoint(run)._features([read_conversation(talk)], False)
+    assert ready.features["video"].shape == (3, 406)
+    assert ready.feature_present["video"].tolist() == [True, False, False]

@@ -7,12 +7,14 @@ Writes ``videos`` short clips of a real face photograph (scikit-image's bundled
 analysed per second and the share of the time spent decoding, detecting faces and running the
 CNN, to ``video_speed.csv`` and ``video_speed.md``.
 
-:func:`write_face_video` is also what the tests use to build their videos.
+:func:`write_face_video` is also what the tests use to build their videos, and
+:func:`write_video_corpus` the README's runnable video example.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import platform
 import time
@@ -70,6 +72,67 @@ def write_face_video(path: str | Path, faces: Sequence[bool], *, fps: int = 10,
         for packet in stream.encode():
             out.mux(packet)
     return Path(path)
+
+
+def _write_tone(path: Path, freq: float, seconds: float = 0.5, rate: int = 16000,
+                seed: int = 0) -> Path:
+    """A mono 16-bit wav: a sine with vibrato and a little noise (openSMILE-analysable)."""
+    import wave
+
+    t = np.arange(int(seconds * rate)) / rate
+    sig = 0.3 * np.sin(2 * np.pi * freq * t + 2 * np.sin(2 * np.pi * 3 * t))
+    sig += 0.01 * np.random.default_rng(seed).normal(size=len(t))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(sig, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def write_video_corpus(folder: str | Path, *, dialogues: int = 8) -> Path:
+    """A tiny labelled T+A+V corpus in merc's jsonl format, for the README's video example and
+    the tests (synthetic: it shows the plumbing, not accuracy).
+
+    Writes ``folder/conversations.jsonl`` (``dialogues`` dialogues of 3 utterances, labels
+    ``joy``/``neutral``; 5/8 train, 2/8 valid, the rest test), ``folder/media/`` (three clips of
+    :func:`write_face_video`: ``call.mp4`` 2 s with a face in its first second only, cut with
+    ``start``/``end``; ``mixed.mp4`` with a face in 6 of 10 frames; ``empty.mp4`` without a
+    face; three wavs) and ``folder/talk.jsonl``, an unlabelled conversation for ``merc
+    predict``. Joyful utterances show the (smiling) face; neutral ones show none.
+    """
+    root = Path(folder)
+    media = root / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    write_face_video(media / "call.mp4", [True] * 10 + [False] * 10, seed=2)
+    write_face_video(media / "mixed.mp4", [True] * 6 + [False] * 4)
+    write_face_video(media / "empty.mp4", [False] * 10, seed=1)
+    for i, f in enumerate((180, 260, 340)):
+        _write_tone(media / f"{i}.wav", f, seed=i)
+    lines = []
+    for d in range(dialogues):
+        utts = []
+        for i in range(3):
+            joy = (d + i) % 2 == 0
+            utt = {"utterance_id": f"d{d}u{i}", "speaker": "AB"[i % 2],
+                   "text": "what a lovely day" if joy else "the meeting is at noon",
+                   "label": "joy" if joy else "neutral", "audio": f"media/{i}.wav"}
+            if joy and i != 2:
+                utt.update(video="media/call.mp4", start=0.0, end=1.0)
+            else:
+                utt["video"] = "media/mixed.mp4" if joy else "media/empty.mp4"
+            utts.append(utt)
+        split = "train" if d < dialogues * 5 // 8 else "valid" if d < dialogues * 7 // 8 \
+            else "test"
+        lines.append(json.dumps({"dialogue_id": f"d{d}", "split": split, "utterances": utts}))
+    (root / "conversations.jsonl").write_text("\n".join(lines) + "\n")
+    talk = [{"speaker": "Ana", "text": "I love it!", "audio": "media/0.wav",
+             "video": "media/call.mp4", "start": 0.0, "end": 1.0},
+            {"speaker": "Ben", "text": "ok.", "audio": "media/1.wav",
+             "video": "media/call.mp4", "start": 1.0, "end": 2.0},
+            {"speaker": "Ana", "text": "see you", "video": "media/empty.mp4"}]
+    (root / "talk.jsonl").write_text("".join(json.dumps(u) + "\n" for u in talk))
+    return root
 
 
 def run_video_bench(out_dir: str | Path = "results", *, videos: int = 4, seconds: float = 5.0,
