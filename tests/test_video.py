@@ -214,3 +214,18 @@ def test_tav_model_trained_on_jsonl_and_served_by_merc_predict(tmp_path, extract
     (ready,) = Predictor.from_checkpoint(run)._features([read_conversation(talk)], False)
     assert ready.features["video"].shape == (3, 406)
     assert ready.feature_present["video"].tolist() == [True, False, False]
+
+
+def test_bench_video_reports_speed_and_shares(tmp_path, extractor):
+    from merc.cli import main
+
+    assert main(["bench", "video", "--out", str(tmp_path), "--videos", "1", "--seconds", "1",
+                 "--size", "320x240"]) == 0
+    import csv
+
+    (row,) = list(csv.DictReader(open(tmp_path / "video_speed.csv")))
+    assert int(row["frames_decoded"]) == 25 and int(row["frames_analysed"]) == 5
+    assert float(row["analysed_frames_per_s"]) > 0 and row["utterances_with_face"] == "1"
+    shares = [float(row[k]) for k in ("decode_share", "detect_share", "cnn_share")]
+    assert abs(sum(shares) - 1) < 0.01 and min(shares) > 0
+    assert "analysed frames/s" in (tmp_path / "video_speed.md").read_text()

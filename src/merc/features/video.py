@@ -465,9 +465,13 @@ class FaceExpressionExtractor:
                                          utterance=utterance, field="video")
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
+                # Times count from the stream's first frame, as a player shows them (some
+                # files start at a non-zero timestamp).
+                origin = float(stream.start_time * stream.time_base) \
+                    if stream.start_time is not None and stream.time_base is not None else 0.0
                 next_t = 0.0
                 for k, frame in enumerate(container.decode(stream)):
-                    t = frame.time if frame.time is not None else k / float(
+                    t = frame.time - origin if frame.time is not None else k / float(
                         stream.average_rate or 25)
                     if t > last_end:
                         break
