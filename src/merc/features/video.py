@@ -494,8 +494,10 @@ class FaceExpressionExtractor:
         except MercInputError:
             raise
         except Exception as e:
-            # av.error.InvalidDataError & co.: a corrupt, truncated or non-video file.
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            # av.error.InvalidDataError & co.: a corrupt, truncated or non-video file. FFmpeg's
+            # strerror, without the file name it appends (the message names the file once).
+            msg = getattr(e, "strerror", None) or (str(e).splitlines()[0] if str(e) else "")
+            msg = msg or type(e).__name__
             raise MercInputError(path, f"cannot decode video ({type(e).__name__}: {msg})",
                                  dialogue=dialogue, utterance=utterance, field="video") from None
         self.timings["decode"] += time.perf_counter() - t0 - detect
