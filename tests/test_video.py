@@ -74,6 +74,10 @@ def test_faces_found_per_frame_and_pooling_masks_the_others(extractor, clips):
     assert np.allclose(pooled[FRAME_DIM:2 * FRAME_DIM], v.max(0), atol=1e-5)
     assert np.allclose(pooled[2 * FRAME_DIM:3 * FRAME_DIM], v.std(0), atol=1e-5)
     assert pooled[-1] == pytest.approx(0.6)
+    # Faces go through the CNN in batches as frames are decoded: batch size changes nothing.
+    ((_, small_batches, _),) = FaceExpressionExtractor(fps=10, batch_size=4).frames(
+        clips["mixed"], [None])
+    assert np.allclose(small_batches[face], vectors[face], atol=1e-5)
     # Sampling rate: 5 per second keeps every other frame.
     half = FaceExpressionExtractor(fps=5)
     ((times5, _, face5),) = half.frames(clips["mixed"], [None])

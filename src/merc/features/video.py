@@ -456,11 +456,20 @@ class FaceExpressionExtractor:
         spans = [(0.0, math.inf) if s is None else (float(s[0]), float(s[1])) for s in segments]
         last_end = max(e for _, e in spans)
         kept_t: list[float] = []
-        kept_box: list[tuple | None] = []
-        crops: list[np.ndarray] = []
+        kept_face: list[bool] = []
+        crops: list[np.ndarray] = []        # faces waiting for the CNN (at most batch_size)
+        classified: list[np.ndarray] = []   # (b, 135) blocks, in frame order
         step = 1.0 / self.fps
         t0 = time.perf_counter()
-        detect = 0.0
+        detect = cnn = 0.0
+
+        def flush() -> float:
+            # Classify as we go: a long recording never holds more than one batch of crops.
+            c0 = time.perf_counter()
+            if crops:
+                classified.append(self.classify(np.stack(crops)))
+                crops.clear()
+            return time.perf_counter() - c0
         try:
             with av.open(os.fspath(path)) as container:
                 if not container.streams.video:
@@ -470,11 +479,11 @@ class FaceExpressionExtractor:
                 stream.thread_type = "AUTO"
                 # Times count from the stream's first frame, as a player shows them (some
                 # files start at a non-zero timestamp).
-                origin = float(stream.start_time * stream.time_base) \
+                first = float(stream.start_time * stream.time_base) \
                     if stream.start_time is not None and stream.time_base is not None else 0.0
                 next_t = 0.0
                 for k, frame in enumerate(container.decode(stream)):
-                    t = frame.time - origin if frame.time is not None else k / float(
+                    t = frame.time - first if frame.time is not None else k / float(
                         stream.average_rate or 25)
                     if t > last_end:
                         break
@@ -490,7 +499,9 @@ class FaceExpressionExtractor:
                         crops.append(self.face_crop(gray, box))
                     detect += time.perf_counter() - d0
                     kept_t.append(float(t))
-                    kept_box.append(box)
+                    kept_face.append(box is not None)
+                    if len(crops) >= self.batch_size:
+                        cnn += flush()
         except MercInputError:
             raise
         except Exception as e:
@@ -500,15 +511,15 @@ class FaceExpressionExtractor:
             msg = msg or type(e).__name__
             raise MercInputError(path, f"cannot decode video ({type(e).__name__}: {msg})",
                                  dialogue=dialogue, utterance=utterance, field="video") from None
-        self.timings["decode"] += time.perf_counter() - t0 - detect
+        cnn += flush()
+        self.timings["decode"] += time.perf_counter() - t0 - detect - cnn
         self.timings["detect"] += detect
+        self.timings["cnn"] += cnn
         self.timings["frames"] += len(kept_t)
-        c0 = time.perf_counter()
         vectors = np.full((len(kept_t), FRAME_DIM), np.nan, dtype=np.float32)
-        face = np.array([b is not None for b in kept_box], dtype=bool)
-        if crops:
-            vectors[face] = self.classify(np.stack(crops))
-        self.timings["cnn"] += time.perf_counter() - c0
+        face = np.array(kept_face, dtype=bool)
+        if classified:
+            vectors[face] = np.concatenate(classified)
         times = np.asarray(kept_t, dtype=np.float64)
         out = []
         for s, e in spans:
