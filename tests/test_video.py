@@ -74,6 +74,10 @@ def test_faces_found_per_frame_and_pooling_masks_the_others(extractor, clips):
     assert np.allclose(pooled[FRAME_DIM:2 * FRAME_DIM], v.max(0), atol=1e-5)
     assert np.allclose(pooled[2 * FRAME_DIM:3 * FRAME_DIM], v.std(0), atol=1e-5)
     assert pooled[-1] == pytest.approx(0.6)
+    # Tracking (search near the last face) finds the same faces as scanning every frame whole.
+    ((_, scanned, face_scanned),) = FaceExpressionExtractor(fps=10, rescan=0).frames(
+        clips["mixed"], [None])
+    assert face_scanned.tolist() == face.tolist() and (scanned[face, 3] > 0.5).all()
     # Faces go through the CNN in batches as frames are decoded: batch size changes nothing.
     ((_, small_batches, _),) = FaceExpressionExtractor(fps=10, batch_size=4).frames(
         clips["mixed"], [None])
