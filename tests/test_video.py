@@ -40,7 +40,7 @@ def extractor() -> FaceExpressionExtractor:
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, Path]:
+def clips(tmp_path_factory, extractor) -> dict[str, Path]:
     """10-frame clips at 10 fps: faces in frames 0-5 then none; no face at all; one 2 s
     recording with a face in its first second only."""
     d = tmp_path_factory.mktemp("videos")
