@@ -66,3 +66,22 @@ def write_json(path: str | Path, obj: Any, **kwargs: Any) -> Path:
     ``path``) instead of writing invalid JSON."""
     kwargs.setdefault("indent", 2)
     return atomic_write_text(path, json_text(obj, what=str(path), **kwargs) + "\n")
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, remembered per (path, size, mtime) for this process."""
+    import hashlib
+
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]

@@ -230,15 +230,7 @@ class Predictor:
         ids = [conv.utterance_name(i) for i in have]
         rows = self._audio.extract([paths[i] for i in have], progress=progress,
                                    origins=[(conv.id, u) for u in ids])
-        audio = np.zeros((len(conv), rows.shape[1]), dtype=np.float32)
-        mask = np.zeros(len(conv), dtype=bool)
-        ok = np.isfinite(rows).all(axis=1)
-        audio[np.asarray(have)[ok]] = rows[ok]
-        mask[np.asarray(have)[ok]] = True
-        if len(have) < len(conv) or not ok.all():
-            log.warning("%s: %d of %d utterances have no usable audio; treated as missing "
-                        "(as in training)", conv.id, int((~mask).sum()), len(conv))
-        return audio, mask
+        return _present_rows(conv, have, rows, "no usable audio")
 
     def _video_features(self, conv: Conversation, progress: bool
                         ) -> tuple[np.ndarray, np.ndarray]:
@@ -258,15 +250,7 @@ class Predictor:
         segments = [conv.video_segments[i] if conv.video_segments else None for i in have]
         rows = self._video.extract([paths[i] for i in have], segments, progress=progress,
                                    origins=[(conv.id, conv.utterance_name(i)) for i in have])
-        video = np.zeros((len(conv), rows.shape[1]), dtype=np.float32)
-        mask = np.zeros(len(conv), dtype=bool)
-        ok = np.isfinite(rows).all(axis=1)
-        video[np.asarray(have)[ok]] = rows[ok]
-        mask[np.asarray(have)[ok]] = True
-        if not mask.all():
-            log.warning("%s: %d of %d utterances have no video or no face in it; treated as "
-                        "missing (as in training)", conv.id, int((~mask).sum()), len(conv))
-        return video, mask
+        return _present_rows(conv, have, rows, "no video or no face in it")
 
     def english_only(self) -> bool:
         """Whether the text encoder is the bundled English MiniLM (or fine-tuned from it)."""
@@ -445,6 +429,23 @@ def _text_encoder(name: str):
         return split(encoder.encode(texts, progress=progress, names=names, source=source), convs)
 
     return encode_st
+
+
+def _present_rows(conv: Conversation, have: list[int], rows: np.ndarray, what: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """An extractor's ``rows (len(have), d)`` for utterances ``have`` of ``conv`` placed into an
+    ``(n, d)`` matrix and its ``(n,)`` present mask: utterances without the medium, and rows the
+    extractor left non-finite (too short a wav, no face), are zero and missing, as in training;
+    a warning counts them (``what`` says what they lack)."""
+    out = np.zeros((len(conv), rows.shape[1]), dtype=np.float32)
+    mask = np.zeros(len(conv), dtype=bool)
+    ok = np.isfinite(rows).all(axis=1)
+    out[np.asarray(have)[ok]] = rows[ok]
+    mask[np.asarray(have)[ok]] = True
+    if not mask.all():
+        log.warning("%s: %d of %d utterances have %s; treated as missing (as in training)",
+                    conv.id, int((~mask).sum()), len(conv), what)
+    return out, mask
 
 
 def _names(conv: Conversation) -> list[str]:

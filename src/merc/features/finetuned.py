@@ -35,6 +35,7 @@ from torch import nn
 
 from merc.errors import MercInputError
 from merc.features.context_format import EncodedInput
+from merc.fileio import file_sha256  # noqa: F401  (re-exported for merc.engine.finetune)
 from merc.features.encoder_folder import (  # noqa: F401  (re-exported)
     RECORD_FILE, EncoderRecord, FinetunedTextEncoder, corpus_fingerprint, is_encoder_folder,
     load_tokenizer)
@@ -87,24 +88,6 @@ def resolve_base(base: str) -> Path:
                              f"{DEFAULT_TEXT_ENCODER!r} or a folder you have",
                              field="finetune.base")
     return path
-
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) for this process."""
-    import hashlib
-
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
 
 
 def _load_adapted(model_dir: Path, dropout: float) -> nn.Module:

@@ -265,18 +265,12 @@ def hash_video_inputs(paths: Sequence[str | os.PathLike], segments: Sequence[Seg
     Raises:
         OSError: a file cannot be read (the caller names the record).
     """
-    digests: dict[str, str] = {}
+    from merc.fileio import file_sha256
+
     h = hashlib.sha256(b"videos\0")
     h.update(len(paths).to_bytes(8, "little"))
     for p, seg in zip(paths, segments):
-        p = os.path.abspath(os.fspath(p))
-        if p not in digests:
-            fh = hashlib.sha256()
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    fh.update(block)
-            digests[p] = fh.hexdigest()
-        h.update(digests[p].encode())
+        h.update(file_sha256(os.path.abspath(os.fspath(p))).encode())
         h.update(json.dumps(None if seg is None else [float(seg[0]), float(seg[1])]).encode())
     return h.hexdigest()
 
