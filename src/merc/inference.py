@@ -349,7 +349,10 @@ def batch_predictions(net, batch, convs: Sequence[Conversation], *,
     results = []
     for b, conv in enumerate(convs):
         n = len(conv)
-        weights = ({m: w[b, :n].float().cpu().numpy() for m, w in out.modality_weights.items()}
+        # Canonical modality order (text, audio, video) in the output, table and timeline,
+        # whatever order the model keeps its weights in.
+        weights = ({m: out.modality_weights[m][b, :n].float().cpu().numpy()
+                    for m in sorted(out.modality_weights, key=_MODALITY_ORDER.index)}
                    if out.modality_weights is not None else None)
         results.append(build_prediction(conv, probs[b, :n], weights, label_names=label_names,
                                         model=model, checkpoint=checkpoint,
@@ -429,6 +432,9 @@ def _text_encoder(name: str):
         return split(encoder.encode(texts, progress=progress, names=names, source=source), convs)
 
     return encode_st
+
+
+_MODALITY_ORDER = ("text", "audio", "video")
 
 
 def _present_rows(conv: Conversation, have: list[int], rows: np.ndarray, what: str
