@@ -536,6 +536,10 @@ def test_lora_packed_fine_tune_writes_a_small_folder_that_round_trips(tmp_path, 
     assert "LoRA rank 4" in capsys.readouterr().out
     assert (enc / "adapter.safetensors").is_file() and not (enc / "model.safetensors").exists()
     assert (enc / "adapter.safetensors").stat().st_size < 1_000_000
+    from safetensors.torch import load_file
+
+    adapter = load_file(str(enc / "adapter.safetensors"))
+    assert all(bool(v.abs().sum() > 0) for k, v in adapter.items() if k.endswith("lora_B"))
     rec = json.loads((enc / "merc_encoder.json").read_text())
     assert rec["adapter"]["rank"] == 4 and len(rec["adapter"]["base_sha256"]) == 64
     assert rec["context"]["layout"] == "packed"
