@@ -44,9 +44,10 @@ from merc.config import ExperimentConfig, FinetuneConfig
 from merc.features.context_format import EncodedInput, InputFormatter
 from merc.features.finetuned import (ContextEncoder, EncoderRecord, _autocast, copy_tokenizer,
                                      corpus_fingerprint, cpu_has_fast_bf16, encode_inputs,
-                                     file_sha256, input_batches, load_tokenizer, now_iso,
-                                     pad_inputs, pool_target, resolve_base)
+                                     input_batches, load_tokenizer, now_iso, pad_inputs,
+                                     pool_target, resolve_base)
 from merc.features.lora import ADAPTER_FILE
+from merc.fileio import file_sha256
 from merc.engine.loop import warmup_schedule
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from torch import nn
 
 from merc.errors import MercInputError
 from merc.features.context_format import EncodedInput
-from merc.fileio import file_sha256  # noqa: F401  (re-exported for merc.engine.finetune)
+from merc.fileio import file_sha256
 from merc.features.encoder_folder import (  # noqa: F401  (re-exported)
     RECORD_FILE, EncoderRecord, FinetunedTextEncoder, corpus_fingerprint, is_encoder_folder,
     load_tokenizer)
