@@ -346,13 +346,15 @@ def batch_predictions(net, batch, convs: Sequence[Conversation], *,
     with torch.no_grad():
         out = net(batch)
         probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()        # (B, L, C)
+    from merc.config import MODALITIES  # loaded with the checkpoint already; kept off `import merc`
+
     results = []
     for b, conv in enumerate(convs):
         n = len(conv)
         # Canonical modality order (text, audio, video) in the output, table and timeline,
         # whatever order the model keeps its weights in.
         weights = ({m: out.modality_weights[m][b, :n].float().cpu().numpy()
-                    for m in sorted(out.modality_weights, key=_MODALITY_ORDER.index)}
+                    for m in sorted(out.modality_weights, key=MODALITIES.index)}
                    if out.modality_weights is not None else None)
         results.append(build_prediction(conv, probs[b, :n], weights, label_names=label_names,
                                         model=model, checkpoint=checkpoint,
@@ -432,9 +434,6 @@ def _text_encoder(name: str):
         return split(encoder.encode(texts, progress=progress, names=names, source=source), convs)
 
     return encode_st
-
-
-_MODALITY_ORDER = ("text", "audio", "video")
 
 
 def _present_rows(conv: Conversation, have: list[int], rows: np.ndarray, what: str

@@ -181,17 +181,19 @@ def pool_target(h: torch.Tensor, spans: torch.Tensor, pooling: str = "target-mea
     (``[start, end)`` within row ``rows[b]``; default row ``b``) -> ``(B, d)``:
     ``target-mean`` averages the span's states; ``first-last`` averages its first and last
     states (DF-ERC's official utterance vector, ``WHULACC/DFERC src/model.py:86-89``)."""
-    if rows is None:
-        rows = torch.arange(spans.shape[0], device=h.device)
     if pooling == "first-last":
+        if rows is None:
+            rows = torch.arange(spans.shape[0], device=h.device)
         first = spans[:, 0]
         last = torch.maximum(spans[:, 1] - 1, first)
         return (h[rows, first] + h[rows, last]) / 2
     pos = torch.arange(h.shape[1], device=h.device)
     inside = (pos >= spans[:, :1]) & (pos < spans[:, 1:])                    # (B, T)
     w = inside.to(h.dtype)
-    # (B, T) weights applied to row rows[b]: a batched matrix product over the rows' states.
-    return torch.bmm(w.unsqueeze(1), h[rows]).squeeze(1) / w.sum(1, keepdim=True).clamp(min=1.0)
+    # (B, T) weights applied to row rows[b]: a batched matrix product over the rows' states
+    # (one row per input, no gathered copy, when every input has its own row).
+    states = h if rows is None else h[rows]
+    return torch.bmm(w.unsqueeze(1), states).squeeze(1) / w.sum(1, keepdim=True).clamp(min=1.0)
 
 
 class ContextEncoder(nn.Module):

@@ -75,26 +75,10 @@ def build_features(corpus: Corpus, spec: FeatureSpec, cache_dir: str | Path | No
             _require_external(corpus, m)
         elif m == "text":
             computed[m] = _split(_text_matrix(corpus, source, cache, progress), corpus)
-        elif m == "audio":
-            matrix = _audio_matrix(corpus, source, cache, progress)
-            ok = np.isfinite(matrix).all(axis=1)
-            if not ok.all():
-                log.warning("openSMILE could not analyse %d of %d audio files (too short?); "
-                            "their audio features are zero-filled and marked missing",
-                            int((~ok).sum()), len(ok))
-                matrix = np.where(ok[:, None], matrix, np.float32(0))
-            computed[m] = _split(matrix, corpus)
-            computed_present[m] = [None if p.all() else p for p in _split(ok, corpus)]
-        elif m == "video":
-            matrix = video_matrix(corpus, source, cache, progress)
-            ok = np.isfinite(matrix).all(axis=1)
-            if not ok.all():
-                log.warning("no face in any analysed frame of %d of %d utterances' video; "
-                            "their video features are zero-filled and marked missing",
-                            int((~ok).sum()), len(ok))
-                matrix = np.where(ok[:, None], matrix, np.float32(0))
-            computed[m] = _split(matrix, corpus)
-            computed_present[m] = [None if p.all() else p for p in _split(ok, corpus)]
+        elif m in ("audio", "video"):
+            matrix = (_audio_matrix if m == "audio" else video_matrix)(corpus, source, cache,
+                                                                       progress)
+            computed[m], computed_present[m] = _split_unusable(matrix, corpus, _UNUSABLE[m])
 
     new_convs = []
     for i, c in enumerate(convs):
@@ -167,6 +151,27 @@ def _text_matrix(corpus: Corpus, model: str, cache: FeatureCache, progress: bool
                                 lambda: encoder.encode(texts, progress=progress,
                                                        names=_utterance_names(corpus),
                                                        source=corpus.source))
+
+
+_UNUSABLE = {
+    "audio": "openSMILE could not analyse %d of %d audio files (too short?); their audio "
+             "features are zero-filled and marked missing",
+    "video": "no face in any analysed frame of %d of %d utterances' video; their video "
+             "features are zero-filled and marked missing",
+}
+"""Warning for computed rows the extractor left non-finite (``%d of %d`` utterances)."""
+
+
+def _split_unusable(matrix: np.ndarray, corpus: Corpus, warning: str
+                    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Per-conversation blocks of a computed ``(N, d)`` matrix whose non-finite rows (an
+    utterance the extractor could not analyse) are zero-filled, and per conversation the
+    ``(n,)`` present mask, ``None`` when all are present; logs ``warning`` with the count."""
+    ok = np.isfinite(matrix).all(axis=1)
+    if not ok.all():
+        log.warning(warning, int((~ok).sum()), len(ok))
+        matrix = np.where(ok[:, None], matrix, np.float32(0))
+    return _split(matrix, corpus), [None if p.all() else p for p in _split(ok, corpus)]
 
 
 def _audio_matrix(corpus: Corpus, feature_set: str, cache: FeatureCache,
