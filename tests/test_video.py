@@ -246,3 +246,14 @@ def test_bench_video_reports_speed_and_shares(tmp_path, extractor):
     shares = [float(row[k]) for k in ("decode_share", "detect_share", "cnn_share")]
     assert abs(sum(shares) - 1) < 0.01 and min(shares) > 0
     assert "analysed frames/s" in (tmp_path / "video_speed.md").read_text()
+
+
+@pytest.mark.parametrize("args,flag", [(["--size", "640"], "--size"), (["--size", "0x0"], "--size"),
+                                       (["--videos", "0"], "--videos"),
+                                       (["--seconds", "0"], "--seconds"), (["--fps", "-1"], "--fps")])
+def test_bench_video_bad_arguments_are_one_line(tmp_path, capsys, args, flag):
+    from merc.cli import main
+
+    assert main(["bench", "video", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and flag in err

@@ -726,7 +726,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.bench == "video":
         from merc.bench.video import run_video_bench
 
-        w, h = (int(v) for v in args.size.lower().split("x"))
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            w = h = 0
+        if w < 64 or h < 64:
+            raise ValueError(f"--size: expected WIDTHxHEIGHT of at least 64x64 pixels, e.g. "
+                             f"640x480, got {args.size!r}")
+        for flag, value in (("--videos", args.videos), ("--seconds", args.seconds),
+                            ("--fps", args.fps)):
+            if not value > 0:
+                raise ValueError(f"{flag}: expected a number > 0, got {value}")
         run_video_bench(args.out, videos=args.videos, seconds=args.seconds, fps=args.fps,
                         size=(w, h))
     else:
