@@ -425,7 +425,8 @@ def test_cli_finetune_train_predict_round_trip(tmp_path, capsys):
 
 @pytest.mark.parametrize("override,key", [("finetune.context.past=-1", "finetune.context.past"),
                                           ("finetune.context.bogus=1", "finetune.context.bogus"),
-                                          ("finetune.lr=abc", "finetune.lr")])
+                                          ("finetune.lr=abc", "finetune.lr"),
+                                          ("finetune.head=lstm", "finetune.head")])
 def test_cli_finetune_config_errors_come_first(tmp_path, capsys, override, key):
     from merc.cli import main
 
@@ -583,3 +584,100 @@ def test_lora_needs_all_layers():
 
     with pytest.raises(ValueError, match="finetune.lora_rank: LoRA adapts every layer"):
         ExperimentConfig().with_overrides(["finetune.lora_rank=8", "finetune.train_layers=2"])
+
+
+def test_dialogue_head_by_hand_keeps_dialogues_apart():
+    """The end-to-end head: a bidirectional GRU per dialogue, the classifier on [v ; state]."""
+    from merc.engine.finetune import DialogueHead
+
+    torch.manual_seed(0)
+    head = DialogueHead(8, 3, dropout=0.0).eval()
+    v = torch.randn(7, 8)
+    with torch.no_grad():
+        out = head(v, [3, 4])
+        assert out.shape == (7, 3)
+        ctx, _ = head.gru(v[:3].unsqueeze(0))                    # dialogue 0 alone, unpadded
+        torch.testing.assert_close(out[:3], head.out(torch.cat([v[:3], ctx[0]], -1)))
+        torch.testing.assert_close(out, torch.cat([head(v[:3], [3]), head(v[3:], [4])]))
+        moved = v.clone()
+        moved[3:] += 1.0                                         # dialogue 1 changes ...
+        torch.testing.assert_close(head(moved, [3, 4])[:3], out[:3])   # ... dialogue 0 does not
+        later = v.clone()
+        later[2] += 1.0                                          # the future reaches the past
+        assert not torch.allclose(head(later, [3, 4])[0], out[0])
+
+
+def test_dialogue_batches_hold_whole_dialogues():
+    from merc.engine.finetune import dialogue_batches
+
+    sizes = [3, 0, 5, 2, 9, 1]
+    starts = np.cumsum([0] + sizes)
+    assert [part for _, part in dialogue_batches(sizes, 6)] == [[3, 5], [2, 9], [1]]
+    for gen in (None, np.random.default_rng(1), np.random.default_rng(2)):
+        batches = dialogue_batches(sizes, 6, gen)
+        assert sorted(np.concatenate([idx for idx, _ in batches])) == list(range(20))
+        assert all(sum(part) >= 6 for _, part in batches[:-1])
+        for idx, part in batches:
+            pos = 0
+            for n in part:                      # each dialogue whole, in its own order
+                assert idx[pos] in starts and list(idx[pos:pos + n]) == list(
+                    range(idx[pos], idx[pos] + n))
+                assert n in [sizes[d] for d in range(len(sizes)) if starts[d] == idx[pos]]
+                pos += n
+            assert pos == len(idx)
+
+
+def test_end_to_end_head_trains_with_the_encoder_and_scores_as_selected(tmp_path, capsys):
+    """finetune.head=gru: encoder and GRU head train together on whole dialogues; the folder
+    keeps the head, `merc evaluate --encoder` reproduces the selection figure on validation and
+    scores test, and the folder is still an ordinary --text-encoder."""
+    from safetensors.torch import load_file
+
+    from merc.cli import main
+    from merc.engine.finetune import evaluate_joint
+    from merc.features.encoder_folder import FinetunedTextEncoder
+
+    root = write_text_corpus(tmp_path / "corpus", n_train=8, n_valid=3, n_test=3)
+    enc = tmp_path / "enc"
+    assert main(["finetune", "--corpus", "jsonl", "--data-dir", str(root), "--out", str(enc),
+                 "finetune.head=gru", "finetune.max_epochs=2", "finetune.batch_size=8",
+                 "finetune.context.max_tokens=32", "finetune.accelerator=cpu"]) == 0
+    assert f"merc evaluate --encoder {enc}" in capsys.readouterr().out
+    record = json.loads((enc / "merc_encoder.json").read_text())["training"]
+    assert record["head"] == "gru" and record["settings"]["head"] == "gru"
+    head = load_file(str(enc / "head.safetensors"))
+    assert {"gru.weight_ih_l0", "gru.weight_ih_l0_reverse", "out.weight"} <= set(head)
+    base = load_file(str(bundled_model_dir() / "model.safetensors"))
+    tuned = load_file(str(enc / "model.safetensors"))
+    key = "encoder.layer.0.output.dense.weight"
+    assert not torch.equal(base[key], tuned[key])          # end to end: the bottom layer moved
+
+    valid = evaluate_joint(enc, "valid")
+    assert valid["wf1"] == pytest.approx(record["valid_wf1"], abs=1e-6)
+    assert valid["data"]["matches_training"] and valid["data"]["split"] == "valid"
+    out = tmp_path / "test.json"
+    assert main(["evaluate", "--encoder", str(enc), "--split", "test", "--out", str(out)]) == 0
+    assert "test: W-F1" in capsys.readouterr().out
+    test = json.loads(out.read_text())
+    corpus_lines = (root / "conversations.jsonl").read_text().splitlines()
+    n_test = sum(len(json.loads(line)["utterances"]) for line in corpus_lines
+                 if json.loads(line)["split"] == "test")
+    assert test["n"] == n_test and 0 <= test["wf1"] <= 100
+    from merc.data import load_corpus
+
+    convs = load_corpus("jsonl", root).split("test")
+    assert FinetunedTextEncoder(enc).encode(convs).shape == (n_test, 384)
+
+
+def test_evaluate_encoder_refuses_a_folder_without_a_joint_head(tiny_encoder, tmp_path, capsys):
+    from merc.cli import main
+    from merc.data import load_corpus
+    from merc.engine.finetune import score_joint
+    from merc.errors import MercInputError
+
+    root, out, _, _ = tiny_encoder
+    with pytest.raises(MercInputError, match="not an end-to-end encoder folder"):
+        score_joint(out, load_corpus("jsonl", root), "test")
+    assert main(["evaluate", "--encoder", str(out)]) == 2          # no finetune.yaml beside it
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "finetune.yaml" in err

@@ -165,10 +165,14 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("extract", help="extract and cache features for a corpus")
     data_args(e, required=True)
 
-    ev = sub.add_parser("evaluate", help="evaluate a saved checkpoint on a split")
-    ev.add_argument("--checkpoint", required=True, help="a seed_<s>/best.ckpt from merc train")
+    ev = sub.add_parser("evaluate", help="evaluate a saved checkpoint (or an end-to-end "
+                        "encoder folder) on a split")
+    which = ev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="a seed_<s>/best.ckpt from merc train")
+    which.add_argument("--encoder", metavar="ENC_DIR", help="an end-to-end encoder folder "
+                       "(merc finetune finetune.head=gru): the encoder with its GRU head")
     ev.add_argument("--data-dir", help="corpus folder (default: the one recorded in the "
-                    "checkpoint's config)")
+                    "checkpoint's config or the encoder's finetune.yaml)")
     ev.add_argument("--split", default="test", choices=("train", "valid", "test"))
     ev.add_argument("--out", help="write the metrics JSON here")
     ev.add_argument("--predictions", help="write every utterance's gold label, prediction and "
@@ -401,6 +405,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     record = run_finetune(cfg, args.out)
     print(f"wrote {args.out} (valid W-F1 {record.training['valid_wf1']:.2f}, "
           f"{record.training['seconds']:.0f} s); use it with --text-encoder {args.out}")
+    if record.training.get("head") == "gru":
+        print(f"the end-to-end model (encoder + GRU head) scores with: merc evaluate --encoder "
+              f"{args.out} --split test")
     return 0
 
 
@@ -422,10 +429,21 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from merc.engine.checkpoint import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(
-        args.checkpoint, data_dir=args.data_dir, split=args.split,
-        echo=lambda line: print(f"merc evaluate: {line}", file=sys.stderr),
-        predictions=args.predictions)
+    if args.encoder:
+        from merc.engine.finetune import evaluate_joint
+
+        if args.predictions:
+            raise MercInputError(args.encoder, "--predictions needs a --checkpoint",
+                                 field="predictions")
+        metrics = evaluate_joint(args.encoder, args.split, args.data_dir)
+        if not metrics["data"]["matches_training"]:
+            print(f"merc evaluate: warning: the train/validation dialogues differ from those "
+                  f"{args.encoder} was fine-tuned and selected on", file=sys.stderr)
+    else:
+        metrics = evaluate_checkpoint(
+            args.checkpoint, data_dir=args.data_dir, split=args.split,
+            echo=lambda line: print(f"merc evaluate: {line}", file=sys.stderr),
+            predictions=args.predictions)
     d = metrics["data"]
     print(f"{d['corpus']} {args.split}: {d['dialogues']} dialogues/{d['utterances']} "
           f"utterances, fingerprint {d['fingerprint']}")

@@ -66,6 +66,9 @@ DATA_DIR_ENV = "MERC_DATA_DIR"
 
 MODALITIES = ("text", "audio", "video")
 
+FINETUNE_HEADS = ("linear", "gru")
+"""What ``merc finetune`` trains the encoder under (``finetune.head``)."""
+
 
 # --------------------------------------------------------------------------------------------
 # Errors and checks
@@ -583,6 +586,16 @@ class FinetuneConfig:
     lora_lr: float = 5e-4
     """Peak learning rate when ``lora_rank > 0`` (adapters start at zero and need about ten
     times the full fine-tune's ``lr``)."""
+    head: str = "linear"
+    """What the encoder is trained under: ``linear`` (a linear classifier per utterance: the
+    two-stage recipe's first stage) or ``gru`` (end to end: a bidirectional GRU over each
+    dialogue's utterance vectors, then the classifier, trained jointly with the encoder on
+    batches of whole dialogues; :class:`merc.engine.finetune.DialogueHead`). The folder then also
+    holds the trained head (``head.safetensors``), so the joint model can be scored
+    (:func:`merc.engine.finetune.score_joint`)."""
+    head_lr: float = 1e-3
+    """Peak learning rate of the ``gru`` head's parameters (a freshly initialised recurrent layer
+    needs far more than the encoder's ``lr``; the ``linear`` head trains at ``lr``)."""
     cross_fit: int = 0
     """0 = off. K >= 2: also fine-tune K encoders, each without one fold of the train dialogues,
     so that train-split features come from an encoder that never saw those dialogues (the
@@ -596,6 +609,7 @@ class FinetuneConfig:
             self.context = ContextFormat.from_dict(dict(self.context))
         require_choice("class_weights", self.class_weights, ("sqrt", "balanced", "none"))
         require_choice("pooling", self.pooling, POOLINGS)
+        require_choice("head", self.head, FINETUNE_HEADS)
         require_choice("accelerator", self.accelerator, ("cpu", "gpu", "auto"))
         require_choice("precision", self.precision, ("auto", "bf16", "32"))
         require(self.train_layers is None or self.train_layers >= 1, "train_layers",
@@ -606,7 +620,7 @@ class FinetuneConfig:
                 f"{self.lora_rank!r}")
         require(not (self.lora_rank and self.train_layers is not None), "lora_rank",
                 "LoRA adapts every layer; use it with train_layers=null")
-        for name in ("lora_alpha", "lora_lr"):
+        for name in ("lora_alpha", "lora_lr", "head_lr"):
             require(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name,
                     f"expected a finite number > 0, got {getattr(self, name)}")
         require(self.cross_fit == 0 or self.cross_fit >= 2, "cross_fit",

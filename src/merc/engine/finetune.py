@@ -95,10 +95,13 @@ def class_weight_vector(y: np.ndarray, n_classes: int, kind: str) -> torch.Tenso
 
 
 def _split_inputs(corpus: Corpus, split: str, formatter: InputFormatter
-                  ) -> tuple[list[EncodedInput], np.ndarray]:
+                  ) -> tuple[list[EncodedInput], np.ndarray, list[int]]:
+    """Every utterance's input and label index, dialogue after dialogue, and the utterance
+    count of each dialogue."""
     index = corpus.label_index()
     inputs: list[EncodedInput] = []
     labels: list[int] = []
+    sizes: list[int] = []
     for c in corpus.split(split):
         if c.labels is None:
             raise MercInputError(corpus.source, f"{split} dialogue has no labels; fine-tuning "
@@ -106,7 +109,76 @@ def _split_inputs(corpus: Corpus, split: str, formatter: InputFormatter
                                  field="label")
         inputs += formatter.conversation(c.utterances, c.speakers)
         labels += [index[x] for x in c.labels]
-    return inputs, np.asarray(labels, dtype=np.int64)
+        sizes.append(len(c.utterances))
+    return inputs, np.asarray(labels, dtype=np.int64), sizes
+
+
+HEAD_FILE = "head.safetensors"
+"""The trained ``gru`` head in an encoder folder (``finetune.head=gru``)."""
+
+
+class DialogueHead(nn.Module):
+    """The end-to-end context head (``finetune.head=gru``): a bidirectional GRU over each
+    dialogue's utterance vectors; the classifier reads every utterance's own vector beside its
+    GRU state (bc-LSTM's shape, Poria et al. 2017, on a GRU), so the encoder is trained through a
+    context model instead of a per-utterance classifier (issue G item 3b).
+
+    Args:
+        dim: Utterance vector width ``d``.
+        n_classes: Output classes.
+        dropout: Dropout on ``[v ; GRU state]`` before the classifier.
+    """
+
+    def __init__(self, dim: int, n_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(dim + 2 * (dim // 2), n_classes)
+
+    def forward(self, v: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """``v (B, d)``: the utterance vectors of whole dialogues laid end to end, ``sizes``
+        their utterance counts (summing to ``B``) -> ``(B, n_classes)`` logits. No dialogue sees
+        another's utterances (packed sequences: no padding enters the GRU)."""
+        lengths = torch.as_tensor(sizes)
+        padded = nn.utils.rnn.pad_sequence(list(torch.split(v, list(sizes))), batch_first=True)
+        packed = nn.utils.rnn.pack_padded_sequence(padded, lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        ctx, _ = self.gru(packed)
+        ctx, _ = nn.utils.rnn.pad_packed_sequence(ctx, batch_first=True,
+                                                  total_length=padded.shape[1])
+        real = (torch.arange(padded.shape[1]) < lengths[:, None]).to(v.device)   # (D, L)
+        return self.out(self.dropout(torch.cat([v, ctx[real]], -1)))
+
+
+def _logits(head: nn.Module, v: torch.Tensor, sizes: list[int] | None) -> torch.Tensor:
+    """Float32 logits of ``head`` (the GRU head runs outside autocast: float32 recurrence)."""
+    if isinstance(head, DialogueHead):
+        with torch.autocast(v.device.type, enabled=False):
+            return head(v.float(), sizes)
+    return head(v).float()
+
+
+def dialogue_batches(sizes: list[int], batch_size: int,
+                     generator: np.random.Generator | None = None
+                     ) -> list[tuple[np.ndarray, list[int]]]:
+    """Batches of whole dialogues for the ``gru`` head: dialogues (shuffled with ``generator``)
+    are added to a batch until it holds at least ``batch_size`` utterances (a longer dialogue is
+    a batch of its own). Each batch: the indices of its utterances in the flat input list, and
+    the utterance count of each of its dialogues."""
+    starts = np.cumsum([0] + list(sizes))
+    order = (np.arange(len(sizes)) if generator is None else generator.permutation(len(sizes)))
+    groups: list[list[int]] = [[]]
+    filled = 0
+    for d in order:
+        if not sizes[d]:
+            continue
+        if filled >= batch_size:
+            groups.append([])
+            filled = 0
+        groups[-1].append(int(d))
+        filled += sizes[d]
+    return [(np.concatenate([np.arange(starts[d], starts[d + 1]) for d in g]),
+             [sizes[d] for d in g]) for g in groups if g]
 
 
 def _weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -186,13 +258,14 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     backbone = encoder.backbone
     formatter = InputFormatter(tokenizer, cfg.context, cls_id=cls_id, sep_id=sep_id,
                                max_positions=backbone.max_positions)
-    train_x, train_y = _split_inputs(corpus, "train", formatter)
-    valid_x, valid_y = _split_inputs(corpus, "valid", formatter)
+    train_x, train_y, train_sizes = _split_inputs(corpus, "train", formatter)
+    valid_x, valid_y, valid_sizes = _split_inputs(corpus, "valid", formatter)
     if formatter.truncated_targets:
         echo(f"{tag}warning: {formatter.truncated_targets} utterances are longer than the "
              f"encoder's {backbone.max_positions} positions and were cut")
     n_classes = len(corpus.label_names)
-    head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(encoder.dim, n_classes)).to(device)
+    head = (DialogueHead(encoder.dim, n_classes, cfg.dropout) if cfg.head == "gru" else
+            nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(encoder.dim, n_classes))).to(device)
     weights = class_weight_vector(train_y, n_classes, cfg.class_weights)
 
     # Partial fine-tuning: freeze embeddings + lower layers, cache their outputs once.
@@ -223,12 +296,23 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     cache_seconds = time.perf_counter() - cache_t0 if frozen else 0.0
 
     params = [p for p in list(encoder.parameters()) + list(head.parameters()) if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lora_lr if lora else cfg.lr)
-    steps_per_epoch = len(input_batches(train_x, cfg.batch_size))
+    lr = cfg.lora_lr if lora else cfg.lr
+    own = {id(p) for p in head.parameters()} if cfg.head == "gru" else set()
+    groups = []
+    for part, part_lr in (([p for p in params if id(p) not in own], lr),
+                          ([p for p in params if id(p) in own], cfg.head_lr)):
+        groups += [{"params": [p for p in part if p.ndim >= 2], "lr": part_lr,
+                    "weight_decay": cfg.weight_decay},
+                   {"params": [p for p in part if p.ndim < 2], "lr": part_lr,
+                    "weight_decay": 0.0}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+    def plan(generator: np.random.Generator | None) -> list[tuple[np.ndarray, list[int] | None]]:
+        if cfg.head == "gru":
+            return dialogue_batches(train_sizes, cfg.batch_size, generator)
+        return [(idx, None) for idx in input_batches(train_x, cfg.batch_size, generator)]
+
+    steps_per_epoch = len(plan(None))
     total = steps_per_epoch * cfg.max_epochs
     warm = max(1, int(cfg.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(warm, total, "linear"))
@@ -244,9 +328,9 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
         encoder.train()
         head.train()
         total_loss, n_seen = 0.0, 0
-        steps = input_batches(train_x, cfg.batch_size, rng)
-        for idx in tqdm(steps, desc=f"{tag}epoch {epoch}", unit="step", leave=False,
-                        disable=not progress):
+        steps = plan(rng)
+        for idx, sizes in tqdm(steps, desc=f"{tag}epoch {epoch}", unit="step", leave=False,
+                               disable=not progress):
             batch = pad_inputs([train_x[i] for i in idx], pad_id, device)
             y = torch.as_tensor(train_y[idx], device=device)
             with _autocast(device, bf16):
@@ -256,7 +340,7 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
                     v = pool_target(h, batch.spans, cfg.pooling, batch.rows)
                 else:
                     v = encoder(batch.ids, batch.mask, batch.spans, batch.rows)
-                logits = head(v).float()
+                logits = _logits(head, v, sizes)
             loss = F.cross_entropy(logits, y, weight=None if weights is None
                                    else weights.to(device))
             opt.zero_grad(set_to_none=True)
@@ -267,7 +351,8 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
             total_loss += float(loss.detach()) * len(idx)
             n_seen += len(idx)
         train_seconds = time.perf_counter() - t0
-        pred = _predict(encoder, head, valid_x, valid_h, frozen, pad_id, cfg.eval_batch_size)
+        pred = _predict(encoder, head, valid_x, valid_h, frozen, pad_id, cfg.eval_batch_size,
+                        valid_sizes)
         wf1 = _weighted_f1(valid_y, pred)
         history.append({"epoch": epoch, "train_loss": total_loss / max(n_seen, 1),
                         "valid_wf1": wf1, "seconds": time.perf_counter() - t0,
@@ -276,7 +361,9 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
         if improved:
             best = {"wf1": wf1, "epoch": epoch,
                     "state": adapter_state(backbone) if lora else
-                    {k: v.detach().to("cpu", copy=True) for k, v in backbone.state_dict().items()}}
+                    {k: v.detach().to("cpu", copy=True) for k, v in backbone.state_dict().items()},
+                    "head": {k: v.detach().to("cpu", copy=True)
+                             for k, v in head.state_dict().items()}}
         echo(f"{tag}epoch {epoch}: train loss {history[-1]['train_loss']:.4f}  valid W-F1 {wf1:.2f}"
              f"{'  (best)' if improved else ''}  {history[-1]['seconds']:.1f} s")
         if epoch - best["epoch"] >= cfg.patience:
@@ -298,6 +385,12 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
         backbone.load_state_dict(best["state"])
         (out_dir / ADAPTER_FILE).unlink(missing_ok=True)
         backbone.save_pretrained(out_dir)
+    if cfg.head == "gru":
+        from safetensors.torch import save_file
+
+        save_file(best["head"], str(out_dir / HEAD_FILE), metadata={"format": "pt"})
+    else:
+        (out_dir / HEAD_FILE).unlink(missing_ok=True)  # a stale head of an earlier fine-tune
     copy_tokenizer(base_dir, out_dir)
     seconds = time.perf_counter() - t_start
     record = EncoderRecord(
@@ -305,7 +398,8 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
         max_positions=int(backbone.max_positions), dim=int(encoder.dim), pooling=cfg.pooling,
         base_model=cfg.base, adapter=adapter,
         training={
-            "settings": cfg.to_dict(), "corpus": corpus.name,
+            "settings": cfg.to_dict(), "head": cfg.head, "n_classes": n_classes,
+            "corpus": corpus.name,
             "corpus_fingerprint": corpus_fingerprint(corpus.conversations),
             "train_dialogues": sorted(str(c.id) for c in corpus.split("train")),
             "label_names": list(corpus.label_names), "valid_split": corpus.valid_split,
@@ -354,24 +448,102 @@ def _pad_states(states: list[torch.Tensor], device: torch.device) -> torch.Tenso
 @torch.no_grad()
 def _predict(encoder: ContextEncoder, head: nn.Module, inputs: list[EncodedInput],
              states: list[torch.Tensor] | None, frozen: int, pad_id: int,
-             batch_size: int) -> np.ndarray:
-    """Argmax class of every input (eval mode)."""
+             batch_size: int, sizes: list[int]) -> np.ndarray:
+    """Argmax class of every input (eval mode); ``sizes``: utterances per dialogue."""
     encoder.eval()
     head.eval()
     device = next(head.parameters()).device
     if not frozen:
-        v = encode_inputs(encoder, inputs, pad_id, batch_size)
-        return head(torch.from_numpy(v).to(device)).argmax(-1).cpu().numpy()
-    pred = np.zeros(len(inputs), dtype=np.int64)
-    for idx in input_batches(inputs, batch_size):
-        batch = pad_inputs([inputs[i] for i in idx], pad_id, device)
-        with _autocast(device):
-            h = encoder.backbone.hidden(None, batch.mask, start=frozen,
-                                        h=_pad_states([states[idx[b]] for b in batch.first],
-                                                      device))
-            pred[idx] = head(pool_target(h, batch.spans, encoder.pooling, batch.rows)
-                             ).argmax(-1).cpu().numpy()
-    return pred
+        v = torch.from_numpy(encode_inputs(encoder, inputs, pad_id, batch_size)).to(device)
+    else:
+        v = torch.zeros((len(inputs), encoder.dim), device=device)
+        for idx in input_batches(inputs, batch_size):
+            batch = pad_inputs([inputs[i] for i in idx], pad_id, device)
+            with _autocast(device):
+                h = encoder.backbone.hidden(None, batch.mask, start=frozen,
+                                            h=_pad_states([states[idx[b]] for b in batch.first],
+                                                          device))
+                v[torch.as_tensor(idx, device=device)] = pool_target(
+                    h, batch.spans, encoder.pooling, batch.rows).float()
+    return _head_predict(head, v, sizes)
+
+
+def _head_predict(head: nn.Module, v: torch.Tensor, sizes: list[int]) -> np.ndarray:
+    """Argmax of ``head`` over utterance vectors ``v (N, d)`` of dialogues of ``sizes``."""
+    if not isinstance(head, DialogueHead):
+        return _logits(head, v, None).argmax(-1).cpu().numpy()
+    return np.concatenate([_logits(head, v[idx], part).argmax(-1).cpu().numpy()
+                           for idx, part in dialogue_batches(sizes, 512)])
+
+
+@torch.no_grad()
+def score_joint(folder: str | Path, corpus: Corpus, split: str) -> dict:
+    """Metrics (:func:`~merc.engine.metrics.classification_metrics`) of an end-to-end encoder
+    folder (``finetune.head=gru``: the encoder and its trained GRU head, one model) on ``split``
+    of ``corpus``. Selection happened on validation inside ``merc finetune``; call this on test
+    once, after it."""
+    from safetensors.torch import load_file
+
+    from merc.engine.metrics import classification_metrics
+    from merc.features.encoder_folder import EncoderRecord, FinetunedTextEncoder
+
+    folder = Path(folder)
+    record = EncoderRecord.load(folder)
+    if record.training.get("head") != "gru" or not (folder / HEAD_FILE).is_file():
+        raise MercInputError(folder, "not an end-to-end encoder folder (finetune.head=gru with "
+                             f"its {HEAD_FILE})", field="head")
+    names = list(record.training["label_names"])
+    if list(corpus.label_names) != names:
+        raise MercInputError(corpus.source, f"labels {list(corpus.label_names)} differ from the "
+                             f"encoder's {names}", field="label")
+    convs = corpus.split(split)
+    if not convs or any(c.labels is None for c in convs):
+        raise MercInputError(corpus.source, f"no labelled {split} dialogues to score",
+                             field="split")
+    v = torch.from_numpy(FinetunedTextEncoder(folder).encode(convs))
+    head = DialogueHead(int(record.dim), len(names), 0.0)
+    head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+    head.eval()
+    index = corpus.label_index()
+    y = np.asarray([index[x] for c in convs for x in c.labels])
+    pred = _head_predict(head, v, [len(c.utterances) for c in convs])
+    return classification_metrics(y, pred, names)
+
+
+def evaluate_joint(folder: str | Path, split: str = "test",
+                   data_dir: str | Path | None = None) -> dict:
+    """``merc evaluate --encoder ENC_DIR``: :func:`score_joint` on ``split`` of the corpus the
+    folder was fine-tuned on (its ``finetune.yaml``; ``data_dir`` replaces the recorded folder).
+    The result's ``data`` entry names the corpus, the split's size and fingerprint, and whether
+    the train + validation dialogues are the ones the encoder was trained and selected on."""
+    from merc.engine.provenance import data_block
+    from merc.features.encoder_folder import EncoderRecord
+
+    folder = Path(folder)
+    saved = folder / "finetune.yaml"
+    if not saved.is_file():
+        raise MercInputError(saved, "missing: it names the corpus the encoder was fine-tuned on "
+                             "(merc finetune writes it)", field="data")
+    cfg = ExperimentConfig.load(saved)
+    if data_dir is not None:
+        cfg = cfg.with_overrides([], settings={"data": {"data_dir": str(data_dir)}})
+    corpus = _load_corpus(cfg)
+    metrics = score_joint(folder, corpus, split)
+    current = data_block(corpus)
+    metrics["data"] = {"corpus": current["corpus"], "split": split, **current["splits"][split],
+                       "matches_training": corpus_fingerprint(corpus.conversations)
+                       == EncoderRecord.load(folder).training.get("corpus_fingerprint")}
+    return metrics
+
+
+def _load_corpus(cfg: ExperimentConfig) -> Corpus:
+    """``cfg.data``'s corpus with the validation split ``merc train`` uses (same
+    ``valid_fraction``/``valid_seed``)."""
+    from merc.data.conversation import ensure_validation_split
+    from merc.data.prepare import load_configured
+
+    data = cfg.data.resolved()
+    return ensure_validation_split(load_configured(data), data.valid_fraction, data.valid_seed)
 
 
 def run_finetune(cfg: ExperimentConfig, out_dir: str | Path, *,
@@ -380,11 +552,8 @@ def run_finetune(cfg: ExperimentConfig, out_dir: str | Path, *,
     """``merc finetune``: load ``cfg.data``'s corpus (with the validation split ``merc train``
     will use: same ``valid_fraction``/``valid_seed``), fine-tune per ``cfg.finetune`` and write
     the encoder folder ``out_dir`` (plus ``finetune.yaml``, the resolved config)."""
-    from merc.data.conversation import ensure_validation_split
-    from merc.data.prepare import load_configured
-
     data = cfg.data.resolved()
-    corpus = ensure_validation_split(load_configured(data), data.valid_fraction, data.valid_seed)
+    corpus = _load_corpus(cfg)
     if progress is None:
         import sys
 
