@@ -500,7 +500,11 @@ def score_joint(folder: str | Path, corpus: Corpus, split: str) -> dict:
     if not convs or any(c.labels is None for c in convs):
         raise MercInputError(corpus.source, f"no labelled {split} dialogues to score",
                              field="split")
-    v = torch.from_numpy(FinetunedTextEncoder(folder).encode(convs))
+    # The main encoder for every split (the head was trained on its vectors, never on a
+    # cross-fit fold's).
+    enc = FinetunedTextEncoder(folder)
+    v = torch.from_numpy(encode_inputs(enc._model(None), enc.inputs(convs), record.pad_id,
+                                       enc.batch_size))
     head = DialogueHead(int(record.dim), len(names), 0.0)
     head.load_state_dict(load_file(str(folder / HEAD_FILE)))
     head.eval()
