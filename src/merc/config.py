@@ -592,7 +592,9 @@ class FinetuneConfig:
     dialogue's utterance vectors, then the classifier, trained jointly with the encoder on
     batches of whole dialogues; :class:`merc.engine.finetune.DialogueHead`). The folder then also
     holds the trained head (``head.safetensors``), so the joint model can be scored
-    (:func:`merc.engine.finetune.score_joint`)."""
+    (``merc evaluate --encoder ENC_DIR``). ``linear`` chosen on validation (2-core CPU, Broad
+    Mamba on each encoder's features, 5 seeds): IEMOCAP 59.18 vs 55.02, MELD 59.05 vs 57.88;
+    docs/finetune.md."""
     head_lr: float = 1e-3
     """Peak learning rate of the ``gru`` head's parameters (a freshly initialised recurrent layer
     needs far more than the encoder's ``lr``; the ``linear`` head trains at ``lr``)."""
