@@ -5,9 +5,7 @@ random dialogues for model unit tests."""
 from __future__ import annotations
 
 import json
-import math
 import os
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +22,11 @@ def shared_data_dir() -> Path:
 def write_wav(path: Path, freq: float = 220.0, *, seconds: float = 1.0, rate: int = 16000,
               loud: float = 0.3, vibrato_hz: float = 3.0, seed: int = 0) -> Path:
     """A mono 16-bit wav: a sine with a little vibrato and noise, so that openSMILE's pitch and
-    jitter functionals are well defined."""
-    n = int(seconds * rate)
-    t = np.arange(n) / rate
-    sig = loud * np.sin(2 * math.pi * freq * t + 2 * np.sin(2 * math.pi * vibrato_hz * t))
-    sig += 0.01 * np.random.default_rng(seed).normal(size=n)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(sig, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    jitter functionals are well defined (:func:`merc.bench.video.write_tone`)."""
+    from merc.bench.video import write_tone
+
+    return write_tone(path, freq, seconds=seconds, rate=rate, loud=loud, vibrato_hz=vibrato_hz,
+                      seed=seed)
 
 
 def write_generic_corpus(root: Path, *, n_train: int = 24, n_valid: int = 0, n_test: int = 8,
