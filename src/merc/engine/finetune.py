@@ -40,7 +40,7 @@ from torch.nn import functional as F
 import merc
 from merc.data.conversation import Corpus
 from merc.errors import MercInputError
-from merc.config import ExperimentConfig, FinetuneConfig
+from merc.config import DataConfig, ExperimentConfig, FinetuneConfig
 from merc.features.context_format import EncodedInput, InputFormatter
 from merc.features.finetuned import (ContextEncoder, EncoderRecord, _autocast, copy_tokenizer,
                                      corpus_fingerprint, cpu_has_fast_bf16, encode_inputs,
@@ -531,7 +531,7 @@ def evaluate_joint(folder: str | Path, split: str = "test",
     cfg = ExperimentConfig.load(saved)
     if data_dir is not None:
         cfg = cfg.with_overrides([], settings={"data": {"data_dir": str(data_dir)}})
-    corpus = _load_corpus(cfg)
+    corpus = _load_corpus(cfg.data.resolved())
     metrics = score_joint(folder, corpus, split)
     current = data_block(corpus)
     metrics["data"] = {"corpus": current["corpus"], "split": split, **current["splits"][split],
@@ -540,13 +540,12 @@ def evaluate_joint(folder: str | Path, split: str = "test",
     return metrics
 
 
-def _load_corpus(cfg: ExperimentConfig) -> Corpus:
-    """``cfg.data``'s corpus with the validation split ``merc train`` uses (same
-    ``valid_fraction``/``valid_seed``)."""
+def _load_corpus(data: DataConfig) -> Corpus:
+    """The (resolved) ``data`` config's corpus with the validation split ``merc train`` uses
+    (same ``valid_fraction``/``valid_seed``)."""
     from merc.data.conversation import ensure_validation_split
     from merc.data.prepare import load_configured
 
-    data = cfg.data.resolved()
     return ensure_validation_split(load_configured(data), data.valid_fraction, data.valid_seed)
 
 
@@ -557,7 +556,7 @@ def run_finetune(cfg: ExperimentConfig, out_dir: str | Path, *,
     will use: same ``valid_fraction``/``valid_seed``), fine-tune per ``cfg.finetune`` and write
     the encoder folder ``out_dir`` (plus ``finetune.yaml``, the resolved config)."""
     data = cfg.data.resolved()
-    corpus = _load_corpus(cfg)
+    corpus = _load_corpus(data)
     if progress is None:
         import sys
 
