@@ -71,11 +71,13 @@ def _train_epilog() -> str:
 
 
 FINETUNE_EPILOG = """\
-every train utterance becomes one encoder input: its speaker-prefixed text between separators,
-with past and future utterances around it (finetune.context.*); the mean of the target's output
-states feeds a linear head. The epoch with the best validation W-F1 is kept; test is never read.
-ENC_DIR holds the encoder (Hugging Face layout), its tokenizer and merc_encoder.json (input
-format + how it was trained); pass it as --text-encoder ENC_DIR to train, extract, bench.
+train dialogues become encoder inputs as finetune.context.* says
+(default: {context});
+the mean of each target utterance's output states feeds a linear head (finetune.head=gru: a
+GRU over each dialogue, trained end to end). The epoch with the best validation W-F1 is kept;
+test is never read. ENC_DIR holds the encoder (Hugging Face layout), its tokenizer and
+merc_encoder.json (input format + how it was trained); pass it as --text-encoder ENC_DIR to
+train, extract, bench, predict.
 example:
   merc finetune --corpus meld --data-dir ../shared/data --out encoders/meld
   merc train --corpus meld --data-dir ../shared/data --text-encoder encoders/meld \\
@@ -86,7 +88,8 @@ example:
 def _finetune_epilog() -> str:
     from merc.config import ContextFormat, FinetuneConfig, describe_options
 
-    return (FINETUNE_EPILOG + "\nfinetune options (finetune.KEY=VALUE):\n"
+    return (FINETUNE_EPILOG.format(context=ContextFormat().describe())
+            + "\nfinetune options (finetune.KEY=VALUE):\n"
             + describe_options(FinetuneConfig, "finetune") + "\n"
             + describe_options(ContextFormat, "finetune.context") + "\n")
 

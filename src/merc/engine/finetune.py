@@ -1,8 +1,9 @@
 """``merc finetune``: fine-tune a text encoder on a corpus's utterance labels, with context.
 
-The recipe (COSMIC's first stage, with EmoBERTa's context-in-the-input): every train utterance
-becomes one encoder input (:mod:`merc.features.context_format`: its speaker-prefixed text
-between separators, past and future utterances around it), the target span's mean output state
+The recipe (COSMIC's first stage, with EmoBERTa's context-in-the-input): train dialogues become
+encoder inputs as :mod:`merc.features.context_format` lays them out (consecutive utterances
+packed into one input with past and future context around the run, or one window per
+utterance; speaker names optional), each target span's mean output state
 goes through dropout and a linear head, and cross-entropy (class weights: inverse square root of
 the train frequency by default) trains encoder and head with AdamW, linear warm-up then linear
 decay. After every epoch the validation split is encoded and scored (weighted F1); the epoch with
