@@ -476,6 +476,27 @@ def test_any_local_hugging_face_folder_fine_tunes(tmp_path):
                          echo=lambda line: None)
 
 
+def test_position_limit_of_generic_folders_excludes_the_padding_offset(tmp_path):
+    """RoBERTa-style embeddings (here MPNet, whose padding index is fixed at 1) number positions
+    from padding_idx + 1, so two rows of the position table are unusable; BERT numbers from 0."""
+    from transformers import BertConfig, BertModel, MPNetConfig, MPNetModel
+
+    from merc.features.finetuned import _HFBackbone
+
+    small = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=32, max_position_embeddings=40)
+    MPNetModel(MPNetConfig(**small)).save_pretrained(str(tmp_path / "mpnet"))
+    BertModel(BertConfig(**small)).save_pretrained(str(tmp_path / "bert"))
+    mpnet = _HFBackbone(tmp_path / "mpnet")
+    assert mpnet.max_positions == 40 - 2
+    ids = torch.full((1, mpnet.max_positions), 5)
+    assert mpnet.hidden(ids, torch.ones_like(ids, dtype=torch.bool)).shape == (1, 38, 16)
+    with pytest.raises(IndexError):        # one more token runs off the position table
+        ids = torch.full((1, mpnet.max_positions + 1), 5)
+        mpnet.hidden(ids, torch.ones_like(ids, dtype=torch.bool))
+    assert _HFBackbone(tmp_path / "bert").max_positions == 40
+
+
 # --- LoRA adapters ------------------------------------------------------------------------------
 
 def test_lora_update_by_hand_and_merge_equals_the_parametrized_encoder():

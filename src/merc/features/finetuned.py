@@ -59,9 +59,12 @@ class _HFBackbone(nn.Module):
                                                add_pooling_layer=False)
         self.dim = int(cfg.hidden_size)
         self.max_positions = int(getattr(cfg, "max_position_embeddings", 512))
-        # RoBERTa-style position ids start after the padding index.
-        if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-            self.max_positions -= int(cfg.pad_token_id) + 1
+        # RoBERTa-style embeddings (RoBERTa, XLM-R, CamemBERT, MPNet, ...) number positions from
+        # padding_idx + 1, so padding_idx + 1 rows of the position table are never usable; their
+        # embeddings module exposes that ``padding_idx`` (BERT's does not).
+        pad = getattr(getattr(self.model, "embeddings", None), "padding_idx", None)
+        if isinstance(pad, int):
+            self.max_positions -= pad + 1
         self.layers = ()  # no cached-lower-layer training for generic architectures
 
     def hidden(self, ids, mask, *, start=0, stop=None, h=None):
