@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from merc.data.prepare import make_loader
-from merc.engine.checkpoint import load_checkpoint, prepare_for_checkpoint
+from merc.training.prepare import make_loader
+from merc.checkpoint import load_checkpoint, prepare_for_checkpoint
 
 
 @torch.no_grad()

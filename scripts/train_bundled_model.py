@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from merc.config import ExperimentConfig
-from merc.features.context_format import ContextFormat
-from merc.engine.checkpoint import evaluate_checkpoint
-from merc.engine.experiment import run_experiment
-from merc.engine.checkpoint import CHECKPOINT_KEY
+from merc.text.input_format import ContextFormat
+from merc.checkpoint import evaluate_checkpoint
+from merc.training.experiment import run_experiment
+from merc.checkpoint import CHECKPOINT_KEY
 from merc.models import count_parameters, create_model
 from merc.pretrained import BUNDLED_NAME
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.data.corpus, cfg.data.data_dir = "meld", str(Path(args.data_dir) / "meld")
     encoder = None
     if args.text_encoder:
-        from merc.features.encoder_folder import EncoderRecord
+        from merc.text.folder import EncoderRecord
 
         encoder = Path(args.text_encoder).resolve()
         record = EncoderRecord.load(encoder)

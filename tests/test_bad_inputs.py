@@ -334,7 +334,7 @@ def test_predict_cli_refuses_outside_media_even_for_a_text_model(tmp_path, text_
 
 
 def test_predictor_api_has_the_same_guard(tmp_path, text_ckpt):
-    from merc.inference import Predictor
+    from merc.predict.predictor import Predictor
 
     where = _outside_setup(tmp_path)
     recs = [{"speaker": "A", "text": "hi", "audio": where["secret"]}]
@@ -352,8 +352,8 @@ LONG = "word " * 400   # ~400 tokens, past the bundled MiniLM's 256
 
 
 def test_minilm_warns_about_cut_utterances_and_keeps_embeddings(caplog):
-    from merc.features.minilm import MiniLMEncoder
-    from merc.features.text import bundled_model_dir
+    from merc.text.bert import MiniLMEncoder
+    from merc.text.encoder import bundled_model_dir
 
     enc = MiniLMEncoder(bundled_model_dir())
     texts = ["short one", LONG, LONG + "tail"]
@@ -371,7 +371,7 @@ def test_minilm_warns_about_cut_utterances_and_keeps_embeddings(caplog):
 
 
 def test_sentence_transformers_path_warns_in_training(caplog):
-    from merc.features.text import TextEncoder
+    from merc.text.encoder import TextEncoder
 
     enc = TextEncoder()
     with caplog.at_level(logging.WARNING):
@@ -383,7 +383,7 @@ def test_sentence_transformers_path_warns_in_training(caplog):
 
 
 def test_predict_warns_about_truncation(tmp_path, text_ckpt, caplog):
-    from merc.inference import Predictor
+    from merc.predict.predictor import Predictor
 
     recs = [{"id": "hello", "speaker": "A", "text": "hi"},
             {"id": "rant", "speaker": "B", "text": LONG}]

@@ -184,7 +184,7 @@ def test_bulk_prediction_on_ray_data_keeps_ids(ckpt, tmp_path):
     """200 conversations in 10 files through Ray Data (a local instance, 2 CPUs): every id comes
     back once, with its utterance ids, and the same probabilities as in-process prediction."""
     ray = pytest.importorskip("ray")
-    from merc.batch_predict import expand_inputs, predict_with_ray, read_inputs
+    from merc.predict.batch import expand_inputs, predict_with_ray, read_inputs
 
     folder = tmp_path / "many"
     folder.mkdir()

@@ -87,7 +87,7 @@ def test_bench_writes_every_table_and_resumes(toy_bench, tmp_path, monkeypatch):
     assert "w/o BLS" in (out / "table3_ablation.md").read_text()
 
     # Re-running trains nothing: every seed is reused.
-    from merc.engine import experiment
+    from merc.training import experiment
 
     def no_training(*a, **k):
         raise AssertionError("a finished seed was retrained")
@@ -104,7 +104,7 @@ def test_changed_config_is_retrained_and_failures_are_reported(toy_bench, tmp_pa
     out = tmp_path / "results"
     kw = dict(data_dir=toy_bench, out_dir=out, seeds=1, models=["mlp"], echo=_quiet)
     run_accuracy_bench("quick", **kw)
-    from merc.engine import experiment
+    from merc.training import experiment
 
     calls = []
     real = experiment.train_seed

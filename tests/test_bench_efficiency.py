@@ -14,7 +14,7 @@ from merc.bench.efficiency import (COLUMNS, bench_prepared, count_flops, run_eff
                                    write_outputs)
 from merc.config import ExperimentConfig
 from merc.data.collate import collate_dialogues
-from merc.data import prepare
+from merc.training import prepare
 from merc.models import count_parameters, create_model, list_models
 
 

@@ -24,8 +24,8 @@ def encoders(tmp_path_factory):
 
     from merc.data import load_corpus
     from merc.data.conversation import ensure_validation_split
-    from merc.engine.finetune import FinetuneConfig, finetune_encoder
-    from merc.features.context_format import ContextFormat
+    from merc.finetune.run import FinetuneConfig, finetune_encoder
+    from merc.text.input_format import ContextFormat
 
     data = write_generic_corpus(tmp_path_factory.mktemp("ftcorpus"), n_train=8, n_valid=3,
                                 n_test=1)

@@ -37,7 +37,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from merc import Predictor  # noqa: E402
 from merc.features.spec import FeatureSpec  # noqa: E402
-from merc.serve import Limits, create_app  # noqa: E402
+from merc.predict.serve import Limits, create_app  # noqa: E402
 
 from test_predict import make_checkpoint  # noqa: E402
 

@@ -166,7 +166,7 @@ def test_config_errors_come_first_in_one_line(tmp_path, capsys, bad, key):
 def test_cli_and_python_api_resolve_the_same_config(generic_corpus, tmp_path, capsys):
     """The README's Python API (``cfg.model = {"name": "matav"}``) and ``merc train`` run with the
     same resolved config, the paper's training settings included."""
-    from merc.engine.experiment import run_experiment
+    from merc.training.experiment import run_experiment
 
     small = {"proj_dim": 8, "attn_heads": 2, "attn_layers": 1, "attn_ffn": 0, "fused_dim": 8,
              "d_model": 8, "queue_size": 16}

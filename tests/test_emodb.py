@@ -14,12 +14,12 @@ from helpers import shared_data_dir
 from merc.cli import main
 from merc.config import DataConfig
 from merc.data import Conversation, Corpus, get_corpus, load_corpus
-from merc.data import prepare
+from merc.training import prepare
 from merc.data.emodb import EMODB_LABELS, load_emodb
-from merc.data.prepare import extract_features, load_configured
-from merc.engine.crossval import (conversation_speakers, make_speaker_folds,
+from merc.training.prepare import extract_features, load_configured
+from merc.training.crossval import (conversation_speakers, make_speaker_folds,
                                   metrics_from_confusion, prepare_fold)
-from merc.engine.metrics import classification_metrics
+from merc.metrics import classification_metrics
 from merc.errors import MercInputError
 
 # EmoDB file-name emotion letters, as in the real corpus (SSTTTEV.wav).

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from merc.config import ExperimentConfig
-from merc.engine.checkpoint import evaluate_checkpoint, load_checkpoint
-from merc.engine.experiment import run_experiment
-from merc.engine.metrics import classification_metrics, mean_std
-from merc.engine.stats import paired_test
+from merc.checkpoint import evaluate_checkpoint, load_checkpoint
+from merc.training.experiment import run_experiment
+from merc.metrics import classification_metrics, mean_std
+from merc.training.stats import paired_test
 from merc.errors import MercInputError
 
 
@@ -153,7 +153,7 @@ def test_corpus_without_test_split_is_refused(tmp_path):
 def test_warmup_schedule_and_optimizer_settings_by_hand():
     from torch import nn
 
-    from merc.engine.loop import make_optimizer, warmup_schedule
+    from merc.training.loop import make_optimizer, warmup_schedule
 
     f = warmup_schedule(4, 10, "linear")
     # Warm-up (s + 1) / 4 for the first 4 steps, then (10 - s) / (10 - 4) down to 0.
@@ -201,7 +201,7 @@ def test_run_paths_are_absolute_so_evaluate_works_from_elsewhere(generic_corpus,
 
 
 def test_collapsed_model_is_flagged_from_validation(generic_corpus, tmp_path, caplog):
-    from merc.engine.metrics import collapse_warning
+    from merc.metrics import collapse_warning
 
     labels = ["ang", "hap", "neu"]
     one_class = {"confusion": [[0, 0, 5], [0, 0, 3], [0, 0, 9]], "macro_f1": 20.0}
@@ -261,7 +261,7 @@ def test_evaluate_writes_per_utterance_predictions(generic_corpus, tmp_path):
 
 def test_seeds_recorded_with_relative_paths_still_resume(generic_corpus, tmp_path, monkeypatch):
     """Runs written before merc stored absolute paths keep their seeds (same folder)."""
-    from merc.engine import experiment
+    from merc.training import experiment
 
     monkeypatch.chdir(generic_corpus.parent)
     cfg = _config(generic_corpus.name, seeds=(0,), epochs=2)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import merc.features.pipeline as pipeline
+import merc.features.extractor as pipeline
 from merc.data.conversation import Conversation, Corpus
 from merc.errors import MercInputError
 from merc.features import (
@@ -370,8 +370,8 @@ def test_light_minilm_matches_sentence_transformers_in_input_order():
     sentence-transformers' embeddings, in the caller's order, long texts cut the same way."""
     from sentence_transformers import SentenceTransformer
 
-    from merc.features.minilm import MiniLMEncoder
-    from merc.features.text import bundled_model_dir
+    from merc.text.bert import MiniLMEncoder
+    from merc.text.encoder import bundled_model_dir
 
     texts = ["ok", "I can't believe you did that to me, after everything we went through!",
              "", "Really?", "word " * 400, "The meeting moved to Friday, nobody told me."]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from merc.features.context_format import ContextFormat, InputFormatter
-from merc.features.text import bundled_model_dir
+from merc.text.input_format import ContextFormat, InputFormatter
+from merc.text.encoder import bundled_model_dir
 
 CLS, SEP = 101, 102
 
@@ -140,7 +140,7 @@ def test_packed_layout_keeps_every_target_whole_and_shares_chunks(tokenizer, pas
 def test_packed_chunks_are_encoded_once_and_pooled_per_target(tiny_encoder):
     """A packed chunk is one row of the batch; each target's vector is the mean of its own span
     of that row's states (checked against the chunk encoded alone)."""
-    from merc.features.finetuned import ContextEncoder, encode_inputs, pad_inputs
+    from merc.text.backbone import ContextEncoder, encode_inputs, pad_inputs
 
     _, out, _, _ = tiny_encoder
     tok = __import__("tokenizers").Tokenizer.from_file(str(out / "tokenizer.json"))
@@ -200,7 +200,7 @@ def tiny_encoder(tmp_path_factory):
     """A one-epoch, top-layer fine-tune of the bundled MiniLM on the synthetic corpus."""
     from merc.data import load_corpus
     from merc.data.conversation import ensure_validation_split
-    from merc.engine.finetune import FinetuneConfig, finetune_encoder
+    from merc.finetune.run import FinetuneConfig, finetune_encoder
 
     root = write_text_corpus(tmp_path_factory.mktemp("corpus"))
     corpus = ensure_validation_split(load_corpus("jsonl", root), 0.1, 0)
@@ -227,7 +227,7 @@ def test_finetune_changes_the_encoder_and_records_how(tiny_encoder):
     assert saved["context"] == {"past": 2, "future": 1, "speakers": True, "max_tokens": 40,
                                 "layout": "packed"}                # the default layout
     # A record written before layouts existed was a window record and still loads as one.
-    from merc.features.encoder_folder import EncoderRecord
+    from merc.text.folder import EncoderRecord
 
     del saved["context"]["layout"]
     legacy = out.parent / "legacy"
@@ -246,7 +246,7 @@ def test_encoder_folder_loads_in_transformers(tiny_encoder):
     """The folder is a plain Hugging Face BERT folder: other tools can read it."""
     from transformers import AutoModel
 
-    from merc.features.finetuned import ContextEncoder
+    from merc.text.backbone import ContextEncoder
 
     _, out, _, _ = tiny_encoder
     hf = AutoModel.from_pretrained(str(out), local_files_only=True).eval()
@@ -264,8 +264,8 @@ def test_extraction_cache_and_predict_use_identical_inputs(tiny_encoder, tmp_pat
     conversation; the cache key changes when the encoder folder changes."""
     from merc.data import load_corpus
     from merc.features import FeatureSpec, build_features
-    from merc.features.encoder_folder import FinetunedTextEncoder
-    from merc.inference import _text_encoder
+    from merc.text.folder import FinetunedTextEncoder
+    from merc.predict.predictor import _text_encoder
 
     root, out, _, _ = tiny_encoder
     corpus = load_corpus("jsonl", root)
@@ -304,8 +304,8 @@ def test_first_last_pooling_by_hand_and_followed_from_the_record(tiny_encoder, t
     import shutil
 
     from merc.data import load_corpus
-    from merc.features.encoder_folder import FinetunedTextEncoder
-    from merc.features.finetuned import pool_target
+    from merc.text.folder import FinetunedTextEncoder
+    from merc.text.backbone import pool_target
 
     h = torch.arange(2 * 5 * 1, dtype=torch.float32).view(2, 5, 1)      # row 0: 0..4, row 1: 5..9
     spans = torch.tensor([[1, 4], [2, 3]])                               # [start, end)
@@ -339,7 +339,7 @@ def test_first_last_pooling_by_hand_and_followed_from_the_record(tiny_encoder, t
 
 def test_extraction_warns_about_targets_longer_than_the_encoder(tiny_encoder, caplog):
     from merc.data.conversation import Conversation
-    from merc.features.encoder_folder import FinetunedTextEncoder
+    from merc.text.folder import FinetunedTextEncoder
 
     _, out, _, _ = tiny_encoder
     conv = Conversation(id="long", split="test", speakers=["A", "B"],
@@ -351,7 +351,7 @@ def test_extraction_warns_about_targets_longer_than_the_encoder(tiny_encoder, ca
 
 def test_a_broken_encoder_record_is_one_clear_line(tmp_path):
     from merc.errors import MercInputError
-    from merc.features.encoder_folder import FinetunedTextEncoder
+    from merc.text.folder import FinetunedTextEncoder
 
     (tmp_path / "merc_encoder.json").write_text("{\"version\": 1}")
     with pytest.raises(MercInputError) as e:
@@ -362,9 +362,9 @@ def test_a_broken_encoder_record_is_one_clear_line(tmp_path):
 def test_cross_fit_embeds_train_dialogues_with_the_encoder_that_never_saw_them(tmp_path):
     from merc.data import load_corpus
     from merc.data.conversation import ensure_validation_split
-    from merc.engine.finetune import FinetuneConfig, finetune_encoder
+    from merc.finetune.run import FinetuneConfig, finetune_encoder
     from merc.features import FeatureSpec, build_features
-    from merc.features.encoder_folder import FinetunedTextEncoder
+    from merc.text.folder import FinetunedTextEncoder
 
     # No official validation split: it is carved from train, so its dialogues sit between
     # train dialogues in corpus order (the fingerprint must not depend on that order).
@@ -444,8 +444,8 @@ def test_any_local_hugging_face_folder_fine_tunes(tmp_path):
 
     from merc.data import load_corpus
     from merc.data.conversation import ensure_validation_split
-    from merc.engine.finetune import FinetuneConfig, finetune_encoder
-    from merc.features.encoder_folder import FinetunedTextEncoder
+    from merc.finetune.run import FinetuneConfig, finetune_encoder
+    from merc.text.folder import FinetunedTextEncoder
 
     root = write_text_corpus(tmp_path / "corpus", n_train=6, n_valid=2, n_test=2)
     corpus = ensure_validation_split(load_corpus("jsonl", root), 0.1, 0)
@@ -481,7 +481,7 @@ def test_position_limit_of_generic_folders_excludes_the_padding_offset(tmp_path)
     from padding_idx + 1, so two rows of the position table are unusable; BERT numbers from 0."""
     from transformers import BertConfig, BertModel, MPNetConfig, MPNetModel
 
-    from merc.features.finetuned import _HFBackbone
+    from merc.text.backbone import _HFBackbone
 
     small = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                  intermediate_size=32, max_position_embeddings=40)
@@ -502,9 +502,9 @@ def test_position_limit_of_generic_folders_excludes_the_padding_offset(tmp_path)
 def test_lora_update_by_hand_and_merge_equals_the_parametrized_encoder():
     """``W = W0 + (alpha/r) B A``; B = 0 at start (the base function exactly); merging the
     trained update into plain weights computes what the parametrized encoder computes."""
-    from merc.features.lora import (LowRankUpdate, TARGETS, add_adapters, adapter_state,
+    from merc.text.lora import (LowRankUpdate, TARGETS, add_adapters, adapter_state,
                                     merge_adapter)
-    from merc.features.minilm import BertEncoder
+    from merc.text.bert import BertEncoder
 
     up = LowRankUpdate(3, 2, rank=1, alpha=4.0)
     with torch.no_grad():
@@ -546,8 +546,8 @@ def test_lora_packed_fine_tune_writes_a_small_folder_that_round_trips(tmp_path, 
     extracts features, trains a context model and predicts; another base is refused."""
     from merc.cli import main
     from merc.errors import MercInputError
-    from merc.features.encoder_folder import FinetunedTextEncoder
-    from merc.features.text import TextEncoder
+    from merc.text.folder import FinetunedTextEncoder
+    from merc.text.encoder import TextEncoder
 
     root = write_text_corpus(tmp_path / "corpus", n_train=8, n_valid=3, n_test=3)
     enc, run = tmp_path / "enc", tmp_path / "run"
@@ -609,7 +609,7 @@ def test_lora_needs_all_layers():
 
 def test_dialogue_head_by_hand_keeps_dialogues_apart():
     """The end-to-end head: a bidirectional GRU per dialogue, the classifier on [v ; state]."""
-    from merc.engine.finetune import DialogueHead
+    from merc.finetune.run import DialogueHead
 
     torch.manual_seed(0)
     head = DialogueHead(8, 3, dropout=0.0).eval()
@@ -629,7 +629,7 @@ def test_dialogue_head_by_hand_keeps_dialogues_apart():
 
 
 def test_dialogue_batches_hold_whole_dialogues():
-    from merc.engine.finetune import dialogue_batches
+    from merc.finetune.run import dialogue_batches
 
     sizes = [3, 0, 5, 2, 9, 1]
     starts = np.cumsum([0] + sizes)
@@ -655,8 +655,8 @@ def test_end_to_end_head_trains_with_the_encoder_and_scores_as_selected(tmp_path
     from safetensors.torch import load_file
 
     from merc.cli import main
-    from merc.engine.finetune import evaluate_joint
-    from merc.features.encoder_folder import FinetunedTextEncoder
+    from merc.finetune.run import evaluate_joint
+    from merc.text.folder import FinetunedTextEncoder
 
     root = write_text_corpus(tmp_path / "corpus", n_train=8, n_valid=3, n_test=3)
     enc = tmp_path / "enc"
@@ -693,7 +693,7 @@ def test_end_to_end_head_trains_with_the_encoder_and_scores_as_selected(tmp_path
 def test_evaluate_encoder_refuses_a_folder_without_a_joint_head(tiny_encoder, tmp_path, capsys):
     from merc.cli import main
     from merc.data import load_corpus
-    from merc.engine.finetune import score_joint
+    from merc.finetune.run import score_joint
     from merc.errors import MercInputError
 
     root, out, _, _ = tiny_encoder

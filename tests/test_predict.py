@@ -16,7 +16,7 @@ from merc.data.conversation_file import conversation_from_records, read_conversa
 from merc.errors import MercInputError
 from merc.features.spec import FeatureSpec
 from merc.models import create_model
-from merc.timeline import format_table
+from merc.predict.timeline import format_table
 
 LABELS = ["anger", "joy", "neutral"]
 
@@ -252,8 +252,8 @@ def test_records_api_accepts_plain_dicts():
 
 def test_light_minilm_matches_sentence_transformers():
     """The start-up-friendly MiniLM used by the Predictor gives the training features."""
-    from merc.features.minilm import MiniLMEncoder
-    from merc.features.text import TextEncoder, bundled_model_dir
+    from merc.text.bert import MiniLMEncoder
+    from merc.text.encoder import TextEncoder, bundled_model_dir
 
     texts = ["We won the final!", "", "word " * 400, "Ça va? naïve café", "NO WAY!!!"]
     fast = MiniLMEncoder(bundled_model_dir(), batch_size=2).encode(texts)

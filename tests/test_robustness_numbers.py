@@ -20,7 +20,7 @@ from helpers import write_generic_corpus, write_wav
 from merc.cli import main
 from merc.config import ConfigError, ExperimentConfig
 from merc.data.conversation import Conversation, Corpus
-from merc.engine.checkpoint import load_checkpoint
+from merc.checkpoint import load_checkpoint
 from merc.errors import MercInputError
 from merc.features.cache import FeatureCache
 from merc.features.spec import FeatureSpec
@@ -180,7 +180,7 @@ def test_bad_checkpoints_are_refused_in_one_line(tmp_path, edit, match):
 
 def test_predict_never_writes_nan(tmp_path, capsys):
     from merc.fileio import write_json
-    from merc.inference import Predictor
+    from merc.predict.predictor import Predictor
 
     predictor = Predictor(make_checkpoint(tmp_path / "ok.ckpt"))
     with torch.no_grad():  # weights that went bad after loading: NaN logits
@@ -211,7 +211,7 @@ def test_cache_entry_with_nan_rows_is_recomputed(tmp_path):
 
 
 def test_nonfinite_features_entering_training_name_the_utterance():
-    from merc.engine.experiment import check_finite_features
+    from merc.training.experiment import check_finite_features
 
     feats = np.zeros((3, 4), dtype=np.float32)
     feats[2, 1] = np.inf
@@ -228,7 +228,7 @@ def test_nonfinite_features_entering_training_name_the_utterance():
 def test_nan_wav_becomes_missing_and_leaves_other_utterances_alone(tmp_path):
     import soundfile as sf
 
-    from merc.inference import Predictor
+    from merc.predict.predictor import Predictor
 
     spec_dims = {"audio": 88}
     ckpt = make_checkpoint(tmp_path / "audio.ckpt", model="bc-lstm", dims=spec_dims,

@@ -89,7 +89,7 @@ def test_sigterm_mid_seed_exits_nonzero_keeps_complete_files_and_resumes(tmp_pat
 
 
 def test_interruptible_turns_signals_into_interrupted_and_restores_handlers():
-    from merc.engine.interrupt import Interrupted, interruptible
+    from merc.training.interrupt import Interrupted, interruptible
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as info, interruptible():
@@ -114,7 +114,7 @@ def test_main_reports_an_interruption_in_one_line_with_128_plus_signum(monkeypat
 
 
 def test_atomic_writes_leave_the_old_file_when_the_write_fails(tmp_path):
-    from merc.engine.interrupt import Interrupted
+    from merc.training.interrupt import Interrupted
     from merc.fileio import atomic_write_bytes, write_json
 
     target = tmp_path / "summary.json"

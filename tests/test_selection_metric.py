@@ -11,8 +11,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 from merc.config import ExperimentConfig
-from merc.engine.experiment import run_experiment, run_fingerprint
-from merc.engine.metrics import SelectionMetric, classification_metrics
+from merc.training.experiment import run_experiment, run_fingerprint
+from merc.metrics import SelectionMetric, classification_metrics
 from merc.errors import ConfigError
 
 

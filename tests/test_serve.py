@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from merc import Predictor  # noqa: E402
 from merc.features.spec import FeatureSpec  # noqa: E402
-from merc.serve import Limits, create_app  # noqa: E402
+from merc.predict.serve import Limits, create_app  # noqa: E402
 
 from test_predict import TALK, make_checkpoint, write_tone  # noqa: E402
 

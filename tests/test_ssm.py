@@ -170,7 +170,7 @@ def test_mamba_ssm_kernel_matches_reference():  # pragma: no cover - needs CUDA 
 
 def test_ssm_a_log_and_d_get_no_weight_decay_other_parameters_do():
     """The optimizer's parameter-group rule: A_log/D-like SSM parameters are exempt."""
-    from merc.engine.loop import make_optimizer
+    from merc.training.loop import make_optimizer
     from merc.models import create_model
 
     dims = {"text": 6, "audio": 3}

@@ -28,7 +28,7 @@ from merc.bench.video import write_face_video  # noqa: E402
 from merc.data.conversation import Conversation, Corpus  # noqa: E402
 from merc.data.conversation_file import read_conversation  # noqa: E402
 from merc.errors import MercInputError  # noqa: E402
-from merc.features import pipeline  # noqa: E402
+from merc.features import extractor as pipeline  # noqa: E402
 from merc.features.cache import FeatureCache  # noqa: E402
 from merc.features.spec import FeatureSpec  # noqa: E402
 from merc.features.video import (EXPRESSIONS, FRAME_DIM, POOLED_DIM,  # noqa: E402
@@ -188,7 +188,7 @@ def test_corrupt_or_missing_video_is_one_line(tmp_path, clips, extractor):
 
 
 def test_video_imports_only_when_asked():
-    code = ("import sys; from merc.features import pipeline; from merc import inference; "
+    code = ("import sys; from merc.features import extractor; from merc.predict import predictor; "
             "import merc.cli; print(sorted(m for m in ('cv2', 'av', 'h5py', 'tensorflow') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

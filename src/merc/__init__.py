@@ -2,6 +2,6 @@
 
 __version__ = "0.2.0"
 
-from merc.inference import Prediction, Predictor  # noqa: E402  (light: torch loads lazily)
+from merc.predict.predictor import Prediction, Predictor  # noqa: E402  (light: torch loads lazily)
 
 __all__ = ["Prediction", "Predictor", "__version__"]

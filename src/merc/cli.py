@@ -1,4 +1,4 @@
-"""``merc`` command line: a thin layer over typed functions in :mod:`merc.engine` and friends.
+"""``merc`` command line: a thin layer over typed functions in :mod:`merc.training` and friends.
 
 Every sub-command parses arguments into the typed config and calls one library function; no
 training logic lives here.
@@ -381,7 +381,7 @@ def _experiment_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _experiment_config(args)  # first: a config error must not wait for Lightning's import
-    from merc.engine.experiment import run_experiment
+    from merc.training.experiment import run_experiment
 
     # Resuming is the default: a seed already finished in RUN_DIR with the same fingerprint
     # (same resolved config, merc version, encoder) is read back, so re-running a killed
@@ -396,7 +396,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from merc.config import ExperimentConfig
-    from merc.engine.finetune import run_finetune
+    from merc.finetune.run import run_finetune
 
     cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
     data = {k: v for k, v in (("corpus", args.corpus), ("data_dir", args.data_dir))
@@ -416,7 +416,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from merc.config import ExperimentConfig
-    from merc.data.prepare import prepare_data
+    from merc.training.prepare import prepare_data
 
     args.model, args.seeds, args.overrides, args.config = None, None, [], None
     cfg: ExperimentConfig = _experiment_config(args)
@@ -430,10 +430,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from merc.engine.checkpoint import evaluate_checkpoint
+    from merc.checkpoint import evaluate_checkpoint
 
     if args.encoder:
-        from merc.engine.finetune import evaluate_joint
+        from merc.finetune.run import evaluate_joint
 
         if args.predictions:
             raise MercInputError(args.encoder, "--predictions needs a --checkpoint",
@@ -493,8 +493,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from merc.engine.provenance import check_comparable
-    from merc.engine.stats import paired_test
+    from merc.training.provenance import check_comparable
+    from merc.training.stats import paired_test
 
     names = (args.run_a, args.run_b)
     runs = []
@@ -532,7 +532,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _write_prediction(pred, out: str | None, html: str | None, png: str | None) -> list[str]:
     from merc.fileio import write_json
-    from merc.timeline import render_html, render_png
+    from merc.predict.timeline import render_html, render_png
 
     written = []
     if out:
@@ -550,9 +550,9 @@ def _write_prediction(pred, out: str | None, html: str | None, png: str | None) 
 def cmd_predict(args: argparse.Namespace) -> int:
     import time
 
-    from merc.batch_predict import STDIN, ResultWriter, expand_inputs, read_inputs
-    from merc.inference import Predictor
-    from merc.timeline import format_table
+    from merc.predict.batch import STDIN, ResultWriter, expand_inputs, read_inputs
+    from merc.predict.predictor import Predictor
+    from merc.predict.timeline import format_table
 
     outputs = [args.out, args.out_dir, args.table, args.html, args.png]
     if args.quiet and not any(outputs):
@@ -638,7 +638,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from merc.serve import serve
+        from merc.predict.serve import serve
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
@@ -654,7 +654,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _predict_ray(args: argparse.Namespace) -> int:
     import time
 
-    from merc.batch_predict import expand_inputs, predict_with_ray
+    from merc.predict.batch import expand_inputs, predict_with_ray
 
     if not args.out_dir or args.out or args.table or args.html or args.png:
         raise ValueError("--backend ray writes sharded JSON Lines: give --out-dir DIR (and "
@@ -676,9 +676,9 @@ def _predict_ray(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from merc.inference import Predictor
+    from merc.predict.predictor import Predictor
     from merc.pretrained import example_conversation
-    from merc.timeline import format_table
+    from merc.predict.timeline import format_table
 
     conversation = example_conversation()
     print(f"merc demo: the bundled model on {conversation.name} (written for this demo)\n")
@@ -697,7 +697,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     if args.model is None and not args.config:
         args.model = "mlp"  # one utterance per "dialogue": the no-context classifier
     cfg = _experiment_config(args)
-    from merc.engine.crossval import run_speaker_cv
+    from merc.training.crossval import run_speaker_cv
 
     progress = next((p for p in (args.progress, cfg.train.progress) if p is not None),
                     sys.stderr.isatty())
@@ -780,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from merc.engine.interrupt import Interrupted, interruptible
+    from merc.training.interrupt import Interrupted, interruptible
 
     try:
         with interruptible():

@@ -18,7 +18,7 @@ Allowed values and cross-field rules live in each dataclass' ``__post_init__`` (
 
 "Unset" is explicit: the training fields a model's paper may prescribe (:data:`GENERIC_TRAIN`)
 default to ``None``. :meth:`ExperimentConfig.resolved` -- called by the library
-(:func:`merc.engine.experiment.run_experiment`), never by the CLI -- fills them from the model's
+(:func:`merc.training.experiment.run_experiment`), never by the CLI -- fills them from the model's
 registered ``train_defaults``, then from :data:`GENERIC_TRAIN`; a value set anywhere (CLI, YAML,
 ``cfg.train.lr = 3e-3``) is not ``None`` and always wins.
 
@@ -57,7 +57,7 @@ from typing import Any, ClassVar
 import yaml
 
 from merc.errors import ConfigError  # noqa: F401  (defined there so light modules can raise it)
-from merc.features.context_format import POOLINGS, ContextFormat
+from merc.text.input_format import POOLINGS, ContextFormat
 from merc.features.spec import (AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, VIDEO_EXTRACTORS,
                                FeatureSpec, parse_video_source)
 
@@ -162,7 +162,7 @@ def absolute_local_paths(data: Mapping[str, Any]) -> dict[str, Any]:
     """The ``data`` section's local paths made absolute, the rule of
     :meth:`DataConfig.resolved`: ``data_dir`` and ``cache_dir`` when set, ``text`` only when it
     names an existing path (a model *name* stays a name). Also applied to fingerprints stored
-    before merc recorded absolute paths (:mod:`merc.engine.experiment`)."""
+    before merc recorded absolute paths (:mod:`merc.training.experiment`)."""
     out = dict(data)
     for key in ("data_dir", "cache_dir"):
         if isinstance(out.get(key), str) and out[key]:
@@ -352,7 +352,7 @@ class DataConfig:
     """Feature cache folder (default ``$MERC_CACHE_DIR`` or ``~/.cache/merc/features``)."""
 
     NOT_IN_FINGERPRINT: ClassVar[tuple[str, ...]] = ("cache_dir",)
-    """Fields that cannot change a result (see :func:`merc.engine.experiment.run_fingerprint`)."""
+    """Fields that cannot change a result (see :func:`merc.training.experiment.run_fingerprint`)."""
 
     def __post_init__(self) -> None:
         from merc.data.corpora import list_corpora
@@ -400,7 +400,7 @@ LR_DECAYS = ("none", "linear")
 """Choices of ``train.lr_decay``."""
 
 SELECTION_METRICS = ("wf1", "micro_f1", "macro_f1", "acc")
-"""Choices of ``train.metric`` (computed by :class:`merc.engine.metrics.SelectionMetric`)."""
+"""Choices of ``train.metric`` (computed by :class:`merc.metrics.SelectionMetric`)."""
 
 TRAIN_ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 """Choices of ``train.accelerator`` (Lightning's names for the devices merc runs on)."""
@@ -426,7 +426,7 @@ class TrainConfig:
     """AdamW learning rate."""
     weight_decay: float | None = None
     """AdamW weight decay (never applied to parameters marked ``_no_weight_decay``, e.g. an SSM's
-    ``A_log`` and ``D``; see :func:`merc.engine.loop.make_optimizer`)."""
+    ``A_log`` and ``D``; see :func:`merc.training.loop.make_optimizer`)."""
     class_weights: bool = False
     """Weight the cross-entropy by inverse train-class frequency (sklearn 'balanced')."""
     grad_clip: float | None = None
@@ -517,9 +517,9 @@ class TrainConfig:
 
     @property
     def selection(self):
-        """The :class:`~merc.engine.metrics.SelectionMetric` of :attr:`metric` and
+        """The :class:`~merc.metrics.SelectionMetric` of :attr:`metric` and
         :attr:`ignore_labels`."""
-        from merc.engine.metrics import SelectionMetric
+        from merc.metrics import SelectionMetric
 
         return SelectionMetric(self.metric, tuple(self.ignore_labels))
 
@@ -580,7 +580,7 @@ class FinetuneConfig:
     float32 elsewhere. Extraction and prediction on a CPU always run in float32."""
     lora_rank: int = 0
     """0 = off. r >= 1: train low-rank adapters of rank r on every layer's weight matrices
-    instead of the weights themselves (LoRA; :mod:`merc.features.lora`). The encoder folder then
+    instead of the weights themselves (LoRA; :mod:`merc.text.lora`). The encoder folder then
     holds only the adapter (about 2 MB at r=16 for MiniLM, against 90 MB) on top of the base
     model, which must stay available (the bundled MiniLM always is). BERT-family bases only."""
     lora_alpha: float = 32.0
@@ -592,7 +592,7 @@ class FinetuneConfig:
     """What the encoder is trained under: ``linear`` (a linear classifier per utterance: the
     two-stage recipe's first stage) or ``gru`` (end to end: a bidirectional GRU over each
     dialogue's utterance vectors, then the classifier, trained jointly with the encoder on
-    batches of whole dialogues; :class:`merc.engine.finetune.DialogueHead`). The folder then also
+    batches of whole dialogues; :class:`merc.finetune.run.DialogueHead`). The folder then also
     holds the trained head (``head.safetensors``), so the joint model can be scored
     (``merc evaluate --encoder ENC_DIR``). ``linear`` chosen on validation (2-core CPU, Broad
     Mamba on each encoder's features, 5 seeds): IEMOCAP 59.18 vs 55.02, MELD 59.05 vs 57.88;

@@ -1,7 +1,7 @@
 """``merc bench accuracy``: the seed papers' accuracy tables as one resumable command.
 
 A *suite* is a list of runs (corpus x model x variant x modalities), each trained over the
-suite's seeds with :func:`merc.engine.experiment.run_experiment` -- validation-selected, test
+suite's seeds with :func:`merc.training.experiment.run_experiment` -- validation-selected, test
 evaluated once per seed. Runs are planned from :data:`merc.bench.suite.BENCH_CORPORA` (which
 corpora, which modality subsets and which ablations apply) and each model's registered variants
 (``register_model(..., variants=...)``: its ablation switches); every registered model enters the
@@ -27,7 +27,7 @@ Outputs under ``results/<suite>/`` (how to read them: README, "Benchmarks"):
 * ``runs/<corpus>/<run>/`` -- the ordinary ``merc train`` run folders.
 
 Re-running the command skips every seed already finished with the same configuration (see
-:func:`merc.engine.experiment.run_fingerprint`) and rebuilds the tables from the run folders.
+:func:`merc.training.experiment.run_fingerprint`) and rebuilds the tables from the run folders.
 
 Features axis (``--features frozen,ft=encoders/{corpus}``): every planned run that reads text is
 done once per text-feature source -- the corpus' default (``frozen``: the bundled MiniLM, MOSI's
@@ -160,7 +160,7 @@ def plan_runs(corpora: Sequence[str], models: Sequence[str], *,
 def run_config(run: BenchRun, data_dir: Path, seeds: int, cache_dir: str | None,
                overrides: Sequence[str] = ()) -> ExperimentConfig:
     """The run's config; the model paper's training settings are filled in by
-    :func:`~merc.engine.experiment.run_experiment`, so ``overrides`` always win."""
+    :func:`~merc.training.experiment.run_experiment`, so ``overrides`` always win."""
     bc = bench_suite.BENCH_CORPORA[run.corpus]
     settings = {"data": {"corpus": bc.kind, "data_dir": str(data_dir / bc.subdir),
                          "modalities": list(run.modalities), "cache_dir": cache_dir},
@@ -180,7 +180,7 @@ def _execute(cfg_dict: dict, run_dir: str, label: str = "",
     Says ``  <label>: started`` and each seed's result line as it comes (a run of 5 seeds can
     take many minutes; the bench's own line only follows the whole run) through ``say``, or
     ``print`` in a worker process (workers share the parent's standard output)."""
-    from merc.engine.experiment import run_experiment
+    from merc.training.experiment import run_experiment
 
     say = say or (lambda line: print(line, flush=True))
 

@@ -27,7 +27,7 @@ timing does not depend on the weights' values) the benchmark measures, in one pr
 ``train_seconds_per_epoch``
     One epoch over the train split: train mode, AdamW (the :class:`~merc.config.TrainConfig`
     learning rate and weight decay), masked cross-entropy plus the model's ``aux_loss`` (the loss
-    of training, :func:`merc.engine.loop.masked_loss`), gradient clipping as in training, batches of
+    of training, :func:`merc.training.loop.masked_loss`), gradient clipping as in training, batches of
     ``TrainConfig().batch_size`` shuffled with a fixed seed, collation included. Two untimed
     warm-up steps come first. Plain PyTorch, no Lightning: its per-step overhead is left out.
     ``train_repeats`` epochs per model, interleaved between the models like the inference
@@ -264,7 +264,7 @@ def pairwise_ratio(num: Sequence[float], den: Sequence[float]
 
 
 def _train_step(model, optimizer, batch, grad_clip: float) -> None:
-    from merc.engine.loop import masked_loss
+    from merc.training.loop import masked_loss
 
     loss, _ = masked_loss(model(batch), batch)
     optimizer.zero_grad(set_to_none=True)
@@ -283,8 +283,8 @@ def time_train_epoch(model: torch.nn.Module, prepared, *, batch_size: int, seed:
     The model's weights are changed (it is a throw-away, randomly initialised model).
     """
     from merc.config import TrainConfig
-    from merc.data.prepare import make_loader
-    from merc.engine.loop import make_optimizer
+    from merc.training.prepare import make_loader
+    from merc.training.loop import make_optimizer
 
     tc = TrainConfig().resolved()  # the generic settings, the same for every model
     model.train()
@@ -312,7 +312,7 @@ def bench_prepared(prepared, corpus: str, models: Iterable[str] | None = None, *
     """Measure every model on one prepared corpus; one row (dict) per model.
 
     Args:
-        prepared: :class:`merc.data.prepare.PreparedData` with a test and a train split.
+        prepared: :class:`merc.training.prepare.PreparedData` with a test and a train split.
         corpus: Name written in the ``corpus`` column.
         models: Registered model names (default: all).
         repeats: Timed inference rounds (median, min and max reported).
@@ -320,7 +320,7 @@ def bench_prepared(prepared, corpus: str, models: Iterable[str] | None = None, *
         echo: Receives one progress line per model.
     """
     from merc.config import TrainConfig
-    from merc.data.prepare import make_loader
+    from merc.training.prepare import make_loader
     from merc.models import count_parameters, create_model, list_models
 
     names = list(models) if models else list_models()
@@ -490,7 +490,7 @@ def run_efficiency_bench(data_dir: str | Path | None = None, out_dir: str | Path
         The rows written to ``efficiency.csv``.
     """
     from merc.config import DataConfig, default_data_dir
-    from merc.data.prepare import prepare_data, resolve_corpus_dir
+    from merc.training.prepare import prepare_data, resolve_corpus_dir
 
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     before = torch.get_num_threads()

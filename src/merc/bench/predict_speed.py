@@ -141,8 +141,8 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "utterances": n}))
 _BARE_ENCODER = """
 import json, sys, time
 from pathlib import Path
-from merc.features.minilm import MiniLMEncoder
-from merc.features.text import bundled_model_dir
+from merc.text.bert import MiniLMEncoder
+from merc.text.encoder import bundled_model_dir
 texts = [json.loads(line)["text"] for f in sorted(Path(sys.argv[1]).glob("*.jsonl"))
          for line in f.read_text().splitlines() if line.strip()]
 enc = MiniLMEncoder(bundled_model_dir())

@@ -411,7 +411,7 @@ def _fig_fusion(res: _Results) -> list[Path]:
 
 
 def _significance(res: _Results) -> list[Path]:
-    from merc.engine.stats import paired_test
+    from merc.training.stats import paired_test
 
     md_rows, csv_rows = [], []
     for corpus in res.corpora("main"):
@@ -561,9 +561,9 @@ def _loss_curves(res: _Results) -> list[Path]:
 def fused_representations(checkpoint: Path, split: str = "test"):
     """``(hidden (N, H), labels (N,), label_names)`` of a checkpoint on ``split``'s labelled
     utterances, with the checkpoint's own feature spec."""
-    from merc.data.prepare import make_loader
-    from merc.engine.checkpoint import load_checkpoint, prepare_for_checkpoint
-    from merc.engine.loop import evaluate
+    from merc.training.prepare import make_loader
+    from merc.checkpoint import load_checkpoint, prepare_for_checkpoint
+    from merc.training.loop import evaluate
 
     loaded = load_checkpoint(checkpoint)
     prepared = prepare_for_checkpoint(loaded)

@@ -1,5 +1,5 @@
 """Conversations in: the data model, one loader per on-disk format (registered in
-:mod:`merc.data.corpora`), preparation for training (:mod:`merc.data.prepare`) and padded batches."""
+:mod:`merc.data.corpora`), preparation for training (:mod:`merc.training.prepare`) and padded batches."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ and no official split: every wav becomes a one-utterance :class:`Conversation` (
 with split ``train``, an empty transcript and its absolute wav path in ``media["audio"]``, so
 ``FeatureSpec(audio="eGeMAPSv02")`` computes openSMILE features through the ordinary pipeline.
 Speaker-independent evaluation assigns the splits later
-(:func:`merc.engine.crossval.run_speaker_cv`).
+(:func:`merc.training.crossval.run_speaker_cv`).
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ when a feature actually has to be computed (a cache miss).
 from merc.features.audio import OpenSmileExtractor
 from merc.features.cache import FeatureCache
 from merc.features.normalize import apply_stats, fit_stats
-from merc.features.pipeline import build_features
+from merc.features.extractor import build_features
 from merc.features.spec import DEFAULT_TEXT_ENCODER, FeatureSpec
-from merc.features.text import TextEncoder
+from merc.text.encoder import TextEncoder
 
 __all__ = [
     "DEFAULT_TEXT_ENCODER",

@@ -66,7 +66,7 @@ def flip_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 def exempt_from_weight_decay(*params: nn.Parameter) -> None:
     """Mark SSM parameters to train without weight decay (``param._no_weight_decay = True``, read
-    by :func:`merc.engine.loop.make_optimizer`), as the Mamba reference code does for ``A_log``
+    by :func:`merc.training.loop.make_optimizer`), as the Mamba reference code does for ``A_log``
     and ``D``: decay would pull every state's ``A = -exp(A_log)`` towards ``-1`` (one time scale
     for all) and the skip ``D`` towards 0, neither of which is a smaller, simpler model."""
     for p in params:

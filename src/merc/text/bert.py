@@ -11,7 +11,7 @@ package's own ``tokenizer.json``), ``safetensors`` for the weights and PyTorch's
 It reproduces ``SentenceTransformer(<bundled dir>).encode(texts, normalize_embeddings=True)`` to
 float32 rounding (a test compares the two), so embeddings from it and the cached training
 features are interchangeable. Only the bundled model is handled here; any other encoder goes
-through sentence-transformers (:class:`merc.features.text.TextEncoder`).
+through sentence-transformers (:class:`merc.text.encoder.TextEncoder`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``merc finetune``: fine-tune a text encoder on a corpus's utterance labels, with context.
 
 The recipe (COSMIC's first stage, with EmoBERTa's context-in-the-input): train dialogues become
-encoder inputs as :mod:`merc.features.context_format` lays them out (consecutive utterances
+encoder inputs as :mod:`merc.text.input_format` lays them out (consecutive utterances
 packed into one input with past and future context around the run, or one window per
 utterance; speaker names optional), each target span's mean output state
 goes through dropout and a linear head, and cross-entropy (class weights: inverse square root of
@@ -15,7 +15,7 @@ Partial fine-tuning (``train_layers=k``): only the top ``k`` layers train; the f
 layers run once per input and their outputs are cached (float16), so each epoch costs ``k``
 layers forward and backward instead of all of them -- the CPU setting. LoRA (``lora_rank=r``):
 every weight matrix stays frozen and a rank-``r`` update trains instead
-(:mod:`merc.features.lora`); the folder then holds only that update.
+(:mod:`merc.text.lora`); the folder then holds only that update.
 
 The loop is plain PyTorch rather than a Lightning ``Trainer``: it needs the cached lower-layer
 states, in-memory selection of the best epoch and a Hugging Face folder as output, and it is
@@ -42,14 +42,14 @@ import merc
 from merc.data.conversation import Corpus
 from merc.errors import MercInputError
 from merc.config import DataConfig, ExperimentConfig, FinetuneConfig
-from merc.features.context_format import EncodedInput, InputFormatter
-from merc.features.finetuned import (ContextEncoder, EncoderRecord, _autocast, copy_tokenizer,
+from merc.text.input_format import EncodedInput, InputFormatter
+from merc.text.backbone import (ContextEncoder, EncoderRecord, _autocast, copy_tokenizer,
                                      corpus_fingerprint, cpu_has_fast_bf16, encode_inputs,
                                      input_batches, load_tokenizer, now_iso, pad_inputs,
                                      pool_target, resolve_base)
-from merc.features.lora import ADAPTER_FILE
+from merc.text.lora import ADAPTER_FILE
 from merc.fileio import file_sha256
-from merc.engine.loop import warmup_schedule
+from merc.training.loop import warmup_schedule
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def finetune_encoder(corpus: Corpus, cfg: FinetuneConfig, out_dir: str | Path, *
     With ``cfg.cross_fit = K``, K more encoders are fine-tuned, each without one fold of the
     train dialogues, into ``out_dir/folds/<k>``; feature extraction then embeds each train
     dialogue of this corpus with the encoder that never saw it
-    (:meth:`~merc.features.encoder_folder.FinetunedTextEncoder.cross_fit_folds`).
+    (:meth:`~merc.text.folder.FinetunedTextEncoder.cross_fit_folds`).
 
     Args:
         corpus: A loaded corpus with ``train`` and ``valid`` splits (labels required).
@@ -284,8 +284,8 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
                 p.requires_grad_(True)
     lora = cfg.lora_rank > 0
     if lora:
-        from merc.features.lora import add_adapters, adapter_state, load_adapter_state
-        from merc.features.minilm import BertEncoder
+        from merc.text.lora import add_adapters, adapter_state, load_adapter_state
+        from merc.text.bert import BertEncoder
 
         if not isinstance(backbone, BertEncoder):
             raise MercInputError(cfg.base, "LoRA (lora_rank) needs a BERT-family encoder; use "
@@ -479,14 +479,14 @@ def _head_predict(head: nn.Module, v: torch.Tensor, sizes: list[int]) -> np.ndar
 
 @torch.no_grad()
 def score_joint(folder: str | Path, corpus: Corpus, split: str) -> dict:
-    """Metrics (:func:`~merc.engine.metrics.classification_metrics`) of an end-to-end encoder
+    """Metrics (:func:`~merc.metrics.classification_metrics`) of an end-to-end encoder
     folder (``finetune.head=gru``: the encoder and its trained GRU head, one model) on ``split``
     of ``corpus``. Selection happened on validation inside ``merc finetune``; call this on test
     once, after it."""
     from safetensors.torch import load_file
 
-    from merc.engine.metrics import classification_metrics
-    from merc.features.encoder_folder import EncoderRecord, FinetunedTextEncoder
+    from merc.metrics import classification_metrics
+    from merc.text.folder import EncoderRecord, FinetunedTextEncoder
 
     folder = Path(folder)
     record = EncoderRecord.load(folder)
@@ -521,8 +521,8 @@ def evaluate_joint(folder: str | Path, split: str = "test",
     folder was fine-tuned on (its ``finetune.yaml``; ``data_dir`` replaces the recorded folder).
     The result's ``data`` entry names the corpus, the split's size and fingerprint, and whether
     the train + validation dialogues are the ones the encoder was trained and selected on."""
-    from merc.engine.provenance import data_block
-    from merc.features.encoder_folder import EncoderRecord
+    from merc.training.provenance import data_block
+    from merc.text.folder import EncoderRecord
 
     folder = Path(folder)
     saved = folder / "finetune.yaml"
@@ -545,7 +545,7 @@ def _load_corpus(data: DataConfig) -> Corpus:
     """The (resolved) ``data`` config's corpus with the validation split ``merc train`` uses
     (same ``valid_fraction``/``valid_seed``)."""
     from merc.data.conversation import ensure_validation_split
-    from merc.data.prepare import load_configured
+    from merc.training.prepare import load_configured
 
     return ensure_validation_split(load_configured(data), data.valid_fraction, data.valid_seed)
 

@@ -6,9 +6,9 @@
   :func:`warmup_schedule` -- linear warm-up, then constant or linear decay.
 * :class:`Predictions` and :func:`evaluate` -- collect labels, predictions (and optionally the
   fused representations) of the labelled real utterances and turn them into the metrics of
-  :func:`merc.engine.metrics.classification_metrics`. The Lightning module feeds one
+  :func:`merc.metrics.classification_metrics`. The Lightning module feeds one
   :class:`Predictions` per stage from its steps; ``merc evaluate``
-  (:func:`merc.engine.checkpoint.evaluate_checkpoint`) and the bench call :func:`evaluate`.
+  (:func:`merc.checkpoint.evaluate_checkpoint`) and the bench call :func:`evaluate`.
 
 No Lightning here: inference and the bench use it without importing the trainer.
 """
@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from merc.data.collate import IGNORE_INDEX, Batch
-from merc.engine.metrics import SelectionMetric, classification_metrics
+from merc.metrics import SelectionMetric, classification_metrics
 from merc.models import ModelOutput
 
 
@@ -124,7 +124,7 @@ class Predictions:
 
     def metrics(self, label_names: Sequence[str], selection: SelectionMetric | None = None
                 ) -> dict[str, Any]:
-        """:func:`~merc.engine.metrics.classification_metrics` of what was recorded (percent),
+        """:func:`~merc.metrics.classification_metrics` of what was recorded (percent),
         with ``selection``'s value under its key when that is not a standard one."""
         return classification_metrics(self.y_true, self.y_pred, list(label_names), selection)
 

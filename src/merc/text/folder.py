@@ -1,7 +1,7 @@
 """The merc encoder folder's record and feature extraction with it (light: no torch import
 until vectors are computed, so a feature-cache hit stays cheap).
 
-See :mod:`merc.features.finetuned` for the folder layout and the network.
+See :mod:`merc.text.backbone` for the folder layout and the network.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from merc.data.conversation import split_fingerprint
 from merc.errors import MercInputError
-from merc.features.context_format import ContextFormat, EncodedInput, InputFormatter
+from merc.text.input_format import ContextFormat, EncodedInput, InputFormatter
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class EncoderRecord:
     """Output dimension of the pooled utterance vector."""
     pooling: str = "target-mean"
     """How the target span's final hidden states become the vector: ``target-mean`` (their
-    mean) or ``first-last`` (mean of its first and last); :func:`merc.features.finetuned.
+    mean) or ``first-last`` (mean of its first and last); :func:`merc.text.backbone.
     pool_target`."""
     base_model: str = ""
     """What was fine-tuned (the bundled package name or the folder given)."""
@@ -134,7 +134,7 @@ class FinetunedTextEncoder:
         if fold not in self._models:
             import torch
 
-            from merc.features.finetuned import ContextEncoder
+            from merc.text.backbone import ContextEncoder
 
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             path = self.folder if fold is None else self.folder / "folds" / str(fold)
@@ -173,7 +173,7 @@ class FinetunedTextEncoder:
     def encode(self, conversations: Sequence[Any], progress: bool = False) -> np.ndarray:
         """``(N, d)`` float32 vectors of all utterances of ``conversations`` (objects with
         ``utterances``, ``speakers``, and for cross-fitting ``id`` and ``split``), in order."""
-        from merc.features.finetuned import encode_inputs
+        from merc.text.backbone import encode_inputs
 
         folds = self.cross_fit_folds(conversations)
         bounds = np.cumsum([0] + [len(c.utterances) for c in conversations])

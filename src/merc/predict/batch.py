@@ -12,7 +12,7 @@
   each result carrying the conversation's id and each utterance's id (and its ``gold`` label
   when the input had one).
 
-The predictions themselves come from :meth:`merc.inference.Predictor.predict_many`, which
+The predictions themselves come from :meth:`merc.predict.predictor.Predictor.predict_many`, which
 encodes a whole chunk of conversations in one text-encoder call and batches them per forward
 pass.
 """
@@ -158,7 +158,7 @@ class ResultWriter:
             self.written.append(jsonl)
 
     def add(self, result: dict[str, Any]) -> None:
-        """One conversation's result (:meth:`merc.inference.Prediction.to_dict`)."""
+        """One conversation's result (:meth:`merc.predict.predictor.Prediction.to_dict`)."""
         if self._jsonl is not None:
             # allow_nan=False: a NaN probability is an error, never invalid JSON.
             self._jsonl.write(json.dumps(result, ensure_ascii=False, allow_nan=False) + "\n")
@@ -231,7 +231,7 @@ class _RayPredictor:
 
     def __init__(self, checkpoint: str | None, batch_size: int, on_error: str,
                  allow_outside_media: bool) -> None:
-        from merc.inference import Predictor
+        from merc.predict.predictor import Predictor
 
         self.predictor = Predictor.from_checkpoint(checkpoint,
                                                    allow_outside_media=allow_outside_media)

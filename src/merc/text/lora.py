@@ -4,7 +4,7 @@ update of its weights, and ship only that update.
 LoRA (Hu et al., 2021, eq. 3) keeps a pretrained weight ``W0 (out, in)`` frozen and learns
 ``W = W0 + (alpha / r) * B @ A`` with ``A (r, in)``, ``B (out, r)``; ``B`` starts at zero, so
 training starts from the pretrained function exactly. merc adapts the four weight matrices of
-every layer of :class:`~merc.features.minilm.BertEncoder` (the fused query/key/value projection,
+every layer of :class:`~merc.text.bert.BertEncoder` (the fused query/key/value projection,
 the attention output, and both feed-forward linears); biases, LayerNorms and embeddings stay
 frozen.
 
@@ -62,7 +62,7 @@ def _owner(layer: nn.Module, target: str) -> tuple[nn.Module, str]:
 
 
 def add_adapters(backbone: nn.Module, rank: int, alpha: float) -> None:
-    """Freeze ``backbone`` (a :class:`~merc.features.minilm.BertEncoder`) and give each of its
+    """Freeze ``backbone`` (a :class:`~merc.text.bert.BertEncoder`) and give each of its
     layers' :data:`TARGETS` a trainable :class:`LowRankUpdate`."""
     for p in backbone.parameters():
         p.requires_grad_(False)

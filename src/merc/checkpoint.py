@@ -37,7 +37,7 @@ class LoadedCheckpoint:
     path: Path | None = None
     """The file it was loaded from."""
     data: dict | None = None
-    """The corpus it was trained on (:func:`merc.engine.provenance.data_block`); ``None`` in
+    """The corpus it was trained on (:func:`merc.training.provenance.data_block`); ``None`` in
     checkpoints written before merc recorded it."""
 
 
@@ -146,14 +146,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def prepare_for_checkpoint(loaded: LoadedCheckpoint, *, data_dir: str | None = None,
                            progress: bool = False):
     """The corpus the checkpoint was trained on, with the checkpoint's own feature spec
-    (extractors and train-split statistics): a :class:`merc.data.prepare.PreparedData`.
+    (extractors and train-split statistics): a :class:`merc.training.prepare.PreparedData`.
 
     Raises:
         MercInputError: the corpus' label map differs from the checkpoint's.
     """
     import dataclasses
 
-    from merc.data.prepare import prepare_data
+    from merc.training.prepare import prepare_data
 
     data = loaded.config.data
     if data_dir is not None:
@@ -188,9 +188,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None,
     """
     import sys
 
-    from merc.data.prepare import make_loader
-    from merc.engine.loop import evaluate
-    from merc.engine.provenance import check_evaluation_data, data_block
+    from merc.training.prepare import make_loader
+    from merc.training.loop import evaluate
+    from merc.training.provenance import check_evaluation_data, data_block
 
     loaded = load_checkpoint(checkpoint)
     prepared = prepare_for_checkpoint(loaded, data_dir=data_dir, progress=progress)
@@ -212,9 +212,9 @@ def write_split_predictions(loaded: LoadedCheckpoint, prepared, split: str,
                             path: str | Path) -> None:
     """Per-utterance gold, prediction and probabilities of ``split`` (see
     :func:`evaluate_checkpoint`), conversation by conversation in the corpus' order."""
-    from merc.batch_predict import ResultWriter
-    from merc.data.prepare import make_loader
-    from merc.inference import batch_predictions
+    from merc.predict.batch import ResultWriter
+    from merc.training.prepare import make_loader
+    from merc.predict.predictor import batch_predictions
 
     path = str(path)
     suffix = Path(path).suffix.lower()

@@ -17,16 +17,16 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from merc.config import ConfigError, ExperimentConfig
-from merc.data.prepare import PreparedData, balanced_class_weights, make_loader
-from merc.engine.provenance import data_block
+from merc.training.prepare import PreparedData, balanced_class_weights, make_loader
+from merc.training.provenance import data_block
 from merc.fileio import atomic_write_bytes, write_json
 from merc.models import count_parameters
 
 SELECTION_METRIC = "wf1"
 """The default validation metric that selects the checkpoint and drives early stopping. A run's
-own is ``cfg.train.selection`` (:class:`merc.engine.metrics.SelectionMetric`, from
+own is ``cfg.train.selection`` (:class:`merc.metrics.SelectionMetric`, from
 ``train.metric`` and ``train.ignore_labels``), logged as ``val_<key>`` by
-:class:`merc.engine.module.ERCModule`."""
+:class:`merc.training.module.ERCModule`."""
 
 
 def quiet_lightning() -> None:
@@ -78,7 +78,7 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
     Returns:
         The ``metrics.json`` dict: ``seed, best_epoch, epochs_run, train_seconds,
         seconds_to_best, params, valid, test, checkpoint, fingerprint, selection_metric, data``
-        (:func:`merc.engine.provenance.data_block`).
+        (:func:`merc.training.provenance.data_block`).
 
     Raises:
         ConfigError: ``train.ignore_labels`` names a label the corpus does not have.
@@ -88,7 +88,7 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
     from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-    from merc.engine.module import ERCModule
+    from merc.training.module import ERCModule
 
     selection = cfg.train.selection
     selection.kept(prepared.corpus.label_names)  # a wrong ignore label fails before training

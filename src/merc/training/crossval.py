@@ -10,7 +10,7 @@ same fold, and every utterance is tested exactly once per seed.
 Honesty. Features are extracted once, unnormalised, for the whole corpus (a cached, label-free
 transform of each wav on its own). Standardisation statistics are then fitted per fold on that
 fold's *train speakers only* and applied to its validation and test speakers. Each fold and seed
-is trained by :func:`merc.engine.trainer.train_seed`, exactly like ``merc train``: the
+is trained by :func:`merc.training.trainer.train_seed`, exactly like ``merc train``: the
 checkpoint with the best validation W-F1 is kept and the test speakers are evaluated once on it.
 
 Reporting (all in percent). UAR, the unweighted average recall (mean per-class recall, chance
@@ -38,10 +38,10 @@ import numpy as np
 import merc
 from merc.config import ExperimentConfig
 from merc.data import Corpus
-from merc.data.prepare import PreparedData, extract_features, load_configured
-from merc.engine.experiment import run_fingerprint
-from merc.engine.metrics import uar_from_confusion
-from merc.engine.trainer import train_seed
+from merc.training.prepare import PreparedData, extract_features, load_configured
+from merc.training.experiment import run_fingerprint
+from merc.metrics import uar_from_confusion
+from merc.training.trainer import train_seed
 from merc.fileio import write_json
 from merc.errors import MercInputError
 from merc.features import FeatureSpec
@@ -134,12 +134,12 @@ def prepare_fold(corpus: Corpus, spec: FeatureSpec, fold: SpeakerFold,
     """Splits for ``fold`` plus standardisation fitted on the fold's train speakers only.
 
     Args:
-        corpus: Output of :func:`merc.data.prepare.extract_features` (unnormalised features
+        corpus: Output of :func:`merc.training.prepare.extract_features` (unnormalised features
             ``(n, d_m)``).
         spec: Its feature spec; not modified (a copy carries this fold's statistics).
 
     Returns:
-        A :class:`PreparedData` for :func:`merc.engine.trainer.train_seed`.
+        A :class:`PreparedData` for :func:`merc.training.trainer.train_seed`.
     """
     # fit_stats reads split "train" only, which here is exactly the fold's train speakers.
     return PreparedData.normalised(assign_fold(corpus, fold, speaker_of), replace(spec, stats={}))
@@ -148,7 +148,7 @@ def prepare_fold(corpus: Corpus, spec: FeatureSpec, fold: SpeakerFold,
 def metrics_from_confusion(confusion: np.ndarray | Sequence[Sequence[int]]) -> dict[str, float]:
     """UAR, accuracy, W-F1 and macro F1 (percent) of a ``(C, C)`` confusion matrix (rows true).
 
-    Matches :func:`merc.engine.metrics.classification_metrics` on the same predictions; used for
+    Matches :func:`merc.metrics.classification_metrics` on the same predictions; used for
     the pooled metrics over all folds.
     """
     cm = np.asarray(confusion, dtype=float)

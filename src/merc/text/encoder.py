@@ -208,7 +208,7 @@ class TextEncoder:
         row = {t: i for i, t in enumerate(unique)}
         long = _too_long(st, unique)
         if long:
-            from merc.features.minilm import warn_truncated
+            from merc.text.bert import warn_truncated
 
             cut = [i for i, t in enumerate(texts) if t in long]
             warn_truncated(cut, len(texts), int(st.max_seq_length), names, source)

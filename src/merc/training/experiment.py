@@ -1,8 +1,8 @@
 """The honest loop over seeds: corpus -> cached features -> model -> validation-selected results.
 
 :func:`run_experiment` resolves the config (per-corpus data defaults, the model paper's training
-settings for every unset field), prepares the data once (:mod:`merc.data.prepare`), trains each
-seed with :func:`merc.engine.trainer.train_seed` (the checkpoint with the best validation
+settings for every unset field), prepares the data once (:mod:`merc.training.prepare`), trains each
+seed with :func:`merc.training.trainer.train_seed` (the checkpoint with the best validation
 selection metric, ``train.metric``, W-F1 by default; test evaluated exactly once on it) and
 writes ``summary.json``: mean +- std over seeds, per-seed values kept.
 Resuming reuses a finished seed only when its :func:`run_fingerprint` matches.
@@ -19,13 +19,13 @@ from typing import Any
 
 import merc
 from merc.config import ExperimentConfig, absolute_local_paths
-from merc.data.prepare import PreparedData, prepare_data
-from merc.engine.interrupt import Interrupted
-from merc.engine.metrics import collapse_warning, mean_std
-from merc.engine.provenance import data_block
-from merc.engine.trainer import train_seed
+from merc.training.prepare import PreparedData, prepare_data
+from merc.training.interrupt import Interrupted
+from merc.metrics import collapse_warning, mean_std
+from merc.training.provenance import data_block
+from merc.training.trainer import train_seed
 from merc.errors import MercInputError
-from merc.features.encoder_folder import RECORD_FILE, is_encoder_folder
+from merc.text.folder import RECORD_FILE, is_encoder_folder
 from merc.fileio import write_json
 
 log = logging.getLogger(__name__)

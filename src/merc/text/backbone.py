@@ -11,12 +11,12 @@ everywhere (``merc train``, ``merc extract``, ``merc bench``, a checkpoint's fea
                                           # ids, and how it was trained (base model, corpus
                                           # fingerprint, settings, validation W-F1, time)
 
-The record's :class:`~merc.features.context_format.ContextFormat` decides how every utterance is
+The record's :class:`~merc.text.input_format.ContextFormat` decides how every utterance is
 laid out with its context, and :class:`ContextEncoder` pools the target span; both are used
 unchanged for training, extraction and prediction, so the three cannot drift apart.
 
 BERT-family folders (``model_type: bert``, e.g. the bundled all-MiniLM-L6-v2) run on merc's own
-:class:`~merc.features.minilm.BertEncoder` (no transformers import at prediction time; lower
+:class:`~merc.text.bert.BertEncoder` (no transformers import at prediction time; lower
 layers can be frozen and their outputs cached during fine-tuning); any other architecture a user
 has locally (RoBERTa, MPNet, ...) runs through ``transformers.AutoModel``.
 """
@@ -34,9 +34,9 @@ import torch
 from torch import nn
 
 from merc.errors import MercInputError
-from merc.features.context_format import EncodedInput
+from merc.text.input_format import EncodedInput
 from merc.fileio import file_sha256
-from merc.features.encoder_folder import (  # noqa: F401  (re-exported)
+from merc.text.folder import (  # noqa: F401  (re-exported)
     RECORD_FILE, EncoderRecord, FinetunedTextEncoder, corpus_fingerprint, is_encoder_folder,
     load_tokenizer)
 
@@ -80,7 +80,7 @@ def resolve_base(base: str) -> Path:
     """The local folder of encoder ``base`` (the bundled MiniLM's package folder for the
     default)."""
     from merc.features.spec import DEFAULT_TEXT_ENCODER
-    from merc.features.text import bundled_model_dir
+    from merc.text.encoder import bundled_model_dir
 
     if base == DEFAULT_TEXT_ENCODER:
         return bundled_model_dir()
@@ -97,8 +97,8 @@ def _load_adapted(model_dir: Path, dropout: float) -> nn.Module:
     """A LoRA encoder folder: its base model (checked by SHA-256) with the adapter merged in."""
     from safetensors.torch import load_file
 
-    from merc.features.lora import ADAPTER_FILE, merge_adapter
-    from merc.features.minilm import BertEncoder
+    from merc.text.lora import ADAPTER_FILE, merge_adapter
+    from merc.text.bert import BertEncoder
 
     record = EncoderRecord.load(model_dir)
     info = record.adapter or {}
@@ -123,8 +123,8 @@ def _load_adapted(model_dir: Path, dropout: float) -> nn.Module:
 def load_backbone(model_dir: str | Path, dropout: float = 0.0) -> nn.Module:
     """The token encoder in ``model_dir``: merc's BERT port when the folder is BERT (with a
     LoRA folder's adapter merged into its base), else ``transformers.AutoModel``."""
-    from merc.features.lora import ADAPTER_FILE
-    from merc.features.minilm import BertEncoder
+    from merc.text.lora import ADAPTER_FILE
+    from merc.text.bert import BertEncoder
 
     model_dir = Path(model_dir)
     if (model_dir / ADAPTER_FILE).is_file():

@@ -11,15 +11,15 @@ import torch
 import merc
 from merc.config import ExperimentConfig
 from merc.data.collate import Batch
-from merc.engine.checkpoint import CHECKPOINT_KEY
-from merc.engine.loop import Predictions, make_optimizer, masked_loss, warmup_schedule
+from merc.checkpoint import CHECKPOINT_KEY
+from merc.training.loop import Predictions, make_optimizer, masked_loss, warmup_schedule
 from merc.models import ModelOutput, create_model
 
 
 class ERCModule(L.LightningModule):
     """Trains a registered model with masked cross-entropy (+ the model's ``aux_loss``).
 
-    Every metric of :func:`merc.engine.metrics.classification_metrics` is computed per epoch on
+    Every metric of :func:`merc.metrics.classification_metrics` is computed per epoch on
     validation and once on test; the selection metric (``config.train.selection``) is logged as
     ``val_<key>`` (``val_wf1`` by default); the last values are kept in :attr:`last_metrics`
     (``{"val": {...}, "test": {...}}``).

@@ -41,7 +41,7 @@ LAYOUTS = ("window", "packed")
 """How utterances become encoder inputs (``finetune.context.layout``): one input per utterance
 with its own context window, or consecutive utterances packed into one input."""
 """How a fine-tuned encoder turns the target span's output states into one vector
-(``finetune.pooling``; :func:`merc.features.finetuned.pool_target`)."""
+(``finetune.pooling``; :func:`merc.text.backbone.pool_target`)."""
 
 
 @dataclass
@@ -120,7 +120,7 @@ class EncodedInput:
     """Token ids, special tokens included: at most ``max_tokens``, or the target plus its (up to
     four) separators when the target alone is longer. In the ``packed`` layout every utterance
     of one chunk holds the *same* list object (the chunk is encoded once:
-    :func:`merc.features.finetuned.pad_inputs` groups inputs by it)."""
+    :func:`merc.text.backbone.pad_inputs` groups inputs by it)."""
     target: tuple[int, int]
     """``[start, end)`` positions of the target utterance's tokens in ``ids`` (never empty: an
     empty utterance without a speaker prefix points at its closing separator)."""

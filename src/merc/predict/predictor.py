@@ -139,7 +139,7 @@ class Predictor:
                  device: str = "cpu") -> None:
         import torch
 
-        from merc.engine.checkpoint import load_checkpoint
+        from merc.checkpoint import load_checkpoint
 
         self.allow_outside_media = bool(allow_outside_media)
         self.checkpoint = Path(checkpoint)
@@ -162,14 +162,14 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path | None = None, *,
                         allow_outside_media: bool = False, device: str = "cpu") -> Predictor:
         """Load ``path`` -- a checkpoint, or a ``merc train`` run folder (its best seed on
-        *validation*, :func:`merc.engine.checkpoint.resolve_checkpoint`, logged) -- or merc's
+        *validation*, :func:`merc.checkpoint.resolve_checkpoint`, logged) -- or merc's
         bundled default model when ``path`` is ``None``."""
         if path is None:
             from merc.pretrained import bundled_checkpoint
 
             path = bundled_checkpoint()
         else:
-            from merc.engine.checkpoint import resolve_checkpoint
+            from merc.checkpoint import resolve_checkpoint
 
             path, why = resolve_checkpoint(path)
             if why:
@@ -254,7 +254,7 @@ class Predictor:
 
     def english_only(self) -> bool:
         """Whether the text encoder is the bundled English MiniLM (or fine-tuned from it)."""
-        from merc.features.encoder_folder import EncoderRecord, is_encoder_folder
+        from merc.text.folder import EncoderRecord, is_encoder_folder
         from merc.features.spec import DEFAULT_TEXT_ENCODER
 
         text = self.spec.text
@@ -396,15 +396,15 @@ def _text_encoder(name: str):
     """``conversations, progress -> [(n_i, d) per conversation]`` for text encoder ``name``,
     one encoder call for all of them.
 
-    The bundled MiniLM runs through the light :class:`merc.features.minilm.MiniLMEncoder` (same
+    The bundled MiniLM runs through the light :class:`merc.text.bert.MiniLMEncoder` (same
     embeddings as sentence-transformers to float rounding, without importing it: seconds faster
     to start); a ``merc finetune`` encoder folder through
-    :class:`~merc.features.encoder_folder.FinetunedTextEncoder`, which formats each utterance
+    :class:`~merc.text.folder.FinetunedTextEncoder`, which formats each utterance
     with its context and speakers exactly as in training; others through sentence-transformers.
     """
-    from merc.features.encoder_folder import FinetunedTextEncoder, is_encoder_folder
+    from merc.text.folder import FinetunedTextEncoder, is_encoder_folder
     from merc.features.spec import DEFAULT_TEXT_ENCODER
-    from merc.features.text import TextEncoder, bundled_model_dir
+    from merc.text.encoder import TextEncoder, bundled_model_dir
 
     def flat(convs):
         return ([u for c in convs for u in c.utterances], [n for c in convs for n in _names(c)],
@@ -415,7 +415,7 @@ def _text_encoder(name: str):
         return [matrix[bounds[k]:bounds[k + 1]] for k in range(len(convs))]
 
     if name == DEFAULT_TEXT_ENCODER:
-        from merc.features.minilm import MiniLMEncoder
+        from merc.text.bert import MiniLMEncoder
 
         fast = MiniLMEncoder(bundled_model_dir())
 

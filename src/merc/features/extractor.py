@@ -20,10 +20,10 @@ from merc.data.conversation import Corpus
 from merc.errors import MercInputError
 from merc.features.audio import OpenSmileExtractor
 from merc.features.cache import FeatureCache, hash_files, hash_texts
-from merc.features.encoder_folder import FinetunedTextEncoder, is_encoder_folder
+from merc.text.folder import FinetunedTextEncoder, is_encoder_folder
 from merc.features.spec import (AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, FeatureSpec,
                                 parse_video_source)
-from merc.features.text import TextEncoder
+from merc.text.encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 

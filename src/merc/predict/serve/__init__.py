@@ -5,7 +5,7 @@ Endpoints (the OpenAPI page FastAPI generates at ``/docs`` is the reference):
 * ``POST /v1/predict`` -- one conversation in merc's JSON format (``{"id", "utterances"}`` or a
   list of utterances), as a JSON body; or ``multipart/form-data`` with a ``conversation`` field
   (that JSON) and the wav files as uploads, which utterances name in ``audio`` by their upload
-  file name. Returns the ``merc predict --out`` schema (:meth:`merc.inference.Prediction.to_dict`).
+  file name. Returns the ``merc predict --out`` schema (:meth:`merc.predict.predictor.Prediction.to_dict`).
 * ``POST /v1/predict/batch`` -- ``{"conversations": [...]}`` (JSON only) -> ``{"results": [...]}``.
 * ``POST /v1/timeline`` -- a result of ``/v1/predict`` -> the self-contained HTML timeline of
   ``merc predict --html`` (the page shows it; no model call).
@@ -40,7 +40,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from merc.data.conversation import Conversation
 from merc.data.conversation_file import conversation_from_records
 from merc.errors import MercInputError
-from merc.inference import Prediction, Predictor
+from merc.predict.predictor import Prediction, Predictor
 
 PAGE = Path(__file__).with_name("web") / "index.html"
 
@@ -226,7 +226,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None):
 
     @api.post("/v1/timeline", response_class=HTMLResponse)
     async def timeline(request: Request):
-        from merc.timeline import timeline_html
+        from merc.predict.timeline import timeline_html
 
         payload = parse_json(await _body(request, lim.max_body_bytes), lim.max_body_bytes)
         try:

@@ -1,1 +1,0 @@
-"""Training, metrics, checkpoints and statistics (import submodules directly; Lightning is heavy)."""
