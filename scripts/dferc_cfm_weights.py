@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from merc.training.prepare import make_loader
-from merc.checkpoint import load_checkpoint, prepare_for_checkpoint
+from merc.checkpoint import load_checkpoint
+from merc.training.evaluate import prepare_for_checkpoint
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ import torch
 
 from merc.config import ExperimentConfig
 from merc.text.input_format import ContextFormat
-from merc.checkpoint import evaluate_checkpoint
+from merc.training.evaluate import evaluate_checkpoint
 from merc.training.experiment import run_experiment
 from merc.checkpoint import CHECKPOINT_KEY
 from merc.models import count_parameters, create_model

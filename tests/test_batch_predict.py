@@ -51,7 +51,7 @@ def test_many_inputs_folder_and_corpus_file_keep_ids_and_gold(ckpt, tmp_path, ca
     corpus = corpus_file(tmp_path / "corpus.jsonl")
     out = tmp_path / "r.jsonl"
     table = tmp_path / "r.csv"
-    assert main(["predict", str(folder), str(corpus), "--model", str(ckpt), "--out", str(out),
+    assert main(["predict", str(folder), str(corpus), "--checkpoint", str(ckpt), "--out", str(out),
                  "--table", str(table), "--batch-size", "2"]) == 0
     got = results(out)
     assert [r["id"] for r in got] == ["call-7", "talk", "d1", "d2"]   # folder sorted, then file
@@ -85,7 +85,7 @@ def test_stdin_manifest_and_out_dir(ckpt, tmp_path, monkeypatch, capsys):
     lines = "".join(json.dumps({"id": f"s{k}", "utterances": TALK[:k + 1]}) + "\n"
                     for k in range(3))
     monkeypatch.setattr("sys.stdin", io.StringIO(lines))
-    assert main(["predict", "-", "--model", str(ckpt), "--out", "-", "--quiet"]) == 0
+    assert main(["predict", "-", "--checkpoint", str(ckpt), "--out", "-", "--quiet"]) == 0
     streamed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in streamed] == ["s0", "s1", "s2"]
     assert [len(r["utterances"]) for r in streamed] == [1, 2, 3]
@@ -94,7 +94,7 @@ def test_stdin_manifest_and_out_dir(ckpt, tmp_path, monkeypatch, capsys):
     b = write_jsonl(tmp_path / "b b.jsonl", TALK[:1])
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"{a}\n{b}\n")
-    assert main(["predict", f"@{manifest}", "--model", str(ckpt),
+    assert main(["predict", f"@{manifest}", "--checkpoint", str(ckpt),
                  "--out-dir", str(tmp_path / "res")]) == 0
     assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["a.json", "b_b.json"]
     assert json.loads((tmp_path / "res" / "b_b.json").read_text())["id"] == "b b"
@@ -110,14 +110,14 @@ def test_run_folder_picks_the_best_validation_seed(ckpt, tmp_path, capsys, caplo
             {"valid": {"wf1": valid}, "test": {"wf1": test},
              "selection_metric": {"key": "wf1"}}))
     talk = write_jsonl(tmp_path / "talk.jsonl", TALK)
-    assert main(["predict", str(talk), "--model", str(run), "--out", str(tmp_path / "r.json"),
+    assert main(["predict", str(talk), "--checkpoint", str(run), "--out", str(tmp_path / "r.json"),
                  "--quiet"]) == 0
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["checkpoint"] == str(run / "seed_1" / "best.ckpt")   # by validation, not test
     assert "using seed_1 (best validation wf1 70.00" in caplog.text
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["predict", str(talk), "--model", str(empty)]) == 2
+    assert main(["predict", str(talk), "--checkpoint", str(empty)]) == 2
     assert "not a merc run with a finished seed" in capsys.readouterr().err
 
 
@@ -132,11 +132,11 @@ def test_refusals_and_bad_conversations(ckpt, tmp_path, capsys):
     bad.write_text(json.dumps({"id": "ok", "utterances": TALK}) + "\n"
                    + json.dumps({"id": "broken", "utterances": [{"speeker": "A", "text": "x"}]})
                    + "\n")
-    assert main(["predict", str(bad), "--model", str(ckpt), "--out",
+    assert main(["predict", str(bad), "--checkpoint", str(ckpt), "--out",
                  str(tmp_path / "r.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "mixed.jsonl" in err and "broken" in err and "speeker" in err
-    assert main(["predict", str(bad), "--model", str(ckpt), "--out", str(tmp_path / "r.jsonl"),
+    assert main(["predict", str(bad), "--checkpoint", str(ckpt), "--out", str(tmp_path / "r.jsonl"),
                  "--on-error", "skip"]) == 0
     captured = capsys.readouterr()
     assert "skipped:" in captured.err and "broken" in captured.err
@@ -144,15 +144,15 @@ def test_refusals_and_bad_conversations(ckpt, tmp_path, capsys):
     assert [r["id"] for r in results(tmp_path / "r.jsonl")] == ["ok"]
     # Many conversations into one .json, or drawn as one timeline: refused with the way out.
     two = [str(talk), str(write_jsonl(tmp_path / "t2.jsonl", TALK))]
-    assert main(["predict", *two, "--model", str(ckpt), "--out", str(tmp_path / "r.json")]) == 2
+    assert main(["predict", *two, "--checkpoint", str(ckpt), "--out", str(tmp_path / "r.json")]) == 2
     assert "give a .jsonl file" in capsys.readouterr().err
-    assert main(["predict", *two, "--model", str(ckpt), "--html", str(tmp_path / "t.html")]) == 2
+    assert main(["predict", *two, "--checkpoint", str(ckpt), "--html", str(tmp_path / "t.html")]) == 2
     assert "draw one conversation" in capsys.readouterr().err
     # Ray writes sharded JSON Lines into a folder: anything else is refused up front.
     assert main(["predict", str(talk), "--backend", "ray", "--out", str(tmp_path / "r.jsonl")]) == 2
     assert "give --out-dir" in capsys.readouterr().err
     # The same conversation id twice: results are keyed by id.
-    assert main(["predict", str(talk), str(talk), "--model", str(ckpt), "--quiet",
+    assert main(["predict", str(talk), str(talk), "--checkpoint", str(ckpt), "--quiet",
                  "--out", str(tmp_path / "r.jsonl")]) == 2
     assert "also in" in capsys.readouterr().err
 
@@ -163,14 +163,14 @@ def test_unused_media_is_named(ckpt, tmp_path, capsys):
     write_wav(tmp_path / "a.wav", 220, seconds=0.3)
     talk = write_jsonl(tmp_path / "talk.jsonl",
                        [{"speaker": "A", "text": "hi", "audio": "a.wav"}])
-    assert main(["predict", str(talk), "--model", str(ckpt), "--out",
+    assert main(["predict", str(talk), "--checkpoint", str(ckpt), "--out",
                  str(tmp_path / "r.json")]) == 0
     err = capsys.readouterr().err
     assert "name audio files" in err and "does not use" in err
 
 
 def test_non_english_text_is_flagged_for_the_english_encoder(ckpt, tmp_path, capsys):
-    out = ["--model", str(ckpt), "--out", str(tmp_path / "r.json")]
+    out = ["--checkpoint", str(ckpt), "--out", str(tmp_path / "r.json")]
     zh = write_jsonl(tmp_path / "zh.jsonl", [{"speaker": "A", "text": "我今天非常高兴，我们赢了比赛！"},
                                              {"speaker": "B", "text": "真的吗？太好了。"}])
     assert main(["predict", str(zh), *out]) == 0
@@ -184,7 +184,8 @@ def test_bulk_prediction_on_ray_data_keeps_ids(ckpt, tmp_path):
     """200 conversations in 10 files through Ray Data (a local instance, 2 CPUs): every id comes
     back once, with its utterance ids, and the same probabilities as in-process prediction."""
     ray = pytest.importorskip("ray")
-    from merc.predict.batch import expand_inputs, predict_with_ray, read_inputs
+    from merc.predict.inputs import expand_inputs, read_inputs
+    from merc.predict.ray import predict_with_ray
 
     folder = tmp_path / "many"
     folder.mkdir()

@@ -8,12 +8,13 @@ import pytest
 
 from merc.cli import main
 from merc.config import GENERIC_TRAIN, ExperimentConfig, TrainConfig
+from merc.features import FeatureSpec
 
 
 def test_config_roundtrip_and_overrides(tmp_path):
     cfg = ExperimentConfig()
-    cfg.apply_overrides(["train.lr=5e-4", "model.hidden_size=64", "data.modalities=[text]",
-                         "seeds=[1, 2]", "train.class_weights=true"])
+    cfg = cfg.with_overrides(["train.lr=5e-4", "model.hidden_size=64", "data.modalities=[text]",
+                              "seeds=[1, 2]", "train.class_weights=true"])
     assert cfg.train.lr == 5e-4 and cfg.model.hidden_size == 64
     assert cfg.data.modalities == ["text"] and cfg.seeds == [1, 2] and cfg.train.class_weights
     path = tmp_path / "c.yaml"
@@ -38,7 +39,7 @@ def test_config_roundtrip_and_overrides(tmp_path):
 ])
 def test_bad_overrides_are_clear(bad, match):
     with pytest.raises(ValueError, match=match):
-        ExperimentConfig().apply_overrides(bad)
+        ExperimentConfig().with_overrides(bad)
 
 
 def test_bad_config_file(tmp_path):
@@ -54,7 +55,7 @@ def test_defaults_per_corpus():
     r = d.resolved()
     assert r.modalities == ["text", "audio", "video"] and r.text == "external"
     d.corpus = "meld"
-    assert d.resolved().feature_spec().modalities() == ["text"]
+    assert FeatureSpec(**d.resolved().sources()).modalities() == ["text"]
 
 
 def test_cli_train_evaluate_compare(generic_corpus, tmp_path, capsys):

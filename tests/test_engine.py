@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from merc.config import ExperimentConfig
-from merc.checkpoint import evaluate_checkpoint, load_checkpoint
+from merc.checkpoint import load_checkpoint
+from merc.training.evaluate import evaluate_checkpoint
 from merc.training.experiment import run_experiment
 from merc.metrics import classification_metrics, mean_std
 from merc.training.stats import paired_test

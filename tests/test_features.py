@@ -40,6 +40,7 @@ class FakeEncoder:
     """Stands in for TextEncoder: deterministic 8-d vectors per text, counts encode calls."""
 
     name = "fake-text"
+    contextual = False
     calls = 0
     scale = 1.0
 
@@ -63,7 +64,7 @@ class FakeEncoder:
 def fake_encoder(monkeypatch):
     FakeEncoder.calls = 0
     FakeEncoder.scale = 1.0
-    monkeypatch.setattr(pipeline, "TextEncoder", FakeEncoder)
+    monkeypatch.setattr(pipeline, "text_encoder", lambda source, **kw: FakeEncoder(source))
     return FakeEncoder
 
 
@@ -265,10 +266,18 @@ def test_missing_wav_names_dialogue_utterance_field(tmp_path):
     assert (err.dialogue, err.utterance, err.field) == ("d1", "d1_u1", "audio")
     assert "gone.wav" in str(err) and "\n" not in str(err)
 
+    # The one missing-row rule (training = prediction): an utterance without a wav is a zero
+    # row marked absent, counted in a warning; no wav anywhere is an error naming the field.
     corpus.conversations[1].media = {"audio": [str(wav), None]}
+    out = build_features(corpus, FeatureSpec(text=None, audio="eGeMAPSv02"), cache_dir=tmp_path)
+    assert out.conversations[1].feature_present["audio"].tolist() == [True, False]
+    assert not out.conversations[1].features["audio"][1].any()
+    assert "audio" not in out.conversations[0].feature_present
+    for c in corpus.conversations:
+        c.media = {}
     with pytest.raises(MercInputError) as e:
         build_features(corpus, FeatureSpec(text=None, audio="eGeMAPSv02"), cache_dir=tmp_path)
-    assert (e.value.dialogue, e.value.utterance, e.value.field) == ("d1", "d1_u1", "audio")
+    assert (e.value.dialogue, e.value.field) == ("d0", "audio")
 
 
 def test_unreadable_wav_names_record(tmp_path):

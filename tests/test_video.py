@@ -218,7 +218,7 @@ def test_tav_model_trained_on_jsonl_and_served_by_merc_predict(tmp_path, extract
     talk = root / "talk.jsonl"
     out = tmp_path / "pred.json"
     html = tmp_path / "timeline.html"
-    assert main(["predict", str(talk), "--model", str(run), "--out", str(out),
+    assert main(["predict", str(talk), "--checkpoint", str(run), "--out", str(out),
                  "--html", str(html), "--quiet"]) == 0
     pred = json.loads(out.read_text())
     assert pred["modalities"] == ["text", "audio", "video"]

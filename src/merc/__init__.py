@@ -1,7 +1,17 @@
-"""merc: Multimodal Emotion Recognition in Conversation."""
+"""merc: Multimodal Emotion Recognition in Conversation.
 
-__version__ = "0.2.0"
+``from merc import Predictor`` is the entry point for prediction; it is imported on first use
+(PEP 562), so ``import merc`` stays light and the package root imports none of its layers.
+"""
 
-from merc.predict.predictor import Prediction, Predictor  # noqa: E402  (light: torch loads lazily)
+from merc._version import __version__
 
 __all__ = ["Prediction", "Predictor", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in ("Prediction", "Predictor"):
+        from merc.predict import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -562,7 +562,8 @@ def fused_representations(checkpoint: Path, split: str = "test"):
     """``(hidden (N, H), labels (N,), label_names)`` of a checkpoint on ``split``'s labelled
     utterances, with the checkpoint's own feature spec."""
     from merc.training.prepare import make_loader
-    from merc.checkpoint import load_checkpoint, prepare_for_checkpoint
+    from merc.checkpoint import load_checkpoint
+    from merc.training.evaluate import prepare_for_checkpoint
     from merc.training.loop import evaluate
 
     loaded = load_checkpoint(checkpoint)

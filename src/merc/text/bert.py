@@ -238,3 +238,4 @@ class MiniLMEncoder(BertEncoder):
             out[rows] = self(ids, mask).numpy()
         warn_truncated(cut, len(texts), self.max_seq_length, names, source)
         return out
+

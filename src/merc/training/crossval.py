@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-import merc
+from merc._version import __version__
 from merc.config import ExperimentConfig
 from merc.data import Corpus
 from merc.training.prepare import PreparedData, extract_features, load_configured
@@ -267,7 +267,7 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
         "train_seconds": float(sum(r["train_seconds"] for f in fold_records
                                    for r in f["per_seed"])),
         "feature_spec": {k: v for k, v in spec.to_dict().items() if k != "stats"},
-        "merc_version": merc.__version__, "fingerprint": fingerprint,
+        "merc_version": __version__, "fingerprint": fingerprint,
     }
     write_json(out_dir / "summary.json", summary)  # atomic: a kill never leaves half a file
     t, p = summary["test"], summary["pooled"]

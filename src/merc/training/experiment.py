@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import merc
+from merc._version import __version__
 from merc.config import ExperimentConfig, absolute_local_paths
 from merc.training.prepare import PreparedData, prepare_data
 from merc.training.interrupt import Interrupted
@@ -53,7 +53,7 @@ def summarize(cfg: ExperimentConfig, prepared: PreparedData, results: list[dict]
                             .items() if k != "std"},
         "label_names": labels, "valid_split": prepared.corpus.valid_split,
         "feature_spec": {k: v for k, v in prepared.spec.to_dict().items() if k != "stats"},
-        "merc_version": merc.__version__, "fingerprint": run_fingerprint(cfg),
+        "merc_version": __version__, "fingerprint": run_fingerprint(cfg),
         # Corpus, split sizes and per-split fingerprints: `merc compare` refuses other corpora.
         "data": data_block(prepared.corpus),
     }
@@ -77,7 +77,7 @@ def run_fingerprint(cfg: ExperimentConfig) -> dict[str, Any]:
             if d.get(f.name, {}).get(k) == default:
                 del d[f.name][k]
     d.pop("seeds", None)
-    d["merc_version"] = merc.__version__
+    d["merc_version"] = __version__
     text = (d.get("data") or {}).get("text")
     if is_encoder_folder(text):
         # The folder's path alone would let a resumed run (or the bench) reuse seeds trained on

@@ -2,13 +2,14 @@
 
 * :func:`masked_loss` -- cross-entropy over the labelled real utterances plus the model's
   ``aux_loss`` (training, validation, test, the efficiency bench's timed steps).
-* :func:`make_optimizer` -- AdamW with the weight-decay parameter-group rule;
-  :func:`warmup_schedule` -- linear warm-up, then constant or linear decay.
+* :func:`make_optimizer` -- AdamW with the weight-decay parameter-group rule
+  (:func:`weight_decay_split`, shared with ``merc finetune``); :func:`warmup_schedule` --
+  linear warm-up, then constant or linear decay.
 * :class:`Predictions` and :func:`evaluate` -- collect labels, predictions (and optionally the
   fused representations) of the labelled real utterances and turn them into the metrics of
   :func:`merc.metrics.classification_metrics`. The Lightning module feeds one
   :class:`Predictions` per stage from its steps; ``merc evaluate``
-  (:func:`merc.checkpoint.evaluate_checkpoint`) and the bench call :func:`evaluate`.
+  (:func:`merc.training.evaluate.evaluate_checkpoint`) and the bench call :func:`evaluate`.
 
 No Lightning here: inference and the bench use it without importing the trainer.
 """
@@ -54,16 +55,31 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, *,
 
     With nothing exempt this is one parameter group in ``model.parameters()`` order, i.e. exactly
     ``AdamW(model.parameters(), ...)``."""
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def exempt(p: nn.Parameter) -> bool:
-        return no_weight_decay(p) or (not decay_bias_norm and p.ndim < 2)
-
-    groups: list[dict[str, Any]] = [{"params": [p for p in params if not exempt(p)]}]
-    if any(exempt(p) for p in params):
-        groups.append({"params": [p for p in params if exempt(p)], "weight_decay": 0.0})
+    decayed, exempt = weight_decay_split((p for p in model.parameters() if p.requires_grad),
+                                         decay_bias_norm=decay_bias_norm)
+    groups: list[dict[str, Any]] = [{"params": decayed}]
+    if exempt:
+        groups.append({"params": exempt, "weight_decay": 0.0})
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=tuple(betas),
                              eps=eps)
+
+
+def weight_decay_split(params: Iterable[nn.Parameter], *, decay_bias_norm: bool = True
+                       ) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """``(decayed, exempt)``: ``params`` split by the weight-decay rule, each part in the order
+    given. Exempt (to train with weight decay 0) are the parameters marked ``_no_weight_decay``
+    (:func:`no_weight_decay`) and, when ``decay_bias_norm`` is False, every 1-d parameter
+    (biases, LayerNorm weights).
+
+    The one rule behind :func:`make_optimizer` and the fine-tune's optimizer
+    (:func:`merc.finetune.fit.build_optimizer`, which splits its encoder and head parameters
+    separately, each with its own learning rate)."""
+    decayed: list[nn.Parameter] = []
+    exempt: list[nn.Parameter] = []
+    for p in params:
+        (exempt if no_weight_decay(p) or (not decay_bias_norm and p.ndim < 2)
+         else decayed).append(p)
+    return decayed, exempt
 
 
 def warmup_schedule(warmup_steps: int, total_steps: int, decay: str = "linear"

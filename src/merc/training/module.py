@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 
-import merc
+from merc._version import __version__
 from merc.config import ExperimentConfig
 from merc.data.collate import Batch
 from merc.checkpoint import CHECKPOINT_KEY
@@ -40,7 +40,7 @@ class ERCModule(L.LightningModule):
         self.config = config
         self.label_names = list(label_names)
         self.meta = {**(meta or {}), "config": config.to_dict(), "label_names": self.label_names,
-                     "input_dims": dict(input_dims), "merc_version": merc.__version__}
+                     "input_dims": dict(input_dims), "merc_version": __version__}
         self.model = create_model(config.model, input_dims, len(self.label_names))
         self.register_buffer("class_weights", class_weights if class_weights is not None
                              else torch.ones(len(self.label_names)), persistent=False)

@@ -21,7 +21,7 @@ from merc.data.collate import DialogueDataset, collate_dialogues
 from merc.data.conversation import Corpus, ensure_validation_split
 from merc.data.corpora import get_corpus
 from merc.errors import MercInputError
-from merc.features import FeatureSpec, apply_stats, build_features, fit_stats
+from merc.features import FeatureExtractor, FeatureSpec, apply_stats, fit_stats
 
 
 def resolve_corpus_dir(kind: str, data_dir: str | Path) -> Path:
@@ -79,7 +79,7 @@ def choose_feature_spec(corpus: Corpus, data: DataConfig) -> FeatureSpec:
         raise MercInputError(corpus.source, f"no features to train on: no transcripts and no "
                              f"loader-supplied features; choose an audio extractor{hint}",
                              field="modalities")
-    return data.feature_spec(sorted(available, key=MODALITIES.index))
+    return FeatureSpec(**data.sources(sorted(available, key=MODALITIES.index)))
 
 
 def extract_features(corpus: Corpus, data: DataConfig, *, spec: FeatureSpec | None = None,
@@ -87,7 +87,8 @@ def extract_features(corpus: Corpus, data: DataConfig, *, spec: FeatureSpec | No
     """``(corpus with features[m] (n, d_m) per conversation, spec)``, *unnormalised*; ``spec``
     defaults to :func:`choose_feature_spec`."""
     spec = spec if spec is not None else choose_feature_spec(corpus, data)
-    return build_features(corpus, spec, data.cache_dir, progress=progress), spec
+    extractor = FeatureExtractor(spec, cache_dir=data.cache_dir)   # the one feature path
+    return extractor.extract(corpus, progress=progress), spec
 
 
 @dataclass

@@ -22,11 +22,6 @@ from merc.training.provenance import data_block
 from merc.fileio import atomic_write_bytes, write_json
 from merc.models import count_parameters
 
-SELECTION_METRIC = "wf1"
-"""The default validation metric that selects the checkpoint and drives early stopping. A run's
-own is ``cfg.train.selection`` (:class:`merc.metrics.SelectionMetric`, from
-``train.metric`` and ``train.ignore_labels``), logged as ``val_<key>`` by
-:class:`merc.training.module.ERCModule`."""
 
 
 def quiet_lightning() -> None:

@@ -5,7 +5,8 @@ Endpoints (the OpenAPI page FastAPI generates at ``/docs`` is the reference):
 * ``POST /v1/predict`` -- one conversation in merc's JSON format (``{"id", "utterances"}`` or a
   list of utterances), as a JSON body; or ``multipart/form-data`` with a ``conversation`` field
   (that JSON) and the wav files as uploads, which utterances name in ``audio`` by their upload
-  file name. Returns the ``merc predict --out`` schema (:meth:`merc.predict.predictor.Prediction.to_dict`).
+  file name. Returns the ``merc predict --out`` schema
+  (:meth:`merc.predict.results.Prediction.to_dict`).
 * ``POST /v1/predict/batch`` -- ``{"conversations": [...]}`` (JSON only) -> ``{"results": [...]}``.
 * ``POST /v1/timeline`` -- a result of ``/v1/predict`` -> the self-contained HTML timeline of
   ``merc predict --html`` (the page shows it; no model call).
@@ -40,7 +41,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from merc.data.conversation import Conversation
 from merc.data.conversation_file import conversation_from_records
 from merc.errors import MercInputError
-from merc.predict.predictor import Prediction, Predictor
+from merc.predict.predictor import Predictor
+from merc.predict.results import Prediction
 
 PAGE = Path(__file__).with_name("web") / "index.html"
 
@@ -298,9 +300,9 @@ async def _in_thread(fn, *args):
 
 
 def _version() -> str:
-    import merc
+    from merc._version import __version__
 
-    return merc.__version__
+    return __version__
 
 
 def serve(checkpoint: str | None = None, *, host: str = "127.0.0.1", port: int = 8000,
