@@ -1,4 +1,4 @@
-"""The fine-tuned encoder study behind the README's "fine-tuned text encoder" table (issue G).
+"""The fine-tuned encoder study behind docs/results.md's "Fine-tuned text encoders" tables (issue G).
 
 For each corpus it runs ``merc finetune`` once per input-format variant, picks the default
 context setting on **validation** W-F1 of the fine-tunes (never test), extracts features with

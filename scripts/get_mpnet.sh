@@ -9,7 +9,7 @@
 #       --out encoders/meld-mpnet
 #
 # It is optional and never a dependency: fine-tuning it costs about 4x the bundled MiniLM (MELD on
-# two CPU cores: 48 min against 13; docs/finetune.md, "A larger encoder").
+# two CPU cores: 48 min against 13; docs/finetune.md, "A larger base model"; figures in docs/results.md).
 set -euo pipefail
 
 dest=${1:?usage: scripts/get_mpnet.sh DEST_DIR}

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.data.corpus, cfg.data.data_dir = "meld", str(Path(args.data_dir) / "meld")
     encoder = None
     if args.text_encoder:
-        from merc.text.folder import EncoderRecord
+        from merc.text.record import EncoderRecord
 
         encoder = Path(args.text_encoder).resolve()
         record = EncoderRecord.load(encoder)

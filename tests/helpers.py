@@ -22,11 +22,18 @@ def shared_data_dir() -> Path:
 def write_wav(path: Path, freq: float = 220.0, *, seconds: float = 1.0, rate: int = 16000,
               loud: float = 0.3, vibrato_hz: float = 3.0, seed: int = 0) -> Path:
     """A mono 16-bit wav: a sine with a little vibrato and noise, so that openSMILE's pitch and
-    jitter functionals are well defined (:func:`merc.bench.video.write_tone`)."""
-    from merc.bench.video import write_tone
+    jitter functionals are well defined."""
+    import wave
 
-    return write_tone(path, freq, seconds=seconds, rate=rate, loud=loud, vibrato_hz=vibrato_hz,
-                      seed=seed)
+    t = np.arange(int(seconds * rate)) / rate
+    sig = loud * np.sin(2 * np.pi * freq * t + 2 * np.sin(2 * np.pi * vibrato_hz * t))
+    sig += 0.01 * np.random.default_rng(seed).normal(size=len(t))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(sig, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
 
 
 def write_generic_corpus(root: Path, *, n_train: int = 24, n_valid: int = 0, n_test: int = 8,

@@ -200,7 +200,7 @@ def tiny_encoder(tmp_path_factory):
     """A one-epoch, top-layer fine-tune of the bundled MiniLM on the synthetic corpus."""
     from merc.data import load_corpus
     from merc.data.conversation import ensure_validation_split
-    from merc.finetune.run import FinetuneConfig, finetune_encoder
+    from merc.finetune import FinetuneConfig, finetune_encoder
 
     root = write_text_corpus(tmp_path_factory.mktemp("corpus"))
     corpus = ensure_validation_split(load_corpus("jsonl", root), 0.1, 0)
@@ -227,7 +227,7 @@ def test_finetune_changes_the_encoder_and_records_how(tiny_encoder):
     assert saved["context"] == {"past": 2, "future": 1, "speakers": True, "max_tokens": 40,
                                 "layout": "packed"}                # the default layout
     # A record written before layouts existed was a window record and still loads as one.
-    from merc.text.folder import EncoderRecord
+    from merc.text.record import EncoderRecord
 
     del saved["context"]["layout"]
     legacy = out.parent / "legacy"
@@ -264,8 +264,9 @@ def test_extraction_cache_and_predict_use_identical_inputs(tiny_encoder, tmp_pat
     conversation; the cache key changes when the encoder folder changes."""
     from merc.data import load_corpus
     from merc.features import FeatureSpec, build_features
+    from merc.data.conversation import Corpus
+    from merc.features.extractor import FeatureExtractor
     from merc.text.folder import FinetunedTextEncoder
-    from merc.predict.predictor import _text_encoder
 
     root, out, _, _ = tiny_encoder
     corpus = load_corpus("jsonl", root)
@@ -279,7 +280,10 @@ def test_extraction_cache_and_predict_use_identical_inputs(tiny_encoder, tmp_pat
     build_features(corpus, spec, cache, progress=False)
     assert len(calls) == 1                                   # second run: a cache hit
     conv = first.conversations[-1]
-    predicted = _text_encoder(str(out))([corpus.conversations[-1]], False)[0]
+    # Prediction's settings: no cache, one conversation on its own.
+    alone = Corpus("predict", [corpus.conversations[-1]], corpus.label_names, source="predict")
+    predicted = FeatureExtractor(spec, cache=False).extract(alone).conversations[0] \
+        .features["text"]
     np.testing.assert_allclose(predicted, conv.features["text"], atol=1e-5)
     n = len(calls)
     # Another encoder in the same place (re-fine-tuned): new key, recomputed.
@@ -362,7 +366,7 @@ def test_a_broken_encoder_record_is_one_clear_line(tmp_path):
 def test_cross_fit_embeds_train_dialogues_with_the_encoder_that_never_saw_them(tmp_path):
     from merc.data import load_corpus
     from merc.data.conversation import ensure_validation_split
-    from merc.finetune.run import FinetuneConfig, finetune_encoder
+    from merc.finetune import FinetuneConfig, finetune_encoder
     from merc.features import FeatureSpec, build_features
     from merc.text.folder import FinetunedTextEncoder
 
@@ -416,7 +420,7 @@ def test_cli_finetune_train_predict_round_trip(tmp_path, capsys):
         {"speaker": "Ana", "text": "we won, so happy"}, {"speaker": "Ben", "text": "how dare you"},
     ]) + "\n")
     out = tmp_path / "pred.json"
-    assert main(["predict", str(talk), "--model", str(run / "seed_0" / "best.ckpt"), "--out",
+    assert main(["predict", str(talk), "--checkpoint", str(run / "seed_0" / "best.ckpt"), "--out",
                  str(out), "--quiet"]) == 0
     pred = json.loads(out.read_text())
     assert [u["speaker"] for u in pred["utterances"]] == ["Ana", "Ben"]
@@ -444,7 +448,7 @@ def test_any_local_hugging_face_folder_fine_tunes(tmp_path):
 
     from merc.data import load_corpus
     from merc.data.conversation import ensure_validation_split
-    from merc.finetune.run import FinetuneConfig, finetune_encoder
+    from merc.finetune import FinetuneConfig, finetune_encoder
     from merc.text.folder import FinetunedTextEncoder
 
     root = write_text_corpus(tmp_path / "corpus", n_train=6, n_valid=2, n_test=2)
@@ -576,7 +580,7 @@ def test_lora_packed_fine_tune_writes_a_small_folder_that_round_trips(tmp_path, 
     talk = tmp_path / "talk.jsonl"
     talk.write_text(json.dumps({"speaker": "Ana", "text": "we won, so happy"}) + "\n")
     out = tmp_path / "pred.json"
-    assert main(["predict", str(talk), "--model", str(run / "seed_0" / "best.ckpt"), "--out",
+    assert main(["predict", str(talk), "--checkpoint", str(run / "seed_0" / "best.ckpt"), "--out",
                  str(out), "--quiet"]) == 0
     first = json.loads(out.read_text())
     assert len(first["utterances"]) == 1
@@ -590,7 +594,7 @@ def test_lora_packed_fine_tune_writes_a_small_folder_that_round_trips(tmp_path, 
     ckpt["merc"]["feature_spec"]["text"] = "./enc"
     torch.save(ckpt, bundle / "model.ckpt")
     monkeypatch.chdir(tmp_path / "corpus")
-    assert main(["predict", str(talk), "--model", str(bundle / "model.ckpt"), "--out",
+    assert main(["predict", str(talk), "--checkpoint", str(bundle / "model.ckpt"), "--out",
                  str(out), "--quiet"]) == 0
     again = json.loads(out.read_text())["utterances"][0]
     assert again["probs"] == pytest.approx(first["utterances"][0]["probs"])
@@ -609,7 +613,7 @@ def test_lora_needs_all_layers():
 
 def test_dialogue_head_by_hand_keeps_dialogues_apart():
     """The end-to-end head: a bidirectional GRU per dialogue, the classifier on [v ; state]."""
-    from merc.finetune.run import DialogueHead
+    from merc.finetune.heads import DialogueHead
 
     torch.manual_seed(0)
     head = DialogueHead(8, 3, dropout=0.0).eval()
@@ -629,7 +633,7 @@ def test_dialogue_head_by_hand_keeps_dialogues_apart():
 
 
 def test_dialogue_batches_hold_whole_dialogues():
-    from merc.finetune.run import dialogue_batches
+    from merc.finetune.heads import dialogue_batches
 
     sizes = [3, 0, 5, 2, 9, 1]
     starts = np.cumsum([0] + sizes)
@@ -663,7 +667,7 @@ def test_end_to_end_head_trains_with_the_encoder_and_scores_as_selected(tmp_path
     assert main(["finetune", "--corpus", "jsonl", "--data-dir", str(root), "--out", str(enc),
                  "finetune.head=gru", "finetune.max_epochs=2", "finetune.batch_size=8",
                  "finetune.context.max_tokens=32", "finetune.accelerator=cpu"]) == 0
-    assert f"merc evaluate --encoder {enc}" in capsys.readouterr().out
+    assert f"merc evaluate --text-encoder {enc}" in capsys.readouterr().out
     record = json.loads((enc / "merc_encoder.json").read_text())["training"]
     assert record["head"] == "gru" and record["settings"]["head"] == "gru"
     head = load_file(str(enc / "head.safetensors"))
@@ -677,7 +681,7 @@ def test_end_to_end_head_trains_with_the_encoder_and_scores_as_selected(tmp_path
     assert valid["wf1"] == pytest.approx(record["valid_wf1"], abs=1e-6)
     assert valid["data"]["matches_training"] and valid["data"]["split"] == "valid"
     out = tmp_path / "test.json"
-    assert main(["evaluate", "--encoder", str(enc), "--split", "test", "--out", str(out)]) == 0
+    assert main(["evaluate", "--text-encoder", str(enc), "--split", "test", "--out", str(out)]) == 0
     assert "test: W-F1" in capsys.readouterr().out
     test = json.loads(out.read_text())
     corpus_lines = (root / "conversations.jsonl").read_text().splitlines()
@@ -699,6 +703,6 @@ def test_evaluate_encoder_refuses_a_folder_without_a_joint_head(tiny_encoder, tm
     root, out, _, _ = tiny_encoder
     with pytest.raises(MercInputError, match="not an end-to-end encoder folder"):
         score_joint(out, load_corpus("jsonl", root), "test")
-    assert main(["evaluate", "--encoder", str(out)]) == 2          # no finetune.yaml beside it
+    assert main(["evaluate", "--text-encoder", str(out)]) == 2          # no finetune.yaml beside it
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "finetune.yaml" in err

@@ -7,7 +7,7 @@ corpora, which modality subsets and which ablations apply) and each model's regi
 (``register_model(..., variants=...)``: its ablation switches); every registered model enters the
 main table.
 
-Outputs under ``results/<suite>/`` (how to read them: README, "Benchmarks"):
+Outputs under ``results/<suite>/`` (how to read them: docs/bench.md):
 
 * ``accuracy.csv`` -- one row per run: ``corpus, model, variant, modalities, seeds, wf1_mean,
   wf1_std, acc_mean, acc_std`` (then extra columns). Stable; scripts may depend on it.

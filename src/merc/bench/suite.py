@@ -133,7 +133,7 @@ def encoder_finetunes(folder: str | None) -> int | None:
     """How many encoder fine-tunes stand behind features from ``folder``: ``1 + K`` for a merc
     encoder folder cross-fitted on K folds (``merc_encoder.json`` -> ``training.cross_fit.folds``),
     1 without cross-fitting; ``None`` for anything that is not a merc encoder folder."""
-    from merc.text.folder import EncoderRecord, is_encoder_folder
+    from merc.text.record import EncoderRecord, is_encoder_folder
 
     if not is_encoder_folder(folder):
         return None

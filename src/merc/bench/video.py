@@ -74,19 +74,18 @@ def write_face_video(path: str | Path, faces: Sequence[bool], *, fps: int = 10,
     return Path(path)
 
 
-def write_tone(path: Path, freq: float, *, seconds: float = 0.5, rate: int = 16000,
-               loud: float = 0.3, vibrato_hz: float = 3.0, seed: int = 0) -> Path:
-    """A mono 16-bit wav: a sine with vibrato and a little noise, so that openSMILE's pitch and
-    jitter functionals are well defined (the bench's clips and the tests use it)."""
+def _tone_wav(path: Path, freq: float, seed: int) -> Path:
+    """Half a second of a 16 kHz mono 16-bit sine with vibrato and a little noise (so openSMILE's
+    pitch and jitter functionals are defined): the demo corpus' stand-in for speech."""
     import wave
 
-    t = np.arange(int(seconds * rate)) / rate
-    sig = loud * np.sin(2 * np.pi * freq * t + 2 * np.sin(2 * np.pi * vibrato_hz * t))
+    t = np.arange(8000) / 16000
+    sig = 0.3 * np.sin(2 * np.pi * freq * t + 2 * np.sin(2 * np.pi * 3.0 * t))
     sig += 0.01 * np.random.default_rng(seed).normal(size=len(t))
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(rate)
+        w.setframerate(16000)
         w.writeframes((np.clip(sig, -1, 1) * 32767).astype("<i2").tobytes())
     return path
 
@@ -109,7 +108,7 @@ def write_video_corpus(folder: str | Path, *, dialogues: int = 8) -> Path:
     write_face_video(media / "mixed.mp4", [True] * 6 + [False] * 4)
     write_face_video(media / "empty.mp4", [False] * 10, seed=1)
     for i, f in enumerate((180, 260, 340)):
-        write_tone(media / f"{i}.wav", f, seed=i)
+        _tone_wav(media / f"{i}.wav", f, seed=i)
     lines = []
     for d in range(dialogues):
         utts = []

@@ -21,31 +21,26 @@ class ContextFormat:
     """How an utterance and its dialogue context become one encoder input."""
 
     past: int = 4
-    """Past utterances in the window (0 = none); the nearest are kept first. Chosen on
-    validation with ``future``: utterance alone 54.62, past 4 57.56, past 4 + future 1 58.20
-    (mean fine-tune validation W-F1 over MELD and IEMOCAP; scripts/finetune_suite.py)."""
+    """Past utterances in the window (0 = none); the nearest are kept first. Chosen with
+    ``future`` on the fine-tunes' validation W-F1 (docs/results.md, "Fine-tuned text
+    encoders")."""
     future: int = 1
     """Future utterances in the window (0 = none; a causal, online setting needs 0)."""
     speakers: bool = False
-    """Prefix each utterance with its speaker's name (``"Ana: ..."``). Off by default: chosen on
-    validation (fine-tuned MiniLM, mean over MELD and IEMOCAP, a tie: 58.20 off vs 58.19 on;
-    MELD's real names gained 0.66, IEMOCAP's M/F labels cost 0.69; packed input on a CPU:
-    58.21 off vs 57.61 on). Through Broad Mamba on the features the names win instead (MELD
-    +0.82, IEMOCAP +0.19 validation W-F1; docs/finetune.md), so turn it on for corpora with
-    real speaker names."""
+    """Prefix each utterance with its speaker's name (``"Ana: ..."``). Off by default (a tie on
+    the fine-tunes' validation W-F1); corpora with real speaker names (not M/F labels) may gain
+    from it (docs/results.md, "Speaker names and partial fine-tuning")."""
     max_tokens: int = 256
     """Token budget of the whole input, special tokens included; far context is dropped first,
-    the target is never cut (unless it alone exceeds the encoder's position limit). 256 was
-    measured with ``packed``; the ``window`` study used 128."""
+    the target is never cut (unless it alone exceeds the encoder's position limit)."""
     layout: str = "packed"
     """``packed`` (default): consecutive utterances share one input of at most ``max_tokens``
     tokens, each pooled from its own span, with up to ``past``/``future`` utterances of context
     on either side of the run; every token is encoded about once (DF-ERC's official code packs
     whole dialogues, ``WHULACC/DFERC src/loader.py``). ``window``: one input per utterance, the
     target between separators inside its own ``past``/``future`` window, so every utterance is
-    encoded about ``past + future + 1`` times. Chosen on validation (2-core CPU, full fine-tune
-    of MiniLM, the encoder's own validation W-F1): MELD packed 58.59 vs window 58.03 at 2.6x
-    less time per epoch, IEMOCAP packed 57.83 vs window 56.57 (GPU); docs/finetune.md."""
+    encoded about ``past + future + 1`` times. ``packed`` was chosen on validation and costs
+    less time per epoch (docs/results.md, "Packed inputs and LoRA")."""
 
     def __post_init__(self) -> None:
         for name in ("past", "future"):

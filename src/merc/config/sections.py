@@ -257,9 +257,8 @@ class FinetuneConfig:
     Recorded in the encoder folder, so extraction and prediction pool the same way."""
     train_layers: int | None = None
     """Top encoder layers that train (``None`` = all: full fine-tune). Lower layers are frozen
-    and their outputs cached once, which makes each epoch several times cheaper on a CPU
-    (top 2 of MiniLM's 6: 3x cheaper, but Broad Mamba on its features loses 2.9 (MELD) and 4.7
-    (IEMOCAP) validation W-F1; docs/finetune.md)."""
+    and their outputs cached once, which makes each epoch several times cheaper on a CPU at a
+    cost in accuracy (docs/results.md, "Speaker names and partial fine-tuning")."""
     lr: float = 5e-5
     """AdamW peak learning rate (linear warm-up, then linear decay to 0)."""
     weight_decay: float = 0.01
@@ -303,11 +302,10 @@ class FinetuneConfig:
     """What the encoder is trained under: ``linear`` (a linear classifier per utterance: the
     two-stage recipe's first stage) or ``gru`` (end to end: a bidirectional GRU over each
     dialogue's utterance vectors, then the classifier, trained jointly with the encoder on
-    batches of whole dialogues; :class:`merc.finetune.run.DialogueHead`). The folder then also
-    holds the trained head (``head.safetensors``), so the joint model can be scored
-    (``merc evaluate --encoder ENC_DIR``). ``linear`` chosen on validation (2-core CPU, Broad
-    Mamba on each encoder's features, 5 seeds): IEMOCAP 59.18 vs 55.02, MELD 59.05 vs 57.88;
-    docs/finetune.md."""
+    batches of whole dialogues; :class:`merc.finetune.heads.DialogueHead`). The folder then
+    also holds the trained head (``head.safetensors``), so the joint model can be scored
+    (``merc evaluate --text-encoder ENC_DIR``). ``linear`` was chosen on validation through
+    the context model (docs/results.md, "Two-stage, cross-fit and end to end")."""
     head_lr: float = 1e-3
     """Peak learning rate of the ``gru`` head's parameters (a freshly initialised recurrent layer
     needs far more than the encoder's ``lr``; the ``linear`` head trains at ``lr``)."""

@@ -6,7 +6,7 @@ Specification: GitHub ``WHULACC/DFERC`` (files cited as ``model.py:N`` for ``src
 likewise ``layer.py``, ``contrastive.py``, ``tools.py``, ``loader.py``, ``engine.py`` and
 ``iemo_config.yaml``). merc's first DF-ERC was designed from the abstract alone (parallel linear
 heads at temperature 0.1, attention fusion, a gated BiGRU); the official form beat it on IEMOCAP
-validation W-F1 (59.99 +- 0.86 vs 58.90 +- 0.45, 5 seeds; README), so it was removed (issue 15).
+validation W-F1 (59.99 +- 0.86 vs 58.90 +- 0.45, 5 seeds; docs/results.md), so it was removed (issue 15).
 
 Shapes. Input per modality ``m``: ``x^m (B, L, D_m)``; ``mask (B, L)``, True = real utterance;
 ``present[m] (B, L)``, False where the feature is missing (zero-filled) or at padding (a modality
@@ -22,7 +22,7 @@ in ``forward`` either).
    text input is RoBERTa-large fine-tuned over each dialogue packed into <= 512 tokens, the
    utterance vector being the mean of its first and last sub-token outputs (``model.py:86-89``,
    ``loader.py:stack``); in merc it is whatever ``data.text`` gives -- the frozen sentence
-   encoder or an encoder folder from ``merc finetune`` (a CPU-feasible stand-in; see README).
+   encoder or an encoder folder from ``merc finetune`` (a CPU-feasible stand-in; see docs/finetune.md).
    ``H`` is 300 officially (``iemo_config.yaml:50``); merc's default 256.
 
 1. **DDM -- dual-level disentanglement** (``use_ddm``). Modality head ``s^m = MLP(H -> H)(h^m)``

@@ -79,7 +79,7 @@ their number and ``P = proj_dim``.
    2.35 W-F1 against 59.51 +- 0.60 for the causal single block (bidirectional 59.25,
    bidirectional + dropout 0.3 60.56, dropout 0.3 59.86, bidirectional + lr 3e-4 58.71, merc's
    generic lr 1e-3 / batch 16 56.06), and again over 5 seeds in the bench (60.16 vs 59.31
-   valid W-F1; README). MOSI's validation split is saturated (97-99 W-F1 for every model) and
+   valid W-F1; docs/results.md). MOSI's validation split is saturated (97-99 W-F1 for every model) and
    could not choose. The test split played no part.
 5. **Classifier, Eq. 8.** ``logits_i = W Dropout(F_i) + b``; the softmax / arg-max of Eq. 8 are
    the engine's cross-entropy and prediction.

@@ -135,7 +135,7 @@ class Predictor:
 
     def english_only(self) -> bool:
         """Whether the text encoder is the bundled English MiniLM (or fine-tuned from it)."""
-        from merc.text.folder import EncoderRecord, is_encoder_folder
+        from merc.text.record import EncoderRecord, is_encoder_folder
         from merc.features.spec import DEFAULT_TEXT_ENCODER
 
         text = self.spec.text

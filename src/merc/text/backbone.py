@@ -36,8 +36,7 @@ from torch import nn
 from merc.errors import MercInputError
 from merc.text.input_format import EncodedInput
 from merc.fileio import file_sha256
-from merc.text.record import (  # noqa: F401  (re-exported for merc finetune)
-    RECORD_FILE, EncoderRecord, corpus_fingerprint, is_encoder_folder, load_tokenizer)
+from merc.text.record import RECORD_FILE, EncoderRecord
 
 class _HFBackbone(nn.Module):
     """Any local ``transformers`` encoder folder behind :class:`BertEncoder`'s interface."""
@@ -310,5 +309,3 @@ def copy_tokenizer(src: str | Path, dst: str | Path) -> None:
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
-
-_autocast = autocast  # the old private name, until merc.finetune moves to autocast

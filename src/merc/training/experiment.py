@@ -25,7 +25,7 @@ from merc.metrics import collapse_warning, mean_std
 from merc.training.provenance import data_block
 from merc.training.trainer import train_seed
 from merc.errors import MercInputError
-from merc.text.folder import RECORD_FILE, is_encoder_folder
+from merc.text.record import RECORD_FILE, is_encoder_folder
 from merc.fileio import write_json
 
 log = logging.getLogger(__name__)
