@@ -320,14 +320,14 @@ def test_predict_cli_refuses_outside_media_even_for_a_text_model(tmp_path, text_
     where = _outside_setup(tmp_path)
     path = conv_file(tmp_path / "conv", audio=where["secret"])
     out = tmp_path / "out"
-    assert_cli_refuses(["predict", str(path), "--model", str(text_ckpt), "--out",
+    assert_cli_refuses(["predict", str(path), "--checkpoint", str(text_ckpt), "--out",
                         str(out / "p.json")], out, "field 'audio'", "--allow-outside-media")
     path = conv_file(tmp_path / "conv", audio="gone.wav")
-    assert_cli_refuses(["predict", str(path), "--model", str(text_ckpt), "--out",
+    assert_cli_refuses(["predict", str(path), "--checkpoint", str(text_ckpt), "--out",
                         str(out / "p.json")], out, "field 'audio'", "cannot read audio file")
     # The flag lets the same file through (a text model then ignores the audio).
     path = conv_file(tmp_path / "conv", audio=where["secret"])
-    code, err = run_cli(["predict", str(path), "--model", str(text_ckpt), "--out",
+    code, err = run_cli(["predict", str(path), "--checkpoint", str(text_ckpt), "--out",
                          str(out / "p.json"), "--allow-outside-media", "--quiet"])
     assert code == 0, err
     assert len(json.loads((out / "p.json").read_text())["utterances"]) == 2
@@ -531,7 +531,7 @@ def test_generated_malformed_conversation_via_cli_predict(text_ckpt, case):
             read_conversation(path)
         check_one_line(err.value, str(path), "dialogue talk", *parts)
         out = tmp / "out"
-        assert_cli_refuses(["predict", str(path), "--model", str(text_ckpt), "--out",
+        assert_cli_refuses(["predict", str(path), "--checkpoint", str(text_ckpt), "--out",
                             str(out / "p.json"), "--html", str(out / "p.html")], out,
                            str(path), *parts)
     finally:

@@ -1,4 +1,4 @@
-"""``merc bench accuracy --features``: every run that reads text once per text-feature source
+"""``merc bench accuracy --text-encoder``: every run that reads text once per text-feature source
 (frozen default, fine-tuned encoder folders), and tables that say how many encoder fine-tunes
 stand behind a row."""
 
@@ -125,7 +125,7 @@ def test_features_option_errors_are_one_line(toy_bench, tmp_path):
         with pytest.raises(ValueError, match=message):
             parse_features(bad)
     kw = dict(data_dir=toy_bench, dry_run=True, models=["mlp"])
-    with pytest.raises(FileNotFoundError, match=r"--features ft=.*nope: no such encoder folder"):
+    with pytest.raises(FileNotFoundError, match=r"--text-encoder ft=.*nope: no such encoder folder"):
         run_accuracy_bench("quick", features=["ft=" + str(tmp_path / "nope")], echo=print, **kw)
     lines: list[str] = []
     plan = run_accuracy_bench("quick", features=["frozen", f"ft={tmp_path}/{{corpus}}-x"],
@@ -140,11 +140,11 @@ def test_features_option_errors_are_one_line(toy_bench, tmp_path):
 def test_cli_features_option(toy_bench, encoders, capsys):
     from merc.cli import main
 
-    argv = ["bench", "accuracy", "--data", str(toy_bench), "--models", "mlp", "--tables", "main",
-            "--dry-run", "--features", f"frozen,ft={encoders}/{{corpus}}"]
+    argv = ["bench", "accuracy", "--data-dir", str(toy_bench), "--models", "mlp", "--tables", "main",
+            "--dry-run", "--text-encoder", f"frozen,ft={encoders}/{{corpus}}"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "toy mlp full (text+audio)  [main]" in out
     assert "toy mlp full (text+audio) [ft features]  [main]" in out
     assert main(argv[:-1] + ["ft=/nonexistent/enc"]) == 2
-    assert "--features ft=/nonexistent/enc: no such encoder folder" in capsys.readouterr().err
+    assert "--text-encoder ft=/nonexistent/enc: no such encoder folder" in capsys.readouterr().err

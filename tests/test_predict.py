@@ -148,7 +148,7 @@ def test_context_matters_and_the_order_is_kept(text_predictor):
 def test_cli_and_api_give_the_same_result(tmp_path, text_ckpt, text_predictor, capsys):
     conv = write_jsonl(tmp_path / "talk.jsonl", TALK)
     out, html, png = tmp_path / "r.json", tmp_path / "t.html", tmp_path / "t.png"
-    assert main(["predict", str(conv), "--model", str(text_ckpt), "--out", str(out),
+    assert main(["predict", str(conv), "--checkpoint", str(text_ckpt), "--out", str(out),
                  "--html", str(html), "--png", str(png)]) == 0
     printed = capsys.readouterr().out
     assert "We won the final!" in printed and "Ben" in printed
@@ -166,12 +166,12 @@ def test_cli_and_api_give_the_same_result(tmp_path, text_ckpt, text_predictor, c
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, text_ckpt, capsys):
     conv = write_jsonl(tmp_path / "bad.jsonl", [{"speaker": "A"}])
-    assert main(["predict", str(conv), "--model", str(text_ckpt)]) == 2
+    assert main(["predict", str(conv), "--checkpoint", str(text_ckpt)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "field 'text': missing" in err
     # The conversation is checked first (before the model loads), so a good one here.
     good = write_jsonl(tmp_path / "good.jsonl", [{"speaker": "A", "text": "hi"}])
-    assert main(["predict", str(good), "--model", str(tmp_path / "nope.ckpt")]) == 2
+    assert main(["predict", str(good), "--checkpoint", str(tmp_path / "nope.ckpt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 
 

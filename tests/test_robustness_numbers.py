@@ -298,7 +298,7 @@ def test_unlabelled_test_dialogues_are_one_line(tmp_path, capsys):
 def test_predict_text_surrogate_is_one_line_and_u2028_is_accepted(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"speaker": "A", "text": "a\ud800b"}) + "\n")
-    err = one_line_error(capsys, ["predict", str(bad), "--model",
+    err = one_line_error(capsys, ["predict", str(bad), "--checkpoint",
                                   str(make_checkpoint(tmp_path / "m.ckpt"))])
     assert "utterance #0, field 'text': lone surrogate" in err
     from merc.data.conversation_file import read_conversation

@@ -29,7 +29,7 @@ Outputs under ``results/<suite>/`` (how to read them: docs/bench.md):
 Re-running the command skips every seed already finished with the same configuration (see
 :func:`merc.training.experiment.run_fingerprint`) and rebuilds the tables from the run folders.
 
-Features axis (``--features frozen,ft=encoders/{corpus}``): every planned run that reads text is
+Features axis (``--text-encoder frozen,ft=encoders/{corpus}``): every planned run that reads text is
 done once per text-feature source -- the corpus' default (``frozen``: the bundled MiniLM, MOSI's
 shipped vectors) and each fine-tuned encoder folder (``merc finetune``); runs without text are
 planned once. The tables then gain a features column that says how many encoder fine-tunes
@@ -394,7 +394,7 @@ def run_accuracy_bench(suite: str = "quick", *, data_dir: str | Path | None = No
 def _feature_sources(features: Sequence[str] | None, corpora: Sequence[str],
                      overrides: Sequence[str], echo: Callable[[str], None]
                      ) -> dict[str, list[tuple[str, str | None]]] | None:
-    """Per corpus, the ``(name, encoder folder)`` sources of ``--features`` (``None``: frozen
+    """Per corpus, the ``(name, encoder folder)`` sources of ``--text-encoder`` (``None``: frozen
     only). A folder without ``{corpus}`` must exist; with it, a corpus lacking its folder is
     skipped for that source (said in one line)."""
     if not features:
@@ -402,15 +402,15 @@ def _feature_sources(features: Sequence[str] | None, corpora: Sequence[str],
     parsed = parse_features(list(features))
     if any(o.startswith("data.text=") for o in overrides) and parsed != [
             bench_suite.FeatureSource(FROZEN)]:
-        raise ValueError("--features and a data.text= override both choose the text features; "
-                         "give the encoders with --features only")
+        raise ValueError("--text-encoder and a data.text= override both choose the text features; "
+                         "give the encoders with --text-encoder only")
     out: dict[str, list[tuple[str, str | None]]] = {c: [] for c in corpora}
     for source in parsed:
         for corpus in corpora:
             folder = source.folder(corpus)
             if folder is not None and not Path(folder).expanduser().is_dir():
                 if CORPUS_PLACEHOLDER not in (source.encoder or ""):
-                    raise FileNotFoundError(f"--features {source.name}={folder}: no such "
+                    raise FileNotFoundError(f"--text-encoder {source.name}={folder}: no such "
                                             "encoder folder")
                 echo(f"features {source.name}: {folder} not found, {corpus} runs without it")
                 continue

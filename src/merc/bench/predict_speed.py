@@ -90,7 +90,7 @@ def run_predict_bench(out_dir: str | Path = "results", *, n_utterances: int = 10
     cmd = [sys.executable, "-m", "merc.cli", "predict", str(conv), "--quiet",
            "--out", str(out / "predict_bench_result.json")]
     if checkpoint:
-        cmd += ["--model", checkpoint]
+        cmd += ["--checkpoint", checkpoint]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     _whole_command(cmd, env)  # warm the OS file cache
     times: dict[str, list[float]] = {"whole command": []}
@@ -191,7 +191,7 @@ def run_throughput_bench(out_dir: str | Path = "results", *, n_conversations: in
     folder = out / f"predict_many_{n_conversations}x{n_utterances}"
     total = write_conversation_folder(folder, n_conversations, n_utterances)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    model = ["--model", checkpoint] if checkpoint else []
+    model = ["--checkpoint", checkpoint] if checkpoint else []
     files = sorted(folder.glob("*.jsonl"))
 
     def batch_dir() -> tuple[float, int]:

@@ -24,7 +24,7 @@ ACCURACY_COLUMNS = ["corpus", "model", "variant", "modalities", "seeds", "wf1_me
 FEATURES_NOTE = (
     "features: `frozen` = the corpus' default text features (the bundled frozen "
     "all-MiniLM-L6-v2; MOSI: its shipped text vectors); another name = the encoder folder given "
-    "to `--features` (column `text_encoder` of accuracy.csv), with how many encoder fine-tunes "
+    "to `--text-encoder` (column `text_encoder` of accuracy.csv), with how many encoder fine-tunes "
     "stand behind the row (1, or 1 + K with K cross-fit folds). Those fine-tunes are not "
     "repeated per seed: the ± over seeds does not include the encoder's own fine-tuning "
     "variance. `no text`: the run reads no text, so it is shared by every features source.")

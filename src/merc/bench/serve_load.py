@@ -70,7 +70,7 @@ def run_serve_bench(out_dir: str | Path = "results", *, clients: int = 4, second
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "merc.cli", "serve", "--port", str(port)]
     if checkpoint:
-        cmd += ["--model", checkpoint]
+        cmd += ["--checkpoint", checkpoint]
     log = open(out / "serve_load_server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONWARNINGS="ignore"))

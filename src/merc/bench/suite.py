@@ -71,11 +71,11 @@ def default_modalities(corpus: BenchCorpus) -> tuple[str, ...]:
 
 FROZEN = "frozen"
 """Feature source of a corpus' default text features: the bundled frozen all-MiniLM-L6-v2
-(MOSI: its shipped text vectors). The accuracy bench's only source unless ``--features`` adds
+(MOSI: its shipped text vectors). The accuracy bench's only source unless ``--text-encoder`` adds
 fine-tuned encoder folders."""
 
 CORPUS_PLACEHOLDER = "{corpus}"
-"""In a ``--features NAME=ENC_DIR`` folder: replaced by each bench corpus' name."""
+"""In a ``--text-encoder NAME=ENC_DIR`` folder: replaced by each bench corpus' name."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def parse_features(items: list[str] | tuple[str, ...]) -> list[FeatureSource]:
     ``NAME=ENC_DIR`` names a source; a bare ``ENC_DIR`` is named after its last folder.
 
     Raises:
-        ValueError: one line naming ``--features``: an empty list, a bad or repeated name.
+        ValueError: one line naming ``--text-encoder``: an empty list, a bad or repeated name.
     """
     import re
     from pathlib import PurePath
@@ -112,20 +112,20 @@ def parse_features(items: list[str] | tuple[str, ...]) -> list[FeatureSource]:
         if item == FROZEN:
             source = FeatureSource(FROZEN)
         elif not folder or not name:
-            raise ValueError(f"--features {item!r}: expected frozen, NAME=ENC_DIR or ENC_DIR "
+            raise ValueError(f"--text-encoder {item!r}: expected frozen, NAME=ENC_DIR or ENC_DIR "
                              f"(ENC_DIR may contain {CORPUS_PLACEHOLDER})")
         elif CORPUS_PLACEHOLDER in name:
-            raise ValueError(f"--features {item!r}: name this source, e.g. ft={item}")
+            raise ValueError(f"--text-encoder {item!r}: name this source, e.g. ft={item}")
         elif name == FROZEN or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-            raise ValueError(f"--features {item!r}: a source name is letters, digits, '.', '_' "
+            raise ValueError(f"--text-encoder {item!r}: a source name is letters, digits, '.', '_' "
                              f"or '-' and not {FROZEN!r} (the default text features)")
         else:
             source = FeatureSource(name, folder)
         if any(s.name == source.name for s in sources):
-            raise ValueError(f"--features: {source.name!r} is given twice")
+            raise ValueError(f"--text-encoder: {source.name!r} is given twice")
         sources.append(source)
     if not sources:
-        raise ValueError("--features: expected at least one source (e.g. frozen)")
+        raise ValueError("--text-encoder: expected at least one source (e.g. frozen)")
     return sources
 
 

@@ -16,24 +16,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from merc.data.conversation import Corpus
-from merc.data.cosmic_pickle import load_cosmic_roberta, load_cosmic_text
-from merc.data.dialoguernn_pickle import load_dialoguernn_iemocap
-from merc.data.emodb import load_emodb
-from merc.data.iemocap import load_iemocap
-from merc.data.jsonl import load_jsonl
-from merc.data.meld import load_meld
-from merc.data.mmgcn_pickle import load_meld_features_raw, load_mmgcn_iemocap
-from merc.data.mosi import load_mosi
+import importlib
+
 from merc.config import DEFAULT_TEXT_ENCODER, register_corpus_defaults
+from merc.data.conversation import Corpus
 
 
 @dataclass(frozen=True)
 class CorpusEntry:
     name: str
     """The ``--corpus`` / ``data.corpus`` name."""
-    loader: Callable[..., Corpus]
-    """Takes the corpus folder (or file) as first argument; ``label=`` if :attr:`takes_label`."""
+    loader_ref: str
+    """``"module:function"`` of the loader, imported on first use (so that naming a corpus, as
+    every stored config does, does not import every format's reader). The function takes the
+    corpus folder (or file) as first argument; ``label=`` if :attr:`takes_label`."""
     marker: str | None
     """A file every folder of this corpus holds; ``None``: ``--data-dir`` is the file itself
     (the field's pickles) or any folder (nothing to recognise)."""
@@ -48,13 +44,22 @@ class CorpusEntry:
     description: str = ""
     """One line for ``--help``."""
 
+    @property
+    def loader(self) -> Callable[..., Corpus]:
+        """The loader function (imported now)."""
+        module, _, name = self.loader_ref.partition(":")
+        return getattr(importlib.import_module(module), name)
+
 
 _CORPORA: dict[str, CorpusEntry] = {}
 
 
-def register_corpus(name: str, loader: Callable[..., Corpus], *, marker: str | None,
+def register_corpus(name: str, loader: str | Callable[..., Corpus], *, marker: str | None,
                     modalities: Sequence[str] | None, **options) -> CorpusEntry:
-    """Register corpus ``name`` (see :class:`CorpusEntry` for the options)."""
+    """Register corpus ``name`` (see :class:`CorpusEntry` for the options); ``loader`` is the
+    function or its ``"module:function"`` (imported when the corpus is first loaded)."""
+    if callable(loader):
+        loader = f"{loader.__module__}:{loader.__qualname__}"
     if name in _CORPORA:
         raise ValueError(f"corpus {name!r} is already registered")
     entry = CorpusEntry(name, loader, marker, tuple(modalities) if modalities else None,
@@ -83,34 +88,54 @@ def load_corpus(kind: str, data_dir: str | Path, **options) -> Corpus:
 
 
 _FOLDER = "conversations.jsonl"
-register_corpus("iemocap", load_iemocap, marker=_FOLDER, modalities=("text", "audio"),
-                hint="conversations.jsonl + audio_librosa8.csv as described in docs/data.md",
-                description="IEMOCAP, 6 classes (text + 8-d librosa audio)")
-register_corpus("meld", load_meld, marker="train_sent_emo.csv", modalities=("text",),
-                takes_label=True,
-                hint="MELD's train/dev/test_sent_emo.csv from the declare-lab/MELD release",
-                description="MELD, 7 emotions or 3 sentiments (data.label)")
+register_corpus(
+    "iemocap", "merc.data.iemocap:load_iemocap",
+    marker=_FOLDER, modalities=("text", "audio"),
+    hint="conversations.jsonl + audio_librosa8.csv as described in docs/data.md",
+    description="IEMOCAP, 6 classes (text + 8-d librosa audio)")
+register_corpus(
+    "meld", "merc.data.meld:load_meld",
+    marker="train_sent_emo.csv", modalities=("text",),
+    takes_label=True,
+    hint="MELD's train/dev/test_sent_emo.csv from the declare-lab/MELD release",
+    description="MELD, 7 emotions or 3 sentiments (data.label)")
 # MOSI ships its own 100-d text vectors; its transcripts are upper-case without punctuation.
-register_corpus("mosi", load_mosi, marker=_FOLDER, modalities=("text", "audio", "video"),
-                text="external",
-                hint="conversations.jsonl + text/audio/video.npz as described in docs/data.md",
-                description="CMU-MOSI, binary sentiment (shipped text/audio/video vectors)")
+register_corpus(
+    "mosi", "merc.data.mosi:load_mosi",
+    marker=_FOLDER, modalities=("text", "audio", "video"),
+    text="external",
+    hint="conversations.jsonl + text/audio/video.npz as described in docs/data.md",
+    description="CMU-MOSI, binary sentiment (shipped text/audio/video vectors)")
 # EmoDB: acted single sentences, no transcripts; audio only (use --audio eGeMAPSv02).
-register_corpus("emodb", load_emodb, marker="labels.csv", modalities=("audio",),
-                hint="labels.csv + wav/ as described in docs/data.md (EmoDB section)",
-                description="EmoDB, 7 classes, one wav per utterance, no split (merc crossval)")
-register_corpus("jsonl", load_jsonl, marker=_FOLDER, modalities=None,
-                description="the generic format (docs/data.md)")
+register_corpus(
+    "emodb", "merc.data.emodb:load_emodb",
+    marker="labels.csv", modalities=("audio",),
+    hint="labels.csv + wav/ as described in docs/data.md (EmoDB section)",
+    description="EmoDB, 7 classes, one wav per utterance, no split (merc crossval)")
+register_corpus(
+    "jsonl", "merc.data.jsonl:load_jsonl",
+    marker=_FOLDER, modalities=None,
+    description="the generic format (docs/data.md)")
 # The field's feature pickles, read unchanged (``--data-dir`` is the pickle file itself).
-register_corpus("cosmic-pkl", load_cosmic_text, marker=None, modalities=("text",),
-                takes_label=True, description="COSMIC's text pickle (transcripts)")
+register_corpus(
+    "cosmic-pkl", "merc.data.cosmic_pickle:load_cosmic_text",
+    marker=None, modalities=("text",),
+    takes_label=True, description="COSMIC's text pickle (transcripts)")
 # Feature pickles carrying their own text vectors (RoBERTa / CNN): use them as shipped.
-register_corpus("cosmic-roberta", load_cosmic_roberta, marker=None, modalities=None,
-                text="external", takes_label=True,
-                description="COSMIC's RoBERTa feature pickle")
-register_corpus("dialoguernn-iemocap", load_dialoguernn_iemocap, marker=None, modalities=None,
-                text="external", description="DialogueRNN's IEMOCAP feature pickle")
-register_corpus("mmgcn-iemocap", load_mmgcn_iemocap, marker=None, modalities=None,
-                text="external", description="MMGCN's IEMOCAP feature pickle")
-register_corpus("mmgcn-meld", load_meld_features_raw, marker=None, modalities=None,
-                text="external", takes_label=True, description="MMGCN's MELD feature pickle")
+register_corpus(
+    "cosmic-roberta", "merc.data.cosmic_pickle:load_cosmic_roberta",
+    marker=None, modalities=None,
+    text="external", takes_label=True,
+    description="COSMIC's RoBERTa feature pickle")
+register_corpus(
+    "dialoguernn-iemocap", "merc.data.dialoguernn_pickle:load_dialoguernn_iemocap",
+    marker=None, modalities=None,
+    text="external", description="DialogueRNN's IEMOCAP feature pickle")
+register_corpus(
+    "mmgcn-iemocap", "merc.data.mmgcn_pickle:load_mmgcn_iemocap",
+    marker=None, modalities=None,
+    text="external", description="MMGCN's IEMOCAP feature pickle")
+register_corpus(
+    "mmgcn-meld", "merc.data.mmgcn_pickle:load_meld_features_raw",
+    marker=None, modalities=None,
+    text="external", takes_label=True, description="MMGCN's MELD feature pickle")

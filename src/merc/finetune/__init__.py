@@ -5,7 +5,7 @@
 * :mod:`merc.finetune.fit` -- the training of one encoder (:func:`finetune_encoder`), with
   optimizer groups, schedule and metrics shared with ``merc train``.
 * :mod:`merc.finetune.run` -- the commands: :func:`run_finetune` (``merc finetune``),
-  :func:`evaluate_joint` / :func:`score_joint` (``merc evaluate --encoder``).
+  :func:`evaluate_joint` / :func:`score_joint` (``merc evaluate --text-encoder``).
 """
 
 from merc.config import FinetuneConfig

@@ -1,4 +1,4 @@
-"""``merc finetune`` and ``merc evaluate --encoder``: load the configured corpus, fine-tune an
+"""``merc finetune`` and ``merc evaluate --text-encoder``: load the configured corpus, fine-tune an
 encoder on it (:func:`run_finetune`), and score an end-to-end folder (``finetune.head=gru``) on
 a split (:func:`evaluate_joint`, :func:`score_joint`).
 
@@ -68,7 +68,7 @@ def score_joint(folder: str | Path, corpus: Corpus, split: str) -> dict:
 
 def evaluate_joint(folder: str | Path, split: str = "test",
                    data_dir: str | Path | None = None) -> dict:
-    """``merc evaluate --encoder ENC_DIR``: :func:`score_joint` on ``split`` of the corpus the
+    """``merc evaluate --text-encoder ENC_DIR``: :func:`score_joint` on ``split`` of the corpus the
     folder was fine-tuned on (its ``finetune.yaml``; ``data_dir`` replaces the recorded folder).
     The result's ``data`` entry names the corpus, the split's size and fingerprint, and whether
     the train + validation dialogues are the ones the encoder was trained and selected on."""

@@ -24,7 +24,7 @@ def bundled_checkpoint() -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"the bundled model {path} is missing from this installation; reinstall merc, pass "
-            "--model RUN_DIR/seed_<s>/best.ckpt, or rebuild it with scripts/train_bundled_model.py")
+            "--checkpoint RUN_DIR/seed_<s>/best.ckpt, or rebuild it with scripts/train_bundled_model.py")
     return path
 
 
