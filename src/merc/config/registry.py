@@ -47,11 +47,6 @@ def register_model_config(name: str, config_cls: type, train_defaults: dict[str,
     _MODELS[name] = (config_cls, dict(train_defaults))
 
 
-def unregister_model_config(name: str) -> None:
-    """Undo :func:`register_model_config` (a registration that failed its own checks)."""
-    _MODELS.pop(name, None)
-
-
 def model_names() -> list[str]:
     """Registered model names, sorted."""
     if not _MODELS:

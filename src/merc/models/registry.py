@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from merc.config import GENERIC_TRAIN, ModelConfig, build_model_config
-from merc.config.registry import register_model_config, unregister_model_config
+from merc.config.registry import register_model_config
 
 
 @dataclass
@@ -68,7 +68,9 @@ def register_model(name: str, config_cls: type[ModelConfig], *,
         train_defaults: Optimiser/schedule settings the model's paper prescribes (e.g. MaTAV's
             batch 64, lr 1e-4); keys of :data:`merc.config.GENERIC_TRAIN`.
         variants: Variant name -> model options, e.g. ``{"w/o PFM": {"fusion": "add"}}``;
-            each is validated here, so a typo fails at import.
+            each is validated when it is built (the registry test, tests/test_models.py, builds
+            every one), not at import: validating every model's variants there cost prediction
+            a third of a second of start-up.
     """
     if not (isinstance(config_cls, type) and issubclass(config_cls, ModelConfig)):
         raise TypeError(f"model {name!r}: config class must subclass merc.config.ModelConfig")
@@ -87,13 +89,6 @@ def register_model(name: str, config_cls: type[ModelConfig], *,
                                      {v: dict(o) for v, o in (variants or {}).items()})
         # Hand the config layer what it needs to parse `model.name=...` (it cannot import us).
         register_model_config(name, config_cls, dict(train_defaults or {}))
-        for variant, options in (variants or {}).items():
-            try:
-                make_config(name, options)
-            except ValueError as e:
-                del _REGISTRY[name]
-                unregister_model_config(name)
-                raise ValueError(f"model {name!r} variant {variant!r}: {e}") from None
         cls.model_name = name
         return cls
 
