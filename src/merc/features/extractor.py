@@ -42,8 +42,8 @@ import numpy as np
 from merc.data.conversation import Corpus
 from merc.errors import MercInputError
 from merc.features.cache import FeatureCache, hash_files, hash_texts
-from merc.features.spec import (AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, FeatureSpec,
-                                parse_video_source)
+from merc.features.spec import (AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER, EXTERNAL, FeatureSpec,
+                                TextSource, parse_video_source)
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,7 @@ class FeatureExtractor:
         computed: dict[str, list[np.ndarray]] = {}
         masks: dict[str, list[np.ndarray | None]] = {}
         for m in self.spec.modalities():
-            source = getattr(self.spec, m)
-            if source == "external":
+            if self.spec.is_external(m):
                 _require_external(corpus, m)
                 continue
             matrix = {"text": self._text_matrix, "audio": self._audio_matrix,
@@ -148,7 +147,7 @@ class FeatureExtractor:
                                  f"texts are empty), so FeatureSpec.text={source!r} cannot be "
                                  "computed; use text=None", dialogue=first.id, field="text")
         if self._text is None:
-            self._text = text_encoder(source, fast_start=self.cache is None)
+            self._text = text_encoder(self.spec.text_source, fast_start=self.cache is None)
         enc = self._text
         if enc.contextual:
             # A fine-tuned merc encoder formats each utterance with its dialogue context and
@@ -199,7 +198,7 @@ def build_features(corpus: Corpus, spec: FeatureSpec, cache_dir: str | Path | No
     return FeatureExtractor(spec, cache_dir=cache_dir).extract(corpus, progress=progress)
 
 
-def text_encoder(source: str, *, fast_start: bool = False):
+def text_encoder(source: TextSource, *, fast_start: bool = False):
     """The encoder for text source ``source`` -- the one dispatch (module docstring);
     ``fast_start``: the bundled MiniLM through merc's BERT port (prediction).
 
@@ -207,24 +206,24 @@ def text_encoder(source: str, *, fast_start: bool = False):
     True for a ``merc finetune`` folder, whose ``encode(conversations, progress=)`` reads whole
     dialogues; otherwise ``encode(texts, progress=, names=, source=)`` embeds texts one by one.
     """
-    from merc.text.folder import FinetunedTextEncoder, is_encoder_folder
+    if source.kind == "folder":
+        from merc.text.folder import FinetunedTextEncoder
 
-    if is_encoder_folder(source):
-        return FinetunedTextEncoder(source)
-    if source == DEFAULT_TEXT_ENCODER and fast_start:
+        return FinetunedTextEncoder(source.name)
+    if source.kind == "bundled" and fast_start:
         from merc.text.encoder import BundledMiniLM
 
         return BundledMiniLM()
     from merc.text.encoder import TextEncoder
 
-    return TextEncoder(source)
+    return TextEncoder(source.name)
 
 
 def _check_spec(spec: FeatureSpec) -> None:
-    if spec.video not in (None, "external") and parse_video_source(spec.video) is None:
+    if spec.video not in (None, EXTERNAL) and parse_video_source(spec.video) is None:
         raise MercInputError("FeatureSpec", f"video={spec.video!r} is not available; expected "
                              f"{_CHOICES['video']}", field="video")
-    if spec.audio not in (None, "external", *AUDIO_OPENSMILE_SETS):
+    if spec.audio not in (None, EXTERNAL, *AUDIO_OPENSMILE_SETS):
         raise MercInputError("FeatureSpec", f"audio={spec.audio!r} is not available; expected "
                              f"{_CHOICES['audio']}", field="audio")
     if spec.text is not None and not str(spec.text).strip():

@@ -5,7 +5,34 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from merc.config.sources import (AUDIO_OPENSMILE_SETS, DEFAULT_TEXT_ENCODER,  # noqa: F401
-                                  VIDEO_DEFAULT_FPS, VIDEO_EXTRACTORS, parse_video_source)
+                                  EXTERNAL, VIDEO_DEFAULT_FPS, VIDEO_EXTRACTORS,
+                                  parse_video_source)
+
+TEXT_KINDS = ("external", "bundled", "folder", "sentence-transformers")
+"""What a text source can be (:attr:`TextSource.kind`)."""
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """``FeatureSpec.text`` parsed once: which kind of encoder a text source names.
+
+    ``external``: the corpus' own vectors; ``bundled``: the bundled all-MiniLM-L6-v2;
+    ``folder``: a ``merc finetune`` encoder folder (context-aware, its record says how it was
+    trained); ``sentence-transformers``: any other model name or local path.
+    """
+
+    kind: str
+    name: str
+    """The source as written (a folder's path as stored in the spec)."""
+
+    @classmethod
+    def parse(cls, value: str) -> "TextSource":
+        from merc.text.record import is_encoder_folder  # reads the folder's record file
+
+        kind = ("external" if value == EXTERNAL else
+                "bundled" if value == DEFAULT_TEXT_ENCODER else
+                "folder" if is_encoder_folder(value) else "sentence-transformers")
+        return cls(kind, value)
 
 
 @dataclass
@@ -42,6 +69,15 @@ class FeatureSpec:
     def modalities(self) -> list[str]:
         """Modalities this spec enables, in canonical order text, audio, video."""
         return [m for m in ("text", "audio", "video") if getattr(self, m) is not None]
+
+    def is_external(self, modality: str) -> bool:
+        """Whether ``modality`` uses the vectors the corpus loader supplied."""
+        return getattr(self, modality) == EXTERNAL
+
+    @property
+    def text_source(self) -> TextSource | None:
+        """:attr:`text` parsed (``None`` when text is not used)."""
+        return None if self.text is None else TextSource.parse(self.text)
 
     def to_dict(self) -> dict:
         return asdict(self)

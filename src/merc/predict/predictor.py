@@ -95,8 +95,7 @@ class Predictor:
     def _check_spec(self) -> None:
         """Refuse up front what no conversation file could provide."""
         for m in self.modalities:
-            source = getattr(self.spec, m)
-            if source == "external":
+            if self.spec.is_external(m):
                 raise MercInputError(
                     self.checkpoint, f"this model was trained on {m} features supplied with its "
                     f"corpus, which merc cannot compute from a conversation file; use a model "
@@ -135,15 +134,15 @@ class Predictor:
 
     def english_only(self) -> bool:
         """Whether the text encoder is the bundled English MiniLM (or fine-tuned from it)."""
-        from merc.text.record import EncoderRecord, is_encoder_folder
         from merc.features.spec import DEFAULT_TEXT_ENCODER
+        from merc.text.record import EncoderRecord
 
-        text = self.spec.text
-        if not text or "text" not in self.modalities:
+        source = self.spec.text_source
+        if source is None:
             return False
-        if is_encoder_folder(text):
-            return EncoderRecord.load(text).base_model == DEFAULT_TEXT_ENCODER
-        return text == DEFAULT_TEXT_ENCODER
+        if source.kind == "folder":
+            return EncoderRecord.load(source.name).base_model == DEFAULT_TEXT_ENCODER
+        return source.kind == "bundled"
 
     def language_warning(self, conv: Conversation) -> str | None:
         """A warning when ``conv`` looks like it is not in English but the encoder only knows
