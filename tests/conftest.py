@@ -36,3 +36,20 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def generic_corpus(tmp_path) -> Path:
     return write_generic_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture
+def toy_bench(tmp_path, monkeypatch) -> Path:
+    """A data folder with one tiny generic corpus, registered as the only bench corpus."""
+    from helpers import write_generic_corpus
+
+    from merc.bench import suite
+    from merc.bench.suite import BenchCorpus
+
+    data = tmp_path / "data"
+    write_generic_corpus(data / "toy", n_train=8, n_valid=3, n_test=3)
+    toy = BenchCorpus("jsonl", "toy", modalities=("text", "audio"),
+                      modality_sets=(("text",), ("audio",)), ablations=("w/o PE",),
+                      overrides=("data.text=external", "train.max_epochs=2", "train.patience=1"))
+    monkeypatch.setattr(suite, "BENCH_CORPORA", {"toy": toy})
+    return data

@@ -10,10 +10,9 @@ import shutil
 
 import pytest
 
-from merc.bench import suite
 from merc.bench.accuracy import BenchRun, plan_runs, run_accuracy_bench
 from merc.bench.report import _Results
-from merc.bench.suite import BenchCorpus, FeatureSource, encoder_finetunes, parse_features
+from merc.bench.suite import FeatureSource, encoder_finetunes, parse_features
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +35,6 @@ def encoders(tmp_path_factory):
     finetune_encoder(corpus, cfg, root / "toy", echo=lambda s: None)
     return root
 
-
-@pytest.fixture
-def toy_bench(tmp_path, monkeypatch):
-    from helpers import write_generic_corpus
-
-    data = tmp_path / "data"
-    write_generic_corpus(data / "toy", n_train=8, n_valid=3, n_test=3)
-    toy = BenchCorpus("jsonl", "toy", modalities=("text", "audio"),
-                      modality_sets=(("text",), ("audio",)), ablations=("w/o PE",),
-                      overrides=("data.text=external", "train.max_epochs=2", "train.patience=1"))
-    monkeypatch.setattr(suite, "BENCH_CORPORA", {"toy": toy})
-    return data
 
 
 def test_plan_has_every_run_once_per_feature_source(toy_bench, encoders):

@@ -222,21 +222,6 @@ def test_evaluate_old_encoder_flag_still_runs(monkeypatch, capsys):
         main(["evaluate", "--checkpoint", "c", "--text-encoder", "ENC"])
 
 
-@pytest.fixture
-def toy_bench(tmp_path, monkeypatch):
-    from helpers import write_generic_corpus
-
-    from merc.bench import suite
-    from merc.bench.suite import BenchCorpus
-
-    data = tmp_path / "data"
-    write_generic_corpus(data / "toy", n_train=8, n_valid=3, n_test=3)
-    toy = BenchCorpus("jsonl", "toy", modalities=("text", "audio"),
-                      modality_sets=(("text",), ("audio",)), ablations=("w/o PE",),
-                      overrides=("data.text=external", "train.max_epochs=2", "train.patience=1"))
-    monkeypatch.setattr(suite, "BENCH_CORPORA", {"toy": toy})
-    return data
-
 
 def test_bench_accuracy_old_data_and_features_flags_still_run(toy_bench, capsys):
     """The README's `merc bench accuracy --data DIR --features frozen --dry-run`."""
