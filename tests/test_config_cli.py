@@ -30,7 +30,7 @@ def test_config_roundtrip_and_overrides(tmp_path):
     (["foo.bar=1"], "unknown config section"),
     (["seeds=3"], "seeds: expected a non-empty list"),
     (["train.max_epochs=true"], "train.max_epochs: expected int, got True"),
-    (["model.hidden_size=1e3"], "model.hidden_size: expected int, got '1e3'"),
+    (["model.hidden_size=1e3"], "model.hidden_size: expected int, got 1000.0"),
     (["model.name=broad-mamba", "model.context=bogus"],
      r"model.context: expected one of \['bissm', 'selective'\], got 'bogus'"),
     (["model.name=matav", "model.attn_heads=3"], r"model.attn_heads: must divide proj_dim"),
@@ -150,7 +150,7 @@ def test_model_train_defaults_yield_to_explicit_settings(tmp_path):
 
 
 @pytest.mark.parametrize("bad,key", [(["--model", "bc-lstm", "model.hidden_size=1e3"],
-                                      "model.hidden_size: expected int, got '1e3'"),
+                                      "model.hidden_size: expected int, got 1000.0"),
                                      (["--model", "broad-mamba", "model.context=bogus"],
                                       "model.context: expected one of")])
 def test_config_errors_come_first_in_one_line(tmp_path, capsys, bad, key):

@@ -111,7 +111,7 @@ def test_load_checkpoint_rejects_non_merc_and_code(tmp_path):
     evil = tmp_path / "evil.ckpt"
     marker = tmp_path / "pwned"
     torch.save({"merc": {}, "state_dict": {}, "x": _Evil(marker)}, evil)
-    with pytest.raises(MercInputError, match="cannot load checkpoint safely"):
+    with pytest.raises(MercInputError, match="refused: the file holds Python objects"):
         load_checkpoint(evil)
     assert not marker.exists()
 

@@ -86,15 +86,15 @@ def test_media_paths_resolve_against_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("records, match", [
-    ([{"text": "hi"}], r"utterance #0, field 'speaker': missing"),
-    ([{"speaker": "A", "text": "hi"}, {"speaker": "B"}], r"utterance #1, field 'text': missing"),
+    ([{"text": "hi"}], r"utterance u0, field 'speaker': missing"),
+    ([{"speaker": "A", "text": "hi"}, {"speaker": "B"}], r"utterance u1, field 'text': missing"),
     ([{"speaker": "", "text": "hi"}], r"field 'speaker': must be a non-empty string"),
     ([{"speaker": "A", "text": 3}], r"field 'text': must be a string, got int"),
     ([{"speaker": "A", "text": "hi", "speeker": "B"}], r"field 'speeker': unknown field"),
     ([{"speaker": "A", "text": "hi", "audio": 5}], r"field 'audio': must be a file path"),
     ([{"id": "x", "speaker": "A", "text": "a"}, {"id": "x", "speaker": "B", "text": "b"}],
      r"utterance x, field 'id': duplicate"),
-    (["just a string"], r"utterance #0: expected an object"),
+    (["just a string"], r"utterance u0: expected an object"),
     ([], r"no utterances"),
 ])
 def test_bad_utterances_give_one_line_errors(tmp_path, records, match):
@@ -247,7 +247,7 @@ def test_bundled_model_and_demo(tmp_path, capsys):
 
 def test_records_api_accepts_plain_dicts():
     conv = conversation_from_records(TALK)
-    assert len(conv) == 3 and conv.utterance_ids == ["#0", "#1", "#2"]
+    assert len(conv) == 3 and conv.utterance_ids == ["u0", "u1", "u2"]
 
 
 def test_light_minilm_matches_sentence_transformers():

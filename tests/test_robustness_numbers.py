@@ -185,7 +185,7 @@ def test_predict_never_writes_nan(tmp_path, capsys):
     predictor = Predictor(make_checkpoint(tmp_path / "ok.ckpt"))
     with torch.no_grad():  # weights that went bad after loading: NaN logits
         next(predictor.loaded.model.parameters()).fill_(float("nan"))
-    with pytest.raises(MercInputError, match=r"utterance #0, field 'probs': the model produced "
+    with pytest.raises(MercInputError, match=r"utterance u0, field 'probs': the model produced "
                                              r"non-finite probabilities"):
         predictor.predict([{"speaker": "A", "text": "hello"}])
     with pytest.raises(ValueError, match=r"out.json: a value is NaN or infinite"):
@@ -300,7 +300,7 @@ def test_predict_text_surrogate_is_one_line_and_u2028_is_accepted(tmp_path, caps
     bad.write_text(json.dumps({"speaker": "A", "text": "a\ud800b"}) + "\n")
     err = one_line_error(capsys, ["predict", str(bad), "--checkpoint",
                                   str(make_checkpoint(tmp_path / "m.ckpt"))])
-    assert "utterance #0, field 'text': lone surrogate" in err
+    assert "utterance u0, field 'text': lone surrogate" in err
     from merc.data.conversation_file import read_conversation
 
     ok = tmp_path / "ok.jsonl"

@@ -126,7 +126,7 @@ def test_conversation_file_start_end_are_validated(tmp_path, clips):
         rec = {k: v for k, v in rec.items() if v is not None}
         with pytest.raises(MercInputError, match=message) as err:
             read_conversation(_write(tmp_path / "bad.jsonl", [rec]))
-        assert "utterance #0" in str(err.value) and "\n" not in str(err.value)
+        assert "utterance u0" in str(err.value) and "\n" not in str(err.value)
 
 
 def _corpus(clips, paths, segments=None) -> Corpus:

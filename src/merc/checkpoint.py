@@ -7,6 +7,9 @@ Deliberately free of Lightning: prediction loads checkpoints without importing t
 
 from __future__ import annotations
 
+import pickle
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +82,26 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str | None]:
                      f"{len(scored)} seed(s): {others})")
 
 
+def _load_failure(e: Exception) -> str:
+    """merc's one-line reason for a checkpoint ``torch.load(weights_only=True)`` refused.
+
+    Never torch's own message for a refused pickle: it advises re-running with
+    ``weights_only=False``, i.e. executing whatever the file asks for -- the one thing a crafted
+    checkpoint wants. A file written by ``merc train`` holds only tensors and plain data."""
+    text = str(e)
+    if isinstance(e, pickle.UnpicklingError) and "weights only" in text.lower():
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" (it asks for {found.group(1)})" if found else ""
+        return (f"refused: the file holds Python objects other than tensors and plain "
+                f"data{what}; a checkpoint written by merc train never does, and loading it "
+                "could run code")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if "weights_only" in first:              # belt and braces: never relay that advice
+        first = ""
+    return (f"cannot read as a torch checkpoint ({type(e).__name__}"
+            f"{': ' + first[:200] if first else ''}); damaged, truncated or not a checkpoint")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Load a checkpoint written by ``merc train`` (one ``seed_*/best.ckpt``).
 
@@ -88,11 +111,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.exists():
         raise MercInputError(path, "checkpoint not found")
+    if path.is_dir():
+        raise MercInputError(path, "is a folder; give a checkpoint file (seed_<s>/best.ckpt), "
+                             "or resolve a run folder with merc.checkpoint.resolve_checkpoint")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols on stderr; the outcome is reported below.
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # unpickling errors come in many types; report them uniformly
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MercInputError(path, f"cannot load checkpoint safely: {first}") from None
+        raise MercInputError(path, _load_failure(e)) from None
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
         raise MercInputError(path, "not a merc checkpoint (no 'merc' metadata)", field="merc")
     meta = ckpt[CHECKPOINT_KEY]

@@ -151,8 +151,13 @@ def experiment_config(args: argparse.Namespace):
     if train:
         settings["train"] = train
     if args.seeds is not None:
+        from merc.config.experiment import MAX_SEEDS
+
         if args.seeds < 1:
             raise ValueError("--seeds must be >= 1")
+        if args.seeds > MAX_SEEDS:      # checked before list(range(...)) is ever built
+            raise ValueError(f"--seeds must be <= {MAX_SEEDS} (each seed is a training run), "
+                             f"got {args.seeds}")
         settings["seeds"] = list(range(args.seeds))
     return cfg.with_overrides(args.overrides, settings=settings)
 

@@ -20,7 +20,9 @@ MAIN_FLAGS = ("--checkpoint CKPT|--text-encoder ENC_DIR", "--data-dir DIR", "--s
 def add_parser(sub) -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help=HELP)
     which = ev.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint", help="a seed_<s>/best.ckpt from merc train")
+    which.add_argument("--checkpoint", metavar="CKPT|RUN_DIR",
+                       help="a checkpoint (RUN_DIR/seed_<s>/best.ckpt) or a run folder of merc "
+                       "train (its best seed on validation, named on stderr)")
     encoder = which.add_argument("--text-encoder", dest="encoder", metavar="ENC_DIR",
                                  help="an end-to-end encoder folder (merc finetune "
                                  "finetune.head=gru): the encoder with its GRU head")

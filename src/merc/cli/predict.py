@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from merc.cli.args import checkpoint_arg
+from merc.errors import MercInputError
 
 HELP = "predict each utterance's emotion in conversations"
 
@@ -14,18 +16,24 @@ HELP = "predict each utterance's emotion in conversations"
 MAIN_FLAGS = ("inputs", "--checkpoint", "--out FILE", "--out-dir DIR", "--backend")
 
 PREDICT_EPILOG = """\
-inputs: conversation files, folders (every *.jsonl / *.json below them, sorted), '-' (JSON Lines
-of conversations on stdin), or @LIST (a text file naming one input per line).
+inputs: conversation files, folders (every *.jsonl / *.json below them, sorted; merc's own
+result files there are skipped, and counted), '-' (JSON Lines of conversations on stdin), or
+@LIST (a UTF-8 text file naming one file or folder per line, relative to the current directory;
+blank lines and # comments skipped; a line is always a path, never an option; lists do not nest).
 a conversation file is .jsonl with one utterance per line, .json {"id": ..., "utterances": [...]},
 or .jsonl with one conversation object per line -- merc's own corpus file is accepted as it is
 (dialogue_id, split, utterance_id, label). Each utterance {"speaker": "...", "text": "...",
 "audio": "optional.wav", "id": "optional", "label": "optional gold"} in turn order (paths relative
-to the file). The checkpoint's feature spec decides what is extracted.
+to the file; text at most 5000 characters; no key twice). The checkpoint's feature spec decides
+what is extracted.
 outputs: --out X.json (one conversation) or X.jsonl / '-' (one result per line);
 --out-dir DIR (one JSON per conversation); --table X.csv|X.parquet (one row per utterance).
 A result: {"id", "model", "checkpoint", "labels", "modalities", "utterances": [{"id", "speaker",
 "text", "label", "confidence", "probs": {label: p}, "modality_weights": {modality: w} | null,
-"gold" (when the input had a label)}]}
+"gold" (when the input had a label)}], "warnings": [...] (when there are any, e.g. gold labels
+the model does not know)}; utterances without an id are u0, u1, ...
+outputs never overwrite an input: one naming an input (symlinks and ../ resolved) is refused.
+progress: a bar on a terminal; otherwise a line every 10 s on stderr (none with --quiet).
 examples:
   merc predict talk.jsonl --out talk.json --html talk.html --png talk.png
   merc predict calls/ --checkpoint runs/meld-bm --out results.jsonl --table results.csv
@@ -34,8 +42,10 @@ examples:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    # No fromfile_prefix_chars: argparse would read each @LIST line as an argument (an option
+    # line switches flags, a list naming itself recurses); merc.predict.inputs expands @LIST.
     pr = sub.add_parser("predict", help=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                        epilog=PREDICT_EPILOG, fromfile_prefix_chars="@")
+                        epilog=PREDICT_EPILOG)
     pr.add_argument("inputs", nargs="+", metavar="INPUT",
                     help="conversation files, folders, '-' (stdin) or @LIST (see below)")
     checkpoint_arg(pr, help="checkpoint (RUN_DIR/seed_<s>/best.ckpt) or a run folder "
@@ -87,13 +97,39 @@ def write_prediction(pred, out: str | None, html: str | None, png: str | None) -
     return written
 
 
-def run(args: argparse.Namespace) -> int:
-    import time
+PROGRESS_EVERY_S = 10.0
+"""Seconds between the plain progress lines printed when stderr is not a terminal (a log file,
+a CI job): IEMOCAP's 7,433 utterances took 3 minutes on a CPU without a word before."""
 
-    from merc.predict.inputs import STDIN, expand_inputs, read_inputs
+
+def _progress_lines(t0: float):
+    """``report(done, total)`` for :meth:`Predictor.predict_stream`: one plain line on stderr
+    at most every :data:`PROGRESS_EVERY_S` seconds, none for the last chunk (the summary
+    follows)."""
+    last = [t0]
+
+    def report(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - last[0] >= PROGRESS_EVERY_S:
+            last[0] = now
+            print(f"merc predict: predicted {done}/{total} utterances "
+                  f"({100 * done // max(total, 1)}%), {now - t0:.0f} s", file=sys.stderr,
+                  flush=True)
+    return report
+
+
+def _outputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    return [(flag, value) for flag, value in (("--out", args.out), ("--table", args.table),
+                                              ("--html", args.html), ("--png", args.png))
+            if value]
+
+
+def run(args: argparse.Namespace) -> int:
+    from merc.predict.inputs import STDIN, expand_inputs, list_files, read_inputs
     from merc.predict.predictor import Predictor
+    from merc.predict.results import unknown_gold_labels
     from merc.predict.timeline import format_table
-    from merc.predict.writers import ResultWriter
+    from merc.predict.writers import ResultWriter, check_outputs, folder_files
 
     outputs = [args.out, args.out_dir, args.table, args.html, args.png]
     if args.quiet and not any(outputs):
@@ -111,9 +147,16 @@ def run(args: argparse.Namespace) -> int:
     def warn(line: str) -> None:
         print(line, file=sys.stderr)
 
+    files = expand_inputs(args.inputs, warn=lambda line: warn(f"warning: {line}"))
+    # An output naming an input (or a list of inputs) would destroy it: refused before
+    # anything is read or written; --out-dir's file names are known once the ids are.
+    inputs = files + list_files(args.inputs)
+    check_outputs(_outputs(args), inputs)
+    if args.out_dir and Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise MercInputError(args.out_dir, "exists and is not a folder", field="--out-dir")
     # Every conversation (media paths included) is checked before the model is loaded: a bad
     # file fails in a fraction of a second.
-    report = read_inputs(expand_inputs(args.inputs), on_error=args.on_error,
+    report = read_inputs(files, on_error=args.on_error,
                          allow_outside_media=args.allow_outside_media, warn=warn)
     convs = report.conversations
     if not convs:
@@ -126,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
     if many and args.out and args.out != STDIN and not args.out.endswith(".jsonl"):
         raise ValueError(f"--out {args.out}: the inputs hold {len(convs)} conversations; give a "
                          ".jsonl file (one result per line), '-' or --out-dir")
+    if args.out_dir:
+        check_outputs([("--out-dir", str(f)) for f in folder_files(args.out_dir,
+                                                                  (c.id for c in convs))]
+                      + _outputs(args), inputs)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device,
                                           allow_outside_media=args.allow_outside_media)
     for kind in ("audio", "video"):
@@ -138,15 +185,24 @@ def run(args: argparse.Namespace) -> int:
     if foreign:
         warn(f"warning: {foreign[0]}" + (f" (and {len(foreign) - 1} more conversation(s))"
                                          if len(foreign) > 1 else ""))
+    # Said once, before the (possibly long) run; each result also carries it in "warnings".
+    gold = unknown_gold_labels([(c.id, c.utterance_name(i), g) for c in convs
+                                for i, g in enumerate(c.labels or ())], predictor.label_names)
+    if gold:
+        warn(f"warning: {gold}")
     single_json = not many and args.out and args.out != STDIN and not args.out.endswith(".jsonl")
     writer = ResultWriter(jsonl=None if single_json else args.out, folder=args.out_dir,
                           table=args.table)
-    # The Predictor owns chunking, batching and the progress bar; this loop only writes.
-    progress = sys.stderr.isatty() and (not many or not args.quiet)
+    # The Predictor owns chunking, batching and the progress bar; this loop only writes. Off a
+    # terminal a bar is noise in a log, so plain lines report progress instead.
+    tty = sys.stderr.isatty()
+    bar = tty and (not many or not args.quiet)
     n_utt = sum(len(c) for c in convs)
     t0 = time.perf_counter()
+    lines = _progress_lines(t0) if not tty and not args.quiet else None
     preds = []
-    for pred in predictor.predict_stream(convs, batch_size=args.batch_size, progress=progress):
+    for pred in predictor.predict_stream(convs, batch_size=args.batch_size, progress=bar,
+                                         report=lines):
         writer.add(pred.to_dict())
         if not many:
             preds = [pred]
@@ -166,9 +222,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _predict_ray(args: argparse.Namespace) -> int:
-    import time
+    import re
 
-    from merc.predict.inputs import expand_inputs
+    from merc.predict.inputs import expand_inputs, list_files
     from merc.predict.ray import predict_with_ray
 
     if not args.out_dir or args.out or args.table or args.html or args.png:
@@ -176,7 +232,15 @@ def _predict_ray(args: argparse.Namespace) -> int:
                          "none of --out, --table, --html, --png)")
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    files = expand_inputs(args.inputs)
+    files = expand_inputs(args.inputs,
+                          warn=lambda line: print(f"warning: {line}", file=sys.stderr))
+    # Ray writes OUT_DIR/part-00000.jsonl, ...: an input of that name there would be overwritten.
+    out_dir = Path(args.out_dir).resolve()
+    for name in files + list_files(args.inputs):
+        if (name != "-" and re.fullmatch(r"part-\d+\.jsonl", Path(name).name)
+                and Path(name).resolve().parent == out_dir):
+            raise MercInputError(args.out_dir, f"holds the input {name}, which the Ray shards "
+                                 "would overwrite (choose another folder)", field="--out-dir")
     t0 = time.perf_counter()
     res = predict_with_ray(files, args.out_dir, checkpoint=args.checkpoint,
                            batch_size=args.batch_size, workers=args.workers,

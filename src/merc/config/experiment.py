@@ -47,10 +47,24 @@ def model_to_dict(model: ModelConfig) -> dict[str, Any]:
     return {"name": model.name, **asdict(model)}
 
 
+MAX_SEEDS = 1000
+"""Most training seeds one run may list: each is a full training run."""
+
+MAX_SEED = 2**32 - 1
+"""Largest seed: numpy and Lightning take seeds in [0, 2**32 - 1]."""
+
+
 def _check_seeds(value: Any) -> list[int]:
     if (not isinstance(value, list) or not value
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in value)):
         raise ConfigError("seeds", f"expected a non-empty list of integers, got {_short(value)}")
+    if len(value) > MAX_SEEDS:
+        raise ConfigError("seeds", f"expected at most {MAX_SEEDS} seeds (each is a training "
+                          f"run), got {len(value)}")
+    bad = next((s for s in value if not 0 <= s <= MAX_SEED), None)
+    if bad is not None:
+        raise ConfigError("seeds", f"expected seeds in [0, {MAX_SEED}] (what numpy and "
+                          f"Lightning accept), got {_short(bad)}")
     return list(value)
 
 

@@ -116,6 +116,19 @@ SELECTION_METRICS = ("wf1", "micro_f1", "macro_f1", "acc")
 TRAIN_ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 """Choices of ``train.accelerator`` (Lightning's names for the devices merc runs on)."""
 
+MAX_LR = 10.0
+"""Upper bound of every learning rate (``train.lr``, ``finetune.lr``, ``lora_lr``, ``head_lr``):
+AdamW's useful rates are below 1e-1; past this bound nothing trains, and rates near 1e300 made
+torch fail with an OverflowError traceback instead of a message."""
+
+MAX_WEIGHT_DECAY = 10.0
+"""Upper bound of AdamW's weight decay (decoupled: each step shrinks weights by ``lr * wd``)."""
+
+MAX_EPOCHS = 100_000
+"""Upper bound of epochs and of early-stopping patience: far beyond any run, and a value such as
+1e20 overflowed the trainer's integers."""
+
+
 GENERIC_TRAIN: dict[str, Any] = {"max_epochs": 60, "patience": 10, "batch_size": 16, "lr": 1e-3,
                                  "weight_decay": 1e-4, "grad_clip": 5.0,
                                  "adam_betas": [0.9, 0.999], "adam_eps": 1e-8,
@@ -214,6 +227,9 @@ class TrainConfig:
             require(value is None or math.isfinite(value), name, f"expected a finite number, "
                     f"got {value}")
         require(self.lr is None or self.lr > 0, "lr", f"expected > 0, got {self.lr}")
+        _check_upper_bounds(self, {"lr": MAX_LR, "weight_decay": MAX_WEIGHT_DECAY,
+                                   "adam_eps": 1.0}, {"max_epochs": MAX_EPOCHS,
+                                                      "patience": MAX_EPOCHS})
         # Lightning would import torch_xla for `tpu` and fail with a traceback deep inside.
         require_choice("accelerator", self.accelerator, TRAIN_ACCELERATORS)
         require_choice("metric", self.metric, SELECTION_METRICS)
@@ -348,12 +364,25 @@ class FinetuneConfig:
         for name in ("warmup", "dropout"):
             require(0 <= getattr(self, name) < 1, name, f"expected a value in [0, 1), got "
                     f"{getattr(self, name)}")
+        _check_upper_bounds(self, {"lr": MAX_LR, "lora_lr": MAX_LR, "head_lr": MAX_LR,
+                                   "weight_decay": MAX_WEIGHT_DECAY},
+                            {"max_epochs": MAX_EPOCHS, "patience": MAX_EPOCHS})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["context"] = self.context.to_dict()
         return d
 
+
+
+def _check_upper_bounds(section, numbers: dict[str, float], integers: dict[str, int]) -> None:
+    """The sane upper bounds of a section's rates (``numbers``) and counts (``integers``)."""
+    for name, limit in numbers.items():
+        value = getattr(section, name)
+        require(value is None or value <= limit, name, f"expected a number <= {limit:g}, got {value!r}")
+    for name, limit in integers.items():
+        value = getattr(section, name)
+        require(value is None or value <= limit, name, f"expected an integer <= {limit}, got {value!r}")
 
 
 @dataclass

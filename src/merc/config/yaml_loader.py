@@ -1,7 +1,9 @@
-"""Config YAML: the safe loader, without aliases or duplicate keys, and with a depth limit."""
+"""Config YAML: the safe loader, without aliases or duplicate keys, with a depth limit, and
+with YAML 1.2's plain scalars instead of YAML 1.1's surprises."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -21,7 +23,15 @@ class _ConfigLoader(yaml.SafeLoader):
     * nesting deeper than :data:`YAML_MAX_DEPTH`: ``[`` x 100000 would otherwise exhaust the
       composer's recursion (a ``RecursionError`` traceback);
     * a key given twice in one mapping: YAML's "last wins" silently drops the first value.
+
+    Plain (unquoted) scalars are typed as in YAML 1.2's core schema, not PyYAML's YAML 1.1 (see
+    :data:`_RESOLVERS`): ``5e-4`` is a float (1.1 reads it as a *string*, which pydantic then
+    coerced), while ``0x10``, ``010``, ``1:30``, ``yes``/``no``/``on``/``off`` and dates stay
+    strings (1.1 reads 16, 8, 90, booleans and dates), so strict typing refuses them by name
+    instead of silently using a number nobody wrote.
     """
+
+    yaml_implicit_resolvers: dict = {}
 
     def __init__(self, stream) -> None:
         super().__init__(stream)
@@ -57,6 +67,23 @@ class _ConfigLoader(yaml.SafeLoader):
                     None, None, f"duplicate key {key!r} (the earlier value would be silently "
                     "dropped)", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
+
+
+_RESOLVERS = [
+    ("tag:yaml.org,2002:null", r"~|null|Null|NULL|", "~nN"),
+    ("tag:yaml.org,2002:bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    # Decimal only, no leading zero: "010" (YAML 1.1: octal 8) and "0x10" (16) stay strings.
+    ("tag:yaml.org,2002:int", r"[-+]?(?:0|[1-9][0-9]*)", "-+0123456789"),
+    # Exponents without a dot ("5e-4", "1e3") are floats, as in YAML 1.2 and Python.
+    ("tag:yaml.org,2002:float", r"[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)"
+     r"(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", "-+0123456789."),
+]
+"""(tag, pattern, first characters) of the plain scalars that are not strings, in the order
+they are tried (an int before a float)."""
+
+for _tag, _pattern, _first in _RESOLVERS:
+    _ConfigLoader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"),
+                                        list(_first) + ([""] if _pattern.endswith("|") else []))
 
 
 def load_yaml(text: str, source: str) -> Any:

@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from merc.data.conversation import MEDIA_KINDS, Conversation, Corpus, resolve_path
-from merc.data.validate import check_corpus, check_fields, check_label_text, check_segment
+from merc.data.validate import (DuplicateKey, check_corpus, check_fields, check_label_text,
+                                check_segment, loads_json)
 from merc.errors import MercInputError
 
 log = logging.getLogger(__name__)
@@ -212,9 +213,11 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = loads_json(line)
             except json.JSONDecodeError as e:
                 raise MercInputError(path, f"line {lineno}: invalid JSON ({e.msg})") from None
+            except DuplicateKey as e:
+                raise MercInputError(path, f"line {lineno}: {e}", field=e.key) from None
             if not isinstance(rec, dict):
                 raise MercInputError(path, f"line {lineno}: expected a JSON object per line")
             records.append((lineno, rec))

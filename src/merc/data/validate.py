@@ -14,11 +14,13 @@ utterance and field.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from merc.errors import MercInputError
 
@@ -26,6 +28,38 @@ log = logging.getLogger(__name__)
 
 ErrorFactory = Callable[..., MercInputError]
 """``make(message, utterance=..., field=...) -> MercInputError`` bound to a file and dialogue."""
+
+
+class DuplicateKey(ValueError):
+    """A JSON object naming one key twice (raised by :func:`loads_json`)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r} in one JSON object (the earlier value would "
+                         "be silently dropped)")
+        self.key = key
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads`` that refuses an object with a key given twice.
+
+    Python's json keeps the last value and drops the earlier one without a word
+    (``{"text": "yes", "text": "no"}`` is "no"); merc's YAML loader already refuses duplicates,
+    and so do both JSON formats people write by hand.
+
+    Raises:
+        json.JSONDecodeError: not JSON.
+        DuplicateKey: a duplicate key (its ``key`` names it).
+    """
+    return json.loads(text, object_pairs_hook=_refuse_duplicates)
 
 
 def check_fields(record: dict, allowed: Iterable[str], make: ErrorFactory, *,

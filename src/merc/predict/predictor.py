@@ -27,7 +27,7 @@ The output schema is :mod:`merc.predict.results`'s.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +39,48 @@ from merc.predict.results import (Prediction, UtterancePrediction,  # noqa: F401
                                   batch_predictions, build_prediction)
 
 log = logging.getLogger(__name__)
+
+CHUNK_UTTERANCES = 1024
+"""Most utterances per feature-extraction call of :meth:`Predictor.predict_stream` (besides
+``8 * batch_size`` conversations): a corpus such as IEMOCAP's 7,433 utterances in 151 dialogues
+is then several chunks, so progress is reported while it runs, not only at the end."""
+
+
+def usable_device(spec: str):
+    """``spec`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``) as a ``torch.device`` this machine can
+    use, checked before any model is moved there (torch answers an unusable one with an
+    ``AssertionError`` traceback from deep inside ``Module.to``).
+
+    Raises:
+        MercInputError: field ``--device``: not a device, CUDA/MPS not available, an index past
+            the visible GPUs, or a device type merc does not predict on.
+    """
+    import torch
+
+    def bad(message: str) -> MercInputError:
+        return MercInputError(spec, message, field="--device")
+
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise bad(f"not a torch device ({' '.join(str(e).split())})") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise bad("CUDA is not available (this torch build has no CUDA support, or no GPU "
+                      "is visible); use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise bad(f"device index {device.index} out of range: {count} CUDA device(s) "
+                      f"visible (cuda:0 to cuda:{count - 1})")
+        return device
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise bad("MPS (Apple GPU) is not available on this machine; use --device cpu")
+        return device
+    raise bad(f"merc predicts on cpu, cuda, cuda:N or mps, not {device.type!r}")
 
 
 class Predictor:
@@ -55,16 +97,11 @@ class Predictor:
 
     def __init__(self, checkpoint: str | Path, *, allow_outside_media: bool = False,
                  device: str = "cpu") -> None:
-        import torch
-
         from merc.checkpoint import load_checkpoint
 
         self.allow_outside_media = bool(allow_outside_media)
         self.checkpoint = Path(checkpoint)
-        try:
-            self.device = torch.device(device)
-        except RuntimeError as e:
-            raise MercInputError(device, f"not a torch device ({e})", field="--device") from None
+        self.device = usable_device(device)
         self.loaded = load_checkpoint(self.checkpoint)
         self.loaded.model.to(self.device)
         self.spec = self.loaded.feature_spec
@@ -189,7 +226,8 @@ class Predictor:
         return self.predict_many([conv], progress=progress)[0]
 
     def predict_stream(self, conversations: Iterable[Conversation], *, batch_size: int = 32,
-                       chunk: int | None = None, progress: bool = False
+                       chunk: int | None = None, progress: bool = False,
+                       report: Callable[[int, int], None] | None = None
                        ) -> Iterator[Prediction]:
         """Predictions of ``conversations``, in order, produced chunk by chunk: what
         ``merc predict`` runs for one or a million conversations.
@@ -197,25 +235,34 @@ class Predictor:
         Args:
             batch_size: Conversations per forward pass.
             chunk: Conversations per feature-extraction call (one text-encoder call each);
-                default ``8 * batch_size``, which bounds memory on a million conversations.
+                default ``8 * batch_size``, which bounds memory on a million conversations. A
+                chunk also ends before it passes :data:`CHUNK_UTTERANCES` utterances.
             progress: One bar over utterances for many conversations; the extractors' own bars
                 for a single one.
+            report: Called as ``report(utterances done, utterances in all)`` after each chunk
+                (``merc predict`` prints plain progress lines with it when stderr is not a
+                terminal, where a bar would be noise).
         """
         convs = list(conversations)
         chunk = chunk or batch_size * 8
         many = len(convs) > 1
+        total = sum(len(c) for c in convs)
         bar = None
         if progress and many:
             from tqdm import tqdm
 
-            bar = tqdm(total=sum(len(c) for c in convs), unit="utt", desc="predict")
+            bar = tqdm(total=total, unit="utt", desc="predict")
+        done = 0
         try:
-            for start in range(0, len(convs), chunk):
-                part = convs[start:start + chunk]
+            for part in _chunks(convs, chunk, CHUNK_UTTERANCES):
                 yield from self.predict_many(part, batch_size=batch_size,
                                              progress=progress and not many)
+                size = sum(len(c) for c in part)
+                done += size
                 if bar is not None:
-                    bar.update(sum(len(c) for c in part))
+                    bar.update(size)
+                if report is not None:
+                    report(done, total)
         finally:
             if bar is not None:
                 bar.close()
@@ -244,3 +291,19 @@ class Predictor:
                 model=self.model_name, checkpoint=str(self.checkpoint),
                 modalities=self.modalities)
         return results
+
+
+def _chunks(convs: Sequence[Conversation], max_convs: int, max_utterances: int
+            ) -> Iterator[list[Conversation]]:
+    """``convs`` in order, in runs of at most ``max_convs`` conversations and (unless one
+    conversation alone is longer) ``max_utterances`` utterances."""
+    part: list[Conversation] = []
+    size = 0
+    for conv in convs:
+        if part and (len(part) >= max_convs or size + len(conv) > max_utterances):
+            yield part
+            part, size = [], 0
+        part.append(conv)
+        size += len(conv)
+    if part:
+        yield part

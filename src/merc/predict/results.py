@@ -8,12 +8,23 @@ are only ever added)::
      "labels": [...], "modalities": [...],
      "utterances": [{"id", "speaker", "text", "label", "confidence",
                      "probs": {label: p}, "modality_weights": {modality: w} | null,
-                     "gold": "<label from the input>" (only when the input had one)}]}
+                     "gold": "<label from the input>" (only when the input had one)}],
+     "warnings": ["<one line>", ...] (only when there is something to say)}
 
 ``probs`` is the softmax over the model's classes; ``confidence`` is the probability of the
 predicted ``label``. ``modality_weights`` are the per-utterance fusion weights of models that
 have them (Broad Mamba's PFM: each the sigmoid probability a modality's own classifier gives its
-predicted class, in (0, 1); see :mod:`merc.models.broad_mamba`), ``null`` for other models.
+predicted class, in (0, 1); see :mod:`merc.models.broad_mamba`), ``null`` for other models. With
+a single modality there is nothing to fuse: the value is kept here (the schema does not change
+with the model) but means only that classifier's confidence, and the table, HTML and PNG views
+(:mod:`merc.predict.timeline`) leave it out.
+
+An utterance's ``id`` is the input's, else :func:`~merc.data.conversation_file.default_utterance_id`
+(``u0``, ``u1``, ...). ``gold`` is the input's label as given, never mapped: a gold label that is
+not among ``labels`` (IEMOCAP's ``neu`` against a MELD model's ``neutral``) cannot be compared
+with ``label``, and ``warnings`` says so in one line (how many, and the first one); ``merc
+predict`` prints the same on stderr and ``merc serve`` returns it with the result. Added after
+the schema was first published: ``warnings``.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import numpy as np
 
 from merc.config import MODALITIES
 from merc.data.conversation import Conversation
+from merc.data.conversation_file import default_utterance_id
 from merc.errors import MercInputError
 
 
@@ -60,6 +72,9 @@ class Prediction:
     utterances: list[UtterancePrediction] = field(default_factory=list)
     id: str = "conversation"
     """The conversation's id (from the input; a file's name when it gave none)."""
+    warnings: list[str] = field(default_factory=list)
+    """One line per thing a reader of the result must know (e.g. gold labels the model does
+    not know); written only when there is one."""
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON schema of the module docstring."""
@@ -71,9 +86,12 @@ class Prediction:
                 d["gold"] = u.gold
             return d
 
-        return {"id": self.id, "model": self.model, "checkpoint": self.checkpoint,
-                "labels": self.labels, "modalities": self.modalities,
-                "utterances": [utterance(u) for u in self.utterances]}
+        d = {"id": self.id, "model": self.model, "checkpoint": self.checkpoint,
+             "labels": self.labels, "modalities": self.modalities,
+             "utterances": [utterance(u) for u in self.utterances]}
+        if self.warnings:
+            d["warnings"] = list(self.warnings)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Prediction":
@@ -94,7 +112,8 @@ class Prediction:
             return cls(model=str(d["model"]), checkpoint=str(d["checkpoint"]),
                        labels=[str(x) for x in d["labels"]],
                        modalities=[str(x) for x in d["modalities"]], utterances=utts,
-                       id=str(d.get("id", "conversation")))
+                       id=str(d.get("id", "conversation")),
+                       warnings=[str(w) for w in d.get("warnings") or []])
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"not a merc prediction: {type(e).__name__} {e}") from None
 
@@ -136,21 +155,49 @@ def build_prediction(conv: Conversation, probs: np.ndarray,
     Raises:
         MercInputError: a non-finite probability (never handed on, never written as JSON).
     """
+    ids = [conv.utterance_ids[i] if conv.utterance_ids and conv.utterance_ids[i]
+           else default_utterance_id(i) for i in range(len(conv))]
     if not np.isfinite(probs).all():
         i = int(np.argwhere(~np.isfinite(probs))[0][0])
         raise MercInputError(checkpoint, "the model produced non-finite probabilities "
-                             "(NaN/inf)", dialogue=conv.id,
-                             utterance=conv.utterance_name(i), field="probs")
+                             "(NaN/inf)", dialogue=conv.id, utterance=ids[i], field="probs")
     result = Prediction(model=model, checkpoint=checkpoint, labels=list(label_names),
                         modalities=list(modalities), id=str(conv.id))
     gold = gold if gold is not None else (conv.labels or [None] * len(conv))
+    # Kept as given, never mapped (neu -> neutral would be a guess), but never passed on
+    # silently either: a reader comparing gold with label must learn they cannot match.
+    foreign = unknown_gold_labels([(None, ids[i], g) for i, g in enumerate(gold)], label_names)
+    if foreign:
+        result.warnings.append(foreign)
     for i in range(len(conv)):
         k = int(probs[i].argmax())
         result.utterances.append(UtterancePrediction(
-            id=conv.utterance_name(i), speaker=conv.speakers[i], text=conv.utterances[i],
+            id=ids[i], speaker=conv.speakers[i], text=conv.utterances[i],
             label=label_names[k], confidence=float(probs[i, k]),
             probs={lab: float(p) for lab, p in zip(label_names, probs[i])},
             modality_weights=({m: float(w[i]) for m, w in weights.items()}
                               if weights is not None else None),
             gold=gold[i]))
     return result
+
+
+def unknown_gold_labels(gold: Sequence[tuple[str | None, str, str | None]],
+                        label_names: Sequence[str]) -> str | None:
+    """One line about the gold labels that are not among the model's ``label_names``, or
+    ``None``: ``gold`` holds ``(dialogue or None, utterance id, gold label or None)``.
+
+    >>> unknown_gold_labels([("d", "u0", "neu"), ("d", "u1", "joy")], ["joy", "neutral"])
+    "1 gold label is not among the model's labels ['joy', 'neutral'] (first: 'neu', dialogue d, \
+utterance u0); it is kept as given and is not comparable to the predictions"
+    """
+    known = set(label_names)
+    bad = [(d, u, g) for d, u, g in gold if g is not None and g not in known]
+    if not bad:
+        return None
+    dialogue, utterance, label = bad[0]
+    where = f"dialogue {dialogue}, " if dialogue is not None else ""
+    one = len(bad) == 1
+    return (f"{len(bad)} gold label{' is' if one else 's are'} not among the model's labels "
+            f"{list(label_names)} (first: {label!r}, {where}utterance {utterance}); "
+            f"{'it is' if one else 'they are'} kept as given and {'is' if one else 'are'} not "
+            "comparable to the predictions")

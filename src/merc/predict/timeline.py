@@ -2,7 +2,9 @@
 
 All three take a :class:`merc.predict.results.Prediction`. Each utterance shows its speaker, its text,
 the predicted emotion (coloured), the confidence (probability of that emotion) and, for models
-with probability-guided fusion, the weight of each modality.
+with probability-guided fusion over two or more modalities, the weight of each modality. A
+single-modality model's "weight" fuses nothing (it is that modality's classifier confidence), so
+the views leave it out; the JSON result keeps it (:mod:`merc.predict.results`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def emotion_colour(label: str, labels: list[str]) -> str:
     return _PALETTE[labels.index(label) % len(_PALETTE)] if label in labels else "#7f7f7f"
 
 
+def shows_weights(pred: Prediction) -> bool:
+    """Whether the views show fusion weights: a model with them, over more than one modality."""
+    return len(pred.modalities) > 1 and any(u.modality_weights for u in pred.utterances)
+
+
 def _weights_text(weights: dict[str, float] | None) -> str:
     if not weights:
         return "-"
@@ -51,7 +58,7 @@ def format_table(pred: Prediction, width: int | None = None) -> str:
     The text column is shortened with ``…`` to fit; the JSON/HTML outputs keep the full text.
     """
     width = width or shutil.get_terminal_size((110, 20)).columns
-    has_w = any(u.modality_weights for u in pred.utterances)
+    has_w = shows_weights(pred)
     spk_w = min(14, max([7] + [len(u.speaker) for u in pred.utterances]))
     emo_w = max([7] + [len(lab) for lab in pred.labels])
     w_w = max(len(_weights_text(u.modality_weights)) for u in pred.utterances) if has_w else 0
@@ -99,7 +106,8 @@ def render_png(pred: Prediction, path: str | Path, *, wrap: int = 70, dpi: int =
             fontsize=12, weight="bold", va="center")
     speakers = list(dict.fromkeys(u.speaker for u in pred.utterances))
     ax.text(7.95, 0.62, "emotion, confidence", fontsize=7.5, color="#777777", va="center")
-    if any(u.modality_weights for u in pred.utterances):
+    has_w = shows_weights(pred)
+    if has_w:
         ax.text(9.65, 0.62, "fusion weight", fontsize=7.5, color="#777777", va="center")
     y = 0.75
     ax.plot([1.55, 1.55], [y, total - 0.3], color="#cccccc", lw=1.5, zorder=0)
@@ -118,7 +126,7 @@ def render_png(pred: Prediction, path: str | Path, *, wrap: int = 70, dpi: int =
         ax.add_patch(plt.Rectangle((7.95, mid + 0.04), 1.2 * u.confidence, 0.08, fc=colour,
                                    ec="none"))
         ax.text(9.2, mid + 0.08, f"{u.confidence:.0%}", va="center", fontsize=7.5)
-        if u.modality_weights:
+        if has_w and u.modality_weights:
             ax.text(9.65, mid, "\n".join(f"{m} {w:.2f}" for m, w in u.modality_weights.items()),
                     va="center", fontsize=7, color="#555555")
         y += h
@@ -174,10 +182,11 @@ def timeline_html(pred: Prediction, title: str = "merc prediction") -> str:
     legend = "".join(f'<span><i style="background:{emotion_colour(lab, pred.labels)}"></i>'
                      f"{esc(lab)}</span>" for lab in used)
     items = []
+    has_w = shows_weights(pred)
     for u in pred.utterances:
         colour = emotion_colour(u.label, pred.labels)
         weights = ""
-        if u.modality_weights:
+        if has_w and u.modality_weights:
             weights = "".join(
                 f'<span class="w">{esc(m)} <span class="bar"><b style="width:{100 * w:.0f}%">'
                 f"</b></span>{w:.2f}</span>" for m, w in u.modality_weights.items())
@@ -192,7 +201,7 @@ def timeline_html(pred: Prediction, title: str = "merc prediction") -> str:
             f"{u.confidence:.0%} confidence</span>{weights}"
             f"<details><summary>all probabilities</summary>{probs}</details></div></div>")
     weights_note = (" Bars next to a modality show its probability-guided fusion weight."
-                    if any(u.modality_weights for u in pred.utterances) else "")
+                    if has_w else "")
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
             f"<h1>{esc(title)}</h1><div class=\"meta\">Model <b>{esc(pred.model)}</b> "

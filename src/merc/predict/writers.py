@@ -8,9 +8,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,73 @@ def safe_name(conversation_id: str) -> str:
     """A file name for a conversation id (path separators and odd characters replaced)."""
     name = re.sub(r"[^\w.\-]+", "_", conversation_id).strip("._") or "conversation"
     return name[:120]
+
+
+def unique_name(conversation_id: str, taken: set[str]) -> str:
+    """:func:`safe_name` of ``conversation_id``, with ``_2``, ``_3``... when two ids map to one
+    name; the name is added to ``taken``."""
+    name = stem = safe_name(conversation_id)
+    k = 1
+    while name in taken:
+        k += 1
+        name = f"{stem}_{k}"
+    taken.add(name)
+    return name
+
+
+def folder_files(folder: str | Path, conversation_ids: Iterable[str]) -> list[Path]:
+    """The files :class:`ResultWriter` writes in ``folder`` for these ids, in order."""
+    taken: set[str] = set()
+    return [Path(folder) / f"{unique_name(str(i), taken)}.json" for i in conversation_ids]
+
+
+def _identity(path: str | Path) -> tuple[Path, tuple[int, int] | None]:
+    """``path`` resolved (symlinks, ``./``, ``..``) and, when it exists, its (device, inode):
+    two names of one file share one or the other (hard links share only the inode)."""
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, RuntimeError):          # a symlink loop
+        resolved = Path(os.path.abspath(path))
+    try:
+        st = os.stat(path)
+        return resolved, (st.st_dev, st.st_ino)
+    except OSError:                          # does not exist (yet)
+        return resolved, None
+
+
+def check_outputs(outputs: Sequence[tuple[str, str | Path]], inputs: Sequence[str]) -> None:
+    """Refuse, before anything is written, an output that would overwrite an input or that
+    another output names too.
+
+    Args:
+        outputs: ``(flag, path)`` pairs (``--out``, ``--table``, ... and one per file of
+            ``--out-dir``); ``-`` (stdout) is skipped.
+        inputs: Every file read: conversation files and ``@LIST`` files (``-`` skipped).
+
+    Raises:
+        MercInputError: naming the output, its flag and the input (or other output) it meets.
+    """
+    by_path: dict[Path, str] = {}
+    by_inode: dict[tuple[int, int], str] = {}
+    for name in inputs:
+        if name != STDIN:
+            resolved, inode = _identity(name)
+            by_path.setdefault(resolved, name)
+            if inode is not None:
+                by_inode.setdefault(inode, name)
+    written: dict[Path, str] = {}
+    for flag, out in outputs:
+        if str(out) == STDIN:
+            continue
+        resolved, inode = _identity(out)
+        hit = by_path.get(resolved) or (by_inode.get(inode) if inode is not None else None)
+        if hit is not None:
+            raise MercInputError(out, f"is the input {hit}; writing it would destroy the "
+                                 "input (choose another path)", field=flag)
+        if resolved in written:
+            raise MercInputError(out, f"{written[resolved]} writes this file too; give each "
+                                 "output its own path", field=flag)
+        written[resolved] = flag
 
 
 class ResultWriter:
@@ -60,12 +128,7 @@ class ResultWriter:
         if self.folder is not None:
             from merc.fileio import write_json
 
-            name = safe_name(result["id"])
-            stem, k = name, 1
-            while name in self._names:           # two ids that map to one file name
-                k += 1
-                name = f"{stem}_{k}"
-            self._names.add(name)
+            name = unique_name(result["id"], self._names)   # two ids, one file name: _2
             write_json(self.folder / f"{name}.json", result, ensure_ascii=False)
         if self.table:
             self._rows.extend(utterance_rows(result))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from merc.checkpoint import LoadedCheckpoint, load_checkpoint
+from merc.checkpoint import LoadedCheckpoint, load_checkpoint, resolve_checkpoint
 from merc.errors import MercInputError
 
 
@@ -38,15 +38,18 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None,
                         split: str = "test", progress: bool = False,
                         echo: Callable[[str], None] | None = None,
                         predictions: str | Path | None = None) -> dict:
-    """Metrics (percent) of a saved checkpoint on ``split`` of the corpus it was trained on.
+    """Metrics (percent) of a saved checkpoint -- or of a ``merc train`` run folder's best seed on
+    validation (:func:`merc.checkpoint.resolve_checkpoint`) -- on ``split`` of the corpus it was
+    trained on.
 
     The checkpoint's own feature spec is applied, so the numbers match what ``merc train``
     reported for that seed (the run's selection metric included, under its key). The result's
     ``data`` entry names the corpus and the evaluated split's size and fingerprint.
 
     Args:
-        echo: Receives one line when the split differs from the one recorded at training time
-            (or the checkpoint predates that record); default: standard error.
+        echo: Receives one line naming the seed picked from a run folder, and one when the split
+            differs from the one recorded at training time (or the checkpoint predates that
+            record); default: standard error.
         predictions: Also write every utterance's gold label, prediction and probabilities
             here: ``.jsonl`` (one result per conversation, the ``merc predict`` schema) or a
             ``.csv`` / ``.parquet`` table (one row per utterance).
@@ -60,12 +63,18 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None,
     from merc.training.loop import evaluate
     from merc.training.provenance import check_evaluation_data, data_block
 
-    loaded = load_checkpoint(checkpoint)
+    say = echo or (lambda line: print(line, file=sys.stderr))
+    # A run folder is resolved as merc predict and merc serve resolve it (its best seed on
+    # validation, never on test), and the choice is said: which weights were scored matters.
+    path, why = resolve_checkpoint(checkpoint)
+    if why:
+        say(why)
+    loaded = load_checkpoint(path)
     prepared = prepare_for_checkpoint(loaded, data_dir=data_dir, progress=progress)
     current = data_block(prepared.corpus)
     note = check_evaluation_data(loaded.data, current, split, loaded.path)
     if note:
-        (echo or (lambda line: print(line, file=sys.stderr)))(note)
+        say(note)
     metrics = evaluate(loaded.model, make_loader(prepared, split, 16)).metrics(
         loaded.label_names, loaded.config.train.selection)
     metrics["data"] = {"corpus": current["corpus"], "split": split, **current["splits"][split],
