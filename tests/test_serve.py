@@ -30,13 +30,17 @@ def predictor(tmp_path_factory) -> Predictor:
 
 @pytest.fixture(scope="module")
 def client(predictor) -> TestClient:
+    # max_queue 8: the 8 concurrent clients of test_concurrent_requests_... are all admitted.
     limits = Limits(max_utterances=5, max_chars=200, max_conversations=3, max_body_bytes=20_000,
-                    max_upload_bytes=200_000)
-    return TestClient(create_app(predictor, limits), raise_server_exceptions=False)
+                    max_upload_bytes=200_000, max_queue=8)
+    # Host 127.0.0.1, as a browser on this machine sends it (the server refuses other names,
+    # TestClient's default "testserver" included: see test_serve_security.py).
+    return TestClient(create_app(predictor, limits), base_url="http://127.0.0.1",
+                      raise_server_exceptions=False)
 
 
 def test_health_model_page(client):
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "queue": 0, "max_queue": 8}
     info = client.get("/v1/model").json()
     assert info["labels"] == ["anger", "joy", "neutral"] and info["modalities"] == ["text"]
     assert info["checkpoint"] == "text.ckpt"              # a name, never the server's path
@@ -122,7 +126,7 @@ def audio_client(tmp_path_factory) -> TestClient:
                            FeatureSpec(text=None, audio="eGeMAPSv02"), {"audio": 88})
     return TestClient(create_app(Predictor.from_checkpoint(ckpt),
                                  Limits(max_upload_bytes=100_000)),
-                      raise_server_exceptions=False)
+                      base_url="http://127.0.0.1", raise_server_exceptions=False)
 
 
 def test_wav_uploads_reach_the_audio_model(audio_client, tmp_path):
@@ -149,13 +153,24 @@ def test_concurrent_requests_share_the_model_safely(client):
         results = list(pool.map(lambda _: client.post("/v1/predict", json=CONV), range(16)))
     assert all(r.status_code == 200 for r in results)
     first = results[0].json()["utterances"]
-    assert all(r.json()["utterances"] == first for r in results)
+    # Requests that waited together were predicted in one batch: the same labels, the same
+    # probabilities to float rounding.
+    for r in results:
+        for a, b in zip(r.json()["utterances"], first):
+            assert a["label"] == b["label"] and a["probs"] == pytest.approx(b["probs"], abs=1e-6)
 
 
 def test_load_bench_runs_a_real_server_and_stops_by_itself(tmp_path):
     from merc.bench.serve_load import run_serve_bench
 
-    row = run_serve_bench(tmp_path, clients=2, seconds=1.5, utterances=4, echo=lambda s: None)
-    assert row["requests"] > 0 and row["errors"] == 0
+    # Three clients against a queue of one: 503s are counted apart from errors, and the
+    # latencies are those of the accepted requests.
+    row = run_serve_bench(tmp_path, clients=3, seconds=2.5, utterances=4, max_queue=1,
+                          echo=lambda s: None)
+    assert row["requests"] > 0 and row["errors"] == 0 and row["rejected_503"] > 0
+    assert row["max_queue"] == 1
     assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
-    assert (tmp_path / "serve_load.csv").exists() and (tmp_path / "serve_load.md").exists()
+    csv = (tmp_path / "serve_load.csv").read_text().splitlines()
+    assert dict(zip(csv[0].split(","), csv[1].split(",")))["rejected_503"] == str(
+        row["rejected_503"])
+    assert "| 503 |" in (tmp_path / "serve_load.md").read_text()
