@@ -4,6 +4,7 @@ random dialogues for model unit tests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -107,3 +108,29 @@ def toy_pair(modalities=tuple(TOY_DIMS), seed: int = 0):
     dims = {m: TOY_DIMS[m] for m in modalities}
     return toy_batch([toy_conversation(6, seed, f"x{seed}", dims),
                       toy_conversation(3, seed + 1, f"y{seed}", dims)], modalities)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, start_timeout: float = 30.0):
+    """A real uvicorn server for ``app`` on a free loopback port, in a daemon thread: yields
+    its base URL (``http://127.0.0.1:PORT``) and stops it on exit."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)

