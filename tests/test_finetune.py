@@ -706,3 +706,109 @@ def test_evaluate_encoder_refuses_a_folder_without_a_joint_head(tiny_encoder, tm
     assert main(["evaluate", "--text-encoder", str(out)]) == 2          # no finetune.yaml beside it
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "finetune.yaml" in err
+
+
+def _tiny_mpnet(folder: Path) -> Path:
+    """A randomly initialised 2-layer MPNet folder (transformers' own class and layout) with
+    the bundled MiniLM's tokenizer: a stand-in for all-mpnet-base-v2 that runs in seconds."""
+    import shutil
+
+    from transformers import MPNetConfig, MPNetModel
+
+    torch.manual_seed(0)
+    cfg = MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=130)
+    MPNetModel(cfg, add_pooling_layer=False).save_pretrained(str(folder))
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):
+        if (bundled_model_dir() / name).is_file():
+            shutil.copy(bundled_model_dir() / name, folder / name)
+    return folder
+
+
+def test_lora_on_a_transformers_encoder_round_trips(tmp_path, monkeypatch, capsys):
+    """LoRA over a non-BERT base (MPNet through transformers.AutoModel): every linear of its
+    layers is adapted, the folder holds only the adapter, and loading merges it into the base
+    found by its short name (``mpnet`` -> $MERC_MODELS_DIR/all-mpnet-base-v2)."""
+    from safetensors.torch import load_file
+
+    from merc.cli import main
+    from merc.text.backbone import ContextEncoder, load_backbone
+    from merc.text.lora import adapted_weights
+
+    monkeypatch.setenv("MERC_MODELS_DIR", str(tmp_path / "models"))
+    root = write_text_corpus(tmp_path / "corpus", n_train=8, n_valid=3, n_test=3)
+    enc = tmp_path / "enc"
+    args = ["finetune", "--corpus", "jsonl", "--data-dir", str(root), "--out", str(enc),
+            "--base", "mpnet", "finetune.max_epochs=1", "finetune.lora_rank=2",
+            "finetune.batch_size=8", "finetune.context.max_tokens=48", "finetune.accelerator=cpu"]
+    assert main(args) != 0          # not assembled yet: one line naming the command
+    err = capsys.readouterr().err.strip()
+    assert "make mpnet" in err and len(err.splitlines()) == 1
+    base = _tiny_mpnet(tmp_path / "models" / "all-mpnet-base-v2")
+    assert main(args) == 0
+    adapter = load_file(str(enc / "adapter.safetensors"))
+    plain = load_backbone(base)
+    assert len(adapted_weights(plain)) == 2 * 6          # q, k, v, o and both FFN linears
+    assert set(adapter) == {f"{k}.lora_{m}" for k in adapted_weights(plain) for m in "AB"}
+    rec = json.loads((enc / "merc_encoder.json").read_text())
+    assert rec["base_model"] == "mpnet" and not (enc / "model.safetensors").exists()
+    merged = ContextEncoder(enc).backbone
+    ids = torch.tensor([[CLS, 7592, 2088, SEP]])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        moved = (merged.hidden(ids, mask) - plain.eval().hidden(ids, mask)).abs().max()
+    assert moved > 1e-4                                 # the adapter is applied
+
+
+def test_distillation_loss_by_hand():
+    from merc.finetune.distill import distillation_loss
+
+    torch.manual_seed(0)
+    s, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    t = torch.softmax(torch.randn(6, 3) / 2.0, -1)
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert torch.allclose(distillation_loss(s, y, t, temperature=2.0, weight=0.0), ce)
+    # The teacher equal to the softened student: the KL term vanishes.
+    same = torch.softmax(s / 2.0, -1)
+    assert torch.allclose(distillation_loss(s, y, same, temperature=2.0, weight=0.5), 0.5 * ce)
+    kl = (t * (t.log() - torch.log_softmax(s / 2.0, -1))).sum(-1).mean()
+    assert torch.allclose(distillation_loss(s, y, t, temperature=2.0, weight=1.0), 4.0 * kl,
+                          atol=1e-6)
+
+
+def test_finetune_with_a_teacher_uses_its_soft_targets(tiny_encoder, tmp_path):
+    """finetune.teacher: the teacher folder's linear head predicts every train utterance in the
+    teacher's own layout; the student's record keeps the settings; a teacher on other labels
+    is one line."""
+    from merc.data import load_corpus
+    from merc.data.conversation import ensure_validation_split
+    from merc.errors import MercInputError
+    from merc.finetune import FinetuneConfig, finetune_encoder
+    from merc.finetune.distill import teacher_probs
+    from merc.text.folder import FinetunedTextEncoder
+
+    root, teacher, _, _ = tiny_encoder
+    corpus = ensure_validation_split(load_corpus("jsonl", root), 0.1, 0)
+    train = corpus.split("train")
+    soft = teacher_probs(teacher, train, corpus.label_names, 2.0)
+    n = sum(len(c) for c in train)
+    assert soft.shape == (n, 3) and np.allclose(soft.sum(1), 1, atol=1e-5)
+    # The teacher's vectors through its head, by hand.
+    from safetensors.torch import load_file
+
+    v = torch.from_numpy(FinetunedTextEncoder(teacher).encode(train))
+    w = load_file(str(teacher / "head.safetensors"))
+    by_hand = torch.softmax((v @ w["1.weight"].T + w["1.bias"]) / 2.0, -1).numpy()
+    np.testing.assert_allclose(soft, by_hand, atol=1e-5)
+    lines: list[str] = []
+    cfg = FinetuneConfig(context=ContextFormat(past=1, future=0, max_tokens=40), train_layers=1,
+                         max_epochs=1, batch_size=8, lr=5e-4, accelerator="cpu",
+                         teacher=str(teacher), distill_weight=0.7)
+    record = finetune_encoder(corpus, cfg, tmp_path / "student", echo=lines.append)
+    assert any(f"soft targets of {n} train utterances" in line for line in lines)
+    assert record.training["settings"]["teacher"] == str(teacher)
+    other = corpus.__class__(name=corpus.name, conversations=corpus.conversations,
+                             label_names=["a", "b", "c"], source=corpus.source)
+    with pytest.raises(MercInputError, match="trained on labels"):
+        teacher_probs(teacher, train, other.label_names, 2.0)

@@ -42,10 +42,15 @@ class LoadedCheckpoint:
     data: dict | None = None
     """The corpus it was trained on (:func:`merc.training.provenance.data_block`); ``None`` in
     checkpoints written before merc recorded it."""
+    temperature: float = 1.0
+    """Softmax temperature fitted on the validation split (:mod:`merc.calibration`); 1.0 for
+    a checkpoint trained with ``train.calibrate=false`` or before merc calibrated."""
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, str | None]:
-    """A checkpoint file, or the best seed of a ``merc train`` run folder.
+    """A checkpoint file, the best seed of a ``merc train`` run folder, or the checkpoint of a
+    pretrained model named ``path`` (:mod:`merc.pretrained`; a file or folder of that name
+    wins).
 
     A folder is a run: among its ``seed_<s>/`` with both ``best.ckpt`` and ``metrics.json``, the
     seed with the highest *validation* selection metric (the run's ``train.metric``, W-F1 by
@@ -57,7 +62,19 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str | None]:
     """
     import json
 
+    from merc.pretrained import get_pretrained, is_pretrained_name
+
+    if is_pretrained_name(path):
+        model = get_pretrained(str(path))
+        model.require_available()
+        return model.checkpoint, None
     path = Path(path)
+    if not path.exists() and not path.suffix and len(path.parts) == 1:
+        from merc.pretrained import pretrained_names
+
+        raise MercInputError(str(path), f"no such file, folder or pretrained model; merc's zoo "
+                             f"has {pretrained_names()} (merc models --pretrained)",
+                             field="checkpoint")
     if not path.is_dir():
         return path, None
     scored = []
@@ -158,6 +175,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             first = first[:300] + "..."
         raise MercInputError(path, f"weights do not match the stored config "
                              f"({config.model_name}): {first}", field="state_dict") from None
+    temperature = meta.get("temperature", 1.0)
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+            or not 0 < temperature < float("inf")):
+        raise MercInputError(path, f"expected a positive finite number, got {temperature!r}",
+                             field="merc.temperature")
     spec = FeatureSpec.from_dict(meta["feature_spec"])
     if isinstance(spec.text, str) and spec.text.startswith("./"):
         # An encoder folder shipped beside the checkpoint (e.g. the bundled model's): relative
@@ -168,4 +190,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                             input_dims=dict(meta["input_dims"]),
                             feature_spec=spec,
                             merc_version=meta.get("merc_version", "unknown"), path=path,
-                            data=meta.get("data"))
+                            data=meta.get("data"), temperature=float(temperature))

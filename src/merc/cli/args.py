@@ -3,7 +3,8 @@
 One vocabulary on the command line (issue R):
 
 * ``--model NAME``: a registered model (``merc models``) -- train, crossval, bench accuracy.
-* ``--checkpoint CKPT|RUN_DIR``: a trained model -- predict, serve, evaluate, bench predict/serve.
+* ``--checkpoint CKPT|RUN_DIR|NAME``: a trained model or a zoo model's name -- predict, serve,
+  evaluate, bench predict/serve.
 * ``--text-encoder``: the text encoder or text-feature source, in every command.
 * ``--data-dir DIR``: the data folder, in every command.
 
@@ -121,8 +122,9 @@ def run_args(sp: argparse.ArgumentParser, seeds_help: str) -> None:
 
 
 def checkpoint_arg(sp: argparse.ArgumentParser, help: str,
-                   metavar: str | None = "CKPT|RUN_DIR") -> argparse.Action:
-    """``--checkpoint CKPT|RUN_DIR`` (a trained model), with ``--model`` as its deprecated
+                   metavar: str | None = "CKPT|RUN_DIR|NAME") -> argparse.Action:
+    """``--checkpoint CKPT|RUN_DIR|NAME`` (a trained model, or a pretrained one by name:
+    ``merc models --pretrained``), with ``--model`` as its deprecated
     spelling (``--model`` names a registered model everywhere else)."""
     action = sp.add_argument("--checkpoint", metavar=metavar, help=help)
     add_alias(sp, "--model", use=action, note=MODEL_IS_NOT_A_CHECKPOINT, here=True)

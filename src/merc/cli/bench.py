@@ -17,6 +17,7 @@ MAIN_FLAGS = {
     "serve": ("--checkpoint CKPT", "--clients N", "--seconds S", "--out DIR"),
     "video": ("--videos N", "--seconds S", "--size WxH", "--out DIR"),
     "scaling": ("--min-log2 K", "--max-log2 K", "--methods LIST", "--device DEV", "--out DIR"),
+    "live": ("--points LIST", "--repeats N", "--out DIR"),
 }
 
 
@@ -111,6 +112,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     bs.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads per point (default 0: PyTorch's default; use 1 "
                     "on a busy machine, where waiting for a second thread dominates short runs)")
+    bl = bsub.add_parser("live", help="latency of one new utterance in a long live "
+                         "conversation: streaming (causal Broad Mamba) vs re-running the model")
+    bl.add_argument("--out", default="results", help="output folder (default results)")
+    bl.add_argument("--points", default="10,100,1000,10000",
+                    help="utterance positions to time (default 10,100,1000,10000)")
+    bl.add_argument("--repeats", type=int, default=5, help="timings per point (default 5)")
+    bl.add_argument("--dim", type=int, default=384, help="text feature width (default 384)")
+    bl.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (default 1; 0: PyTorch's default)")
     return b
 
 
@@ -180,6 +190,13 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"{flag}: expected a number > 0, got {value}")
         run_video_bench(args.out, videos=args.videos, seconds=args.seconds, fps=args.fps,
                         size=(w, h))
+    elif args.bench == "live":
+        from merc.bench.live import run_live_bench
+
+        if args.repeats < 1:
+            raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+        run_live_bench(args.out, points=[int(p) for p in split(args.points)],
+                       dim=args.dim, repeats=args.repeats, threads=args.threads)
     else:
         from merc.bench.scaling import run_scaling_bench
 

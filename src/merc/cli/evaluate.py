@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
           f"utterances, fingerprint {d['fingerprint']}")
     print(f"{args.split}: W-F1 {metrics['wf1']:.2f}  acc {metrics['acc']:.2f}  "
           f"macro-F1 {metrics['macro_f1']:.2f}  (n={metrics['n']})")
+    if "ece" in metrics:
+        print(f"{args.split}: ECE (15 bins) {metrics['ece']:.2f}% with the checkpoint's "
+              f"temperature {metrics['temperature']:.3f} (uncalibrated "
+              f"{metrics['ece_uncalibrated']:.2f}%)")
     for label, f1 in metrics["per_class_f1"].items():
         print(f"  {label:>12s}  F1 {f1:6.2f}  support {metrics['support'][label]}")
     if args.out:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "list registered models and their options"
+HELP = "list registered models and their options, or the pretrained zoo (--pretrained)"
 
 #: Its line in the table of `merc --help` (rendered from the parser by args.synopsis).
-MAIN_FLAGS = ("--params", "--dims", "--classes N")
+MAIN_FLAGS = ("--pretrained", "--params", "--dims", "--classes N")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -18,10 +18,52 @@ def add_parser(sub) -> argparse.ArgumentParser:
     m.add_argument("--dims", default="text=384,audio=8",
                    help="input dims for --params (default text=384,audio=8: MiniLM + IEMOCAP audio)")
     m.add_argument("--classes", type=int, default=6, help="classes for --params (default 6)")
+    m.add_argument("--pretrained", action="store_true",
+                   help="list merc's pretrained models instead: name, labels, modalities, "
+                        "training data and licence, validation and test figures, calibration "
+                        "(use a name as --checkpoint NAME)")
+    m.add_argument("--json", action="store_true", help="with --pretrained: the cards as JSON")
     return m
 
 
+def _pm(m: dict | None) -> str:
+    return "-" if not m else f"{m['mean']:.2f} ± {m['std']:.2f}"
+
+
+def describe_pretrained(card: dict) -> list[str]:
+    """The lines ``merc models --pretrained`` prints for one zoo card."""
+    v, t, shipped, cal = card["valid"], card["test"], card["shipped"], card.get("calibration")
+    metric = card.get("metric", "wf1")
+    name = {"wf1": "W-F1", "uar": "UAR"}.get(metric, metric)
+    lines = [f"{card['name']:24s} {card['summary']}",
+             f"    labels ({len(card['labels'])}): {', '.join(card['labels'])}",
+             f"    modalities: {', '.join(card['modalities'])}"
+             + (f"   needs: {card['needs']} (make mpnet)" if card.get("needs") else ""),
+             f"    data: {card['data_short']}; licence: {card['licence_short']}",
+             f"    {card['protocol']}: validation {name} {_pm(v.get(metric))}, test {name} "
+             f"{_pm(t.get(metric))}; shipped {shipped['which']}: validation "
+             f"{shipped['valid']:.2f}, test {shipped['test']:.2f}"]
+    if cal:
+        lines.append(f"    test ECE (15 bins) {cal['test_ece_before']:.1f}% uncalibrated -> "
+                     f"{cal['test_ece_after']:.1f}% with its validation-fitted temperature "
+                     f"{cal['temperature']:.2f}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        from merc.pretrained import list_pretrained
+
+        cards = [m.card for m in list_pretrained()]
+        if args.json:
+            print(json.dumps(cards, indent=2, ensure_ascii=False))
+            return 0
+        for card in cards:
+            print("\n".join(describe_pretrained(card)))
+        print("use one with: merc predict CONVERSATION --checkpoint NAME; its card: "
+              "python -c \"import merc.pretrained as p; print(p.model_card('NAME'))\"")
+        return 0
+
     from merc.config import describe_options
     from merc.models import count_parameters, create_model, get_entry, list_models
 

@@ -38,6 +38,7 @@ examples:
   merc predict talk.jsonl --out talk.json --html talk.html --png talk.png
   merc predict calls/ --checkpoint runs/meld-bm --out results.jsonl --table results.csv
   cat many.jsonl | merc predict - --out - --quiet
+  transcriber | merc predict --live --checkpoint runs/meld-causal   # one line per utterance
 """
 
 
@@ -46,7 +47,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     # line switches flags, a list naming itself recurses); merc.predict.inputs expands @LIST.
     pr = sub.add_parser("predict", help=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog=PREDICT_EPILOG)
-    pr.add_argument("inputs", nargs="+", metavar="INPUT",
+    pr.add_argument("inputs", nargs="*", metavar="INPUT",
                     help="conversation files, folders, '-' (stdin) or @LIST (see below)")
     checkpoint_arg(pr, help="checkpoint (RUN_DIR/seed_<s>/best.ckpt) or a run folder "
                    "(its best seed on validation); default: the bundled Broad Mamba MELD "
@@ -73,6 +74,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "and skipped (skip); the summary counts both")
     pr.add_argument("--quiet", action="store_true",
                     help="print nothing but errors (needs an output file)")
+    pr.add_argument("--live", action="store_true",
+                    help="one live conversation on stdin: each JSON line is one utterance, "
+                    "and its prediction is written (one JSON line, flushed) as soon as it is "
+                    "made; needs a causal model (model.causal=true)")
     pr.add_argument("--allow-outside-media", action="store_true",
                     help="let audio/video paths point outside the conversation file's folder "
                     "(absolute, '..', symlinks out); refused by default")
@@ -131,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
     from merc.predict.timeline import format_table
     from merc.predict.writers import ResultWriter, check_outputs, folder_files
 
+    if args.live:
+        return _predict_live(args)
+    if not args.inputs:
+        raise ValueError("give at least one INPUT (a file, folder, '-' or @LIST), or --live")
     outputs = [args.out, args.out_dir, args.table, args.html, args.png]
     if args.quiet and not any(outputs):
         raise ValueError("--quiet without --out, --out-dir, --table, --html or --png would "
@@ -218,6 +227,52 @@ def run(args: argparse.Namespace) -> int:
     skipped = f"; {len(report.errors)} skipped as bad input" if report.errors else ""
     say(f"predicted {len(convs)} conversation(s), {n_utt} utterances in {seconds:.1f} s "
         f"({n_utt / max(seconds, 1e-9):.0f} utterances/s){skipped}")
+    return 0
+
+
+def _predict_live(args: argparse.Namespace) -> int:
+    """``merc predict --live``: utterances on stdin, one prediction per line on ``--out``
+    (default stdout) as each arrives; a bad line is one error line (``--on-error skip`` goes
+    on)."""
+    import json
+
+    from merc.predict.predictor import Predictor
+
+    if args.inputs not in ([], ["-"]):
+        raise ValueError("--live reads one conversation from stdin; give no INPUT (or '-')")
+    if args.out_dir or args.table or args.html or args.png or args.backend != "local":
+        raise ValueError("--live writes JSON Lines to --out (default stdout) only")
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device,
+                                          allow_outside_media=args.allow_outside_media)
+    session = predictor.session()
+    out = sys.stdout if args.out in (None, "-") else open(args.out, "w", encoding="utf-8")
+    errors = 0
+    try:
+        for lineno, line in enumerate(sys.stdin, start=1):
+            if not line.strip():
+                continue
+            try:
+                u = session.add_line(line, lineno)
+            except MercInputError as e:
+                if args.on_error == "fail":
+                    raise
+                errors += 1
+                print(f"merc predict: skipped: {e}", file=sys.stderr, flush=True)
+                continue
+            row = {"conversation": session.id, "index": session.count - 1, "id": u.id,
+                   "speaker": u.speaker, "text": u.text, "label": u.label,
+                   "confidence": u.confidence, "probs": u.probs,
+                   "modality_weights": u.modality_weights}
+            if u.gold is not None:
+                row["gold"] = u.gold
+            out.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+            out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if not args.quiet:
+        print(f"merc predict: {session.count} utterance(s) predicted live"
+              + (f", {errors} skipped as bad input" if errors else ""), file=sys.stderr)
     return 0
 
 

@@ -33,6 +33,36 @@ def absolute_local_paths(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 
+MODELS_DIR_ENV = "MERC_MODELS_DIR"
+"""Environment variable naming the folder of locally assembled encoders (default
+``~/.cache/merc/models``)."""
+
+
+def models_dir() -> Path:
+    """``$MERC_MODELS_DIR`` or ``~/.cache/merc/models``: where ``make mpnet`` puts the encoders of
+    :data:`merc.config.sources.LOCAL_MODELS`."""
+    return Path(os.environ.get(MODELS_DIR_ENV) or "~/.cache/merc/models").expanduser()
+
+
+def local_model_dir(name: str) -> Path:
+    """The folder of the locally assembled encoder ``name`` (``"mpnet"``).
+
+    Raises:
+        MercInputError: it has not been assembled here; the message says the command.
+    """
+    from merc.config.sources import LOCAL_MODELS
+    from merc.errors import MercInputError
+
+    folder = models_dir() / LOCAL_MODELS[name]
+    if not (folder / "model.safetensors").is_file():
+        raise MercInputError(folder, f"the {name} encoder ({LOCAL_MODELS[name]}) is not "
+                             f"assembled on this machine; run `make mpnet` in a merc checkout "
+                             f"(or scripts/get_mpnet.sh {folder}) once, or set "
+                             f"{MODELS_DIR_ENV} to the folder that holds it",
+                             field="text_encoder")
+    return folder
+
+
 def default_data_dir() -> Path:
     """``$MERC_DATA_DIR`` or ``../shared/data`` relative to the current directory."""
     return Path(os.environ.get(DATA_DIR_ENV, "../shared/data"))

@@ -197,9 +197,15 @@ class TrainConfig:
     """Labels left out of the selection metric's F1 average, e.g. ``[no_emotion]`` for
     DailyDialog's micro-F1 (``train.metric=micro_f1 train.ignore_labels=[no_emotion]``); checked
     against the corpus' labels when the data is loaded. Not with ``acc``."""
+    calibrate: bool = True
+    """After the checkpoint is selected, fit a softmax temperature on the validation split
+    (:mod:`merc.calibration`; one scalar, stored in the checkpoint and used by every
+    prediction) and report the expected calibration error on validation and test before and
+    after it. The arg-max is unchanged, so no accuracy or F1 figure moves; ``false`` keeps the
+    raw softmax."""
 
     FALLBACKS: ClassVar[dict[str, Any]] = GENERIC_TRAIN
-    NOT_IN_FINGERPRINT: ClassVar[tuple[str, ...]] = ("progress",)
+    NOT_IN_FINGERPRINT: ClassVar[tuple[str, ...]] = ("progress", "calibrate")
     FINGERPRINT_IF_SET: ClassVar[dict[str, Any]] = {
         "metric": "wf1", "ignore_labels": [], "adam_betas": [0.9, 0.999], "adam_eps": 1e-8,
         "warmup_steps": 0, "lr_decay": "none", "decay_bias_norm": True, "devices": 1,
@@ -308,7 +314,8 @@ class FinetuneConfig:
     """0 = off. r >= 1: train low-rank adapters of rank r on every layer's weight matrices
     instead of the weights themselves (LoRA; :mod:`merc.text.lora`). The encoder folder then
     holds only the adapter (about 2 MB at r=16 for MiniLM, against 90 MB) on top of the base
-    model, which must stay available (the bundled MiniLM always is). BERT-family bases only."""
+    model, which must stay available (the bundled MiniLM always is; ``mpnet`` after ``make mpnet``).
+    On a non-BERT base every linear layer of its transformer blocks is adapted."""
     lora_alpha: float = 32.0
     """LoRA scaling numerator: the update is ``(lora_alpha / lora_rank) * B @ A``."""
     lora_lr: float = 5e-4
@@ -329,6 +336,19 @@ class FinetuneConfig:
     """0 = off. K >= 2: also fine-tune K encoders, each without one fold of the train dialogues,
     so that train-split features come from an encoder that never saw those dialogues (the
     two-stage recipe otherwise gives the context model over-confident train features)."""
+    teacher: str | None = None
+    """Knowledge distillation (Hinton et al., 2015): an encoder folder written by ``merc
+    finetune`` on the same labels (e.g. the larger all-mpnet-base-v2 fine-tune) whose
+    predictions on the train split become soft targets. The student's loss is
+    ``(1 - distill_weight) * CE(gold) + distill_weight * T^2 * KL(teacher_T || student_T)``
+    with both distributions at temperature ``T = distill_temperature``
+    (:mod:`merc.finetune.distill`). The teacher runs once, before the first epoch; validation
+    and epoch selection use the gold labels only."""
+    distill_temperature: float = 2.0
+    """``T`` of the distillation term (softens both distributions; the ``T^2`` factor keeps its
+    gradients on the scale of the cross-entropy's)."""
+    distill_weight: float = 0.5
+    """Weight of the distillation term against the gold cross-entropy, in [0, 1]."""
 
     # ``merc train`` does not read this section (the encoder it uses is ``data.text``).
     NOT_IN_FINGERPRINT: ClassVar[tuple[str, ...]] = ("*",)
@@ -354,6 +374,13 @@ class FinetuneConfig:
                     f"expected a finite number > 0, got {getattr(self, name)}")
         require(self.cross_fit == 0 or self.cross_fit >= 2, "cross_fit",
                 f"expected 0 (off) or >= 2 folds, got {self.cross_fit}")
+        require(math.isfinite(self.distill_temperature) and self.distill_temperature > 0,
+                "distill_temperature", f"expected a finite number > 0, got "
+                f"{self.distill_temperature}")
+        require(0 <= self.distill_weight <= 1, "distill_weight",
+                f"expected a value in [0, 1], got {self.distill_weight}")
+        require(not (self.teacher and self.head == "gru"), "teacher",
+                "distillation trains the linear head (finetune.head=linear)")
         # Each bound names its own key (a negative patience used to be reported as "lr").
         require(math.isfinite(self.lr) and self.lr > 0, "lr",
                 f"expected a finite number > 0, got {self.lr}")

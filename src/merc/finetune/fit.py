@@ -51,6 +51,7 @@ from merc.config import FinetuneConfig
 from merc.data.conversation import Corpus
 from merc.errors import MercInputError
 from merc.fileio import file_sha256
+from merc.finetune.distill import distillation_loss, teacher_probs
 from merc.finetune.heads import HEAD_FILE, _head_predict, _logits, dialogue_batches, make_head
 from merc.metrics import classification_metrics
 from merc.text.backbone import (ContextEncoder, autocast, copy_tokenizer, cpu_has_fast_bf16,
@@ -160,6 +161,9 @@ class _Fit:
     """Lower layers frozen and cached (0: none)."""
     lora: bool = False
     cache_seconds: float = 0.0
+    soft: torch.Tensor | None = None
+    """``(N_train, n_classes)`` teacher probabilities at the distillation temperature
+    (``finetune.teacher``), else ``None``."""
 
     @property
     def backbone(self) -> nn.Module:
@@ -244,6 +248,14 @@ def _fit_one(corpus: Corpus, cfg: FinetuneConfig, out_dir: Path, echo: Callable[
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     fit = _build(corpus, cfg, device, echo, tag)
+    if cfg.teacher:
+        t0 = time.perf_counter()
+        fit.soft = torch.from_numpy(teacher_probs(cfg.teacher, corpus.split("train"),
+                                                  corpus.label_names, cfg.distill_temperature,
+                                                  progress=progress))
+        echo(f"{tag}teacher {cfg.teacher}: soft targets of {len(fit.soft)} train utterances at "
+             f"T={cfg.distill_temperature:g}, weight {cfg.distill_weight:g} "
+             f"({time.perf_counter() - t0:.0f} s)")
     _restrict_training(fit, cfg)
     _cache_lower_states(fit, device)
     params, opt = build_optimizer(fit.encoder, fit.head, cfg, lora=fit.lora)
@@ -333,12 +345,11 @@ def _restrict_training(fit: _Fit, cfg: FinetuneConfig) -> None:
                 p.requires_grad_(True)
     fit.lora = cfg.lora_rank > 0
     if fit.lora:
-        from merc.text.bert import BertEncoder
-
-        if not isinstance(backbone, BertEncoder):
-            raise MercInputError(cfg.base, "LoRA (lora_rank) needs a BERT-family encoder; use "
-                                 "lora_rank=0 (full fine-tune)", field="finetune.lora_rank")
-        add_adapters(backbone, cfg.lora_rank, cfg.lora_alpha)
+        try:
+            add_adapters(backbone, cfg.lora_rank, cfg.lora_alpha)
+        except ValueError as e:
+            raise MercInputError(cfg.base, f"{e}; use lora_rank=0 (full fine-tune)",
+                                 field="finetune.lora_rank") from None
 
 
 def _cache_lower_states(fit: _Fit, device: torch.device) -> None:
@@ -415,7 +426,12 @@ def _train_epoch(fit: _Fit, cfg: FinetuneConfig, opt: torch.optim.Optimizer,
     for idx, sizes in tqdm(steps, desc=desc, unit="step", leave=False, disable=not progress):
         y = torch.as_tensor(fit.train.y[idx], device=device)
         logits = _batch_logits(fit, cfg, idx, sizes, device, bf16)
-        loss = F.cross_entropy(logits, y, weight=weight)
+        if fit.soft is None:
+            loss = F.cross_entropy(logits, y, weight=weight)
+        else:
+            loss = distillation_loss(logits, y, fit.soft[idx].to(device),
+                                     temperature=cfg.distill_temperature,
+                                     weight=cfg.distill_weight, class_weights=weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, 1.0)
@@ -457,7 +473,7 @@ def _write_folder(fit: _Fit, cfg: FinetuneConfig, best: _Best, out_dir: Path
                   ) -> dict[str, Any] | None:
     """Load the best epoch's weights and write the encoder folder ``out_dir``: the whole
     backbone (``model.safetensors`` + ``config.json``) or, under LoRA, only the adapter
-    (:data:`~merc.text.lora.ADAPTER_FILE`); the ``gru`` head (:data:`HEAD_FILE`); the tokenizer
+    (:data:`~merc.text.lora.ADAPTER_FILE`); the head (:data:`HEAD_FILE`); the tokenizer
     files. Stale files of another kind of fine-tune are removed. Returns the record's
     ``adapter`` entry (``None`` without LoRA)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -477,12 +493,11 @@ def _write_folder(fit: _Fit, cfg: FinetuneConfig, best: _Best, out_dir: Path
         backbone.load_state_dict(best.state)
         (out_dir / ADAPTER_FILE).unlink(missing_ok=True)
         backbone.save_pretrained(out_dir)
-    if cfg.head == "gru":
-        from safetensors.torch import save_file
+    from safetensors.torch import save_file
 
-        save_file(best.head, str(out_dir / HEAD_FILE), metadata={"format": "pt"})
-    else:
-        (out_dir / HEAD_FILE).unlink(missing_ok=True)  # a stale head of an earlier fine-tune
+    # Both heads are kept: the gru head to score the joint model, the linear one to serve as a
+    # distillation teacher (merc.finetune.distill).
+    save_file(best.head, str(out_dir / HEAD_FILE), metadata={"format": "pt"})
     copy_tokenizer(fit.base_dir, out_dir)
     return adapter
 

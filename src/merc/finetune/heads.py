@@ -2,7 +2,9 @@
 
 * ``linear``: dropout and a linear layer on each utterance's vector, alone.
 * ``gru``: :class:`DialogueHead`, a bidirectional GRU over each dialogue's utterance vectors
-  (the end-to-end context head; its weights are kept in the folder as :data:`HEAD_FILE`).
+  (the end-to-end context head).
+
+Either head's weights are kept in the encoder folder as :data:`HEAD_FILE`.
 
 Both map utterance vectors ``v (N, d)`` to ``(N, n_classes)`` logits through :func:`_logits`;
 :func:`_head_predict` takes the argmax, batching whole dialogues for the GRU head
@@ -16,7 +18,8 @@ import torch
 from torch import nn
 
 HEAD_FILE = "head.safetensors"
-"""The trained ``gru`` head in an encoder folder (``finetune.head=gru``)."""
+"""The trained head in an encoder folder (``gru``: the joint model ``merc evaluate`` scores;
+``linear``: what a distillation teacher predicts with)."""
 
 
 class DialogueHead(nn.Module):

@@ -125,11 +125,18 @@ class BroadMambaConfig(ModelConfig):
     """Output width of the low-rank fusion (default: the width of ``Y^m``)."""
     dropout: float = 0.3
     """Dropout on the input features, on the context output and before the classifier."""
+    causal: bool = False
+    """Past-only context (the live model, variant ``causal``): the Conv1D of Eq. 9 sees the
+    current and ``conv_kernel - 1`` earlier utterances (left padding) and the SSM of Eq. 11 keeps
+    its forward direction alone, so no prediction depends on a later utterance and
+    :meth:`BroadMamba.step` gives each utterance's prediction from a fixed-size state."""
 
     def __post_init__(self) -> None:
         require(self.conv_kernel >= 1 and self.conv_kernel % 2 == 1, "conv_kernel",
                 f"expected a positive odd number, got {self.conv_kernel}")
         require_choice("context", self.context, CONTEXTS)
+        require(not (self.causal and self.context != "bissm"), "causal",
+                "the causal configuration uses the SSM convolution (context=bissm)")
         require_choice("fusion", self.fusion, FUSIONS)
         require_choice("pfm_mode", self.pfm_mode, ("max", "gate"))
         require_choice("norm_target", self.norm_target, ("labels", "self"))
@@ -168,6 +175,8 @@ CONTEXTS = ("bissm", "selective")
     "pfm normalised": {"pfm_normalize": True},
     "pfm w/o label loss": {"pfm_aux_weight": 0.0},
     "L_norm literal target": {"norm_target": "self"},
+    # Live conversations: no future anywhere (left-padded Conv1D, forward SSM only).
+    "causal": {"causal": True},
 })
 class BroadMamba(nn.Module):
     """Broad Mamba: Conv1D+PE -> bidirectional SSM -> broad learning -> probability-guided fusion.
@@ -183,12 +192,18 @@ class BroadMamba(nn.Module):
         self.num_classes = num_classes
         d = c.d_model
         # Eq. 9: one Conv1D per modality over the utterance axis, "same" length.
+        # Causal: no padding in the layer; the input is padded on the left only (_conv).
         self.conv = nn.ModuleDict({m: nn.Conv1d(input_dims[m], d, c.conv_kernel,
-                                                padding=c.conv_kernel // 2)
+                                                padding=0 if c.causal else c.conv_kernel // 2)
                                    for m in self.modalities})
         # Eq. 11: separate context encoders per modality (the superscripts t/a/v).
-        ctx = BiSSMConv if c.context == "bissm" else BiSelectiveScan
-        self.context = nn.ModuleDict({m: ctx(d, c.state_size) for m in self.modalities})
+        if c.context == "bissm":
+            self.context = nn.ModuleDict({m: BiSSMConv(d, c.state_size,
+                                                       bidirectional=not c.causal)
+                                          for m in self.modalities})
+        else:
+            self.context = nn.ModuleDict({m: BiSelectiveScan(d, c.state_size)
+                                          for m in self.modalities})
         # Eq. 12-13.
         if c.use_bls:
             self.bls = nn.ModuleDict({m: BroadLearningSystem(d, c.n_feature, c.feature_dim,
@@ -214,7 +229,7 @@ class BroadMamba(nn.Module):
         reps = {}
         for m in self.modalities:
             x = self.dropout(features[m] * keep)                        # zero padding first
-            x = self.conv[m](x.transpose(1, 2)).transpose(1, 2)          # Eq. 9  (B, L, d)
+            x = self._conv(m, x.transpose(1, 2)).transpose(1, 2)         # Eq. 9  (B, L, d)
             if self.config.use_pe:                                       # Eq. 10
                 x = x + self.config.pe_scale * sinusoidal_positions(x.shape[1], x.shape[2],
                                                                     x.device, x.dtype)
@@ -222,6 +237,60 @@ class BroadMamba(nn.Module):
             y = self.bls[m](x) if self.bls is not None else x            # Eq. 12-13 (B, L, k)
             reps[m] = y * keep
         return reps
+
+    def _conv(self, m: str, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 9 on ``x (B, D_m, L)`` -> ``(B, d, L)``: "same" padding, or, causal, ``k - 1``
+        zeros on the left only (position ``j`` sees inputs ``j - k + 1 .. j``)."""
+        if self.config.causal:
+            x = F.pad(x, (self.config.conv_kernel - 1, 0))
+        return self.conv[m](x)
+
+    def init_stream(self, device=None, dtype=torch.float32) -> dict:
+        """The state of one live conversation before its first utterance (causal model only):
+        per modality the Conv1D's last ``k - 1`` inputs ``(1, D_m, k - 1)`` and the SSM state
+        ``(1, d, N)``, plus the position ``t``. Its size never grows."""
+        if not self.config.causal:
+            raise ValueError("streaming needs the causal configuration (model.causal=true, "
+                             "variant 'causal'): the bidirectional model reads the future")
+        k = self.config.conv_kernel
+        return {"t": 0,
+                "tail": {m: torch.zeros(1, self.conv[m].in_channels, k - 1, device=device,
+                                        dtype=dtype) for m in self.modalities},
+                "h": {m: self.context[m].init_state(1, device=device, dtype=dtype)
+                      for m in self.modalities}}
+
+    @torch.no_grad()
+    def step(self, features: dict[str, torch.Tensor], state: dict
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """One utterance of a live conversation (eval mode, causal model): ``features`` maps
+        each modality to its normalised vector ``(1, D_m)`` (zeros where the utterance lacks
+        the medium, as in a batch); ``state`` (:meth:`init_stream`) is updated in place.
+
+        Returns ``logits (1, C)`` and the PFM weights (modality -> ``(1,)``) or ``None``: equal,
+        up to float rounding, to what :meth:`forward` gives for this utterance on the whole
+        conversation so far -- and therefore on the finished conversation, since the causal
+        model never reads ahead. Cost: one Conv1D window, one SSM update and the per-utterance
+        layers, independent of ``t``.
+        """
+        c = self.config
+        reps = {}
+        for m in self.modalities:
+            x = features[m].unsqueeze(-1)                                # (1, D_m, 1)
+            window = torch.cat([state["tail"][m], x], dim=-1)            # (1, D_m, k)
+            state["tail"][m] = window[..., 1:]
+            z = self.conv[m](window)[..., -1]                            # Eq. 9  (1, d)
+            if c.use_pe:                                                 # Eq. 10 at position t
+                z = z + c.pe_scale * sinusoidal_positions(1, z.shape[-1], z.device, z.dtype,
+                                                          start=state["t"])
+            z, state["h"][m] = self.context[m].step(z, state["h"][m])     # Eq. 11 (1, d)
+            y = z.unsqueeze(1)                                           # (1, 1, d)
+            reps[m] = self.bls[m](y) if self.bls is not None else y      # Eq. 12-13
+        state["t"] += 1
+        fused = self.fusion(reps)                                        # Eq. 16-17
+        logits = self.head(fused.fused)[:, 0]                            # (1, C)
+        weights = ({m: w[:, 0] for m, w in fused.weights.items()}
+                   if fused.weights is not None else None)
+        return logits, weights
 
     def _labelled(self, batch: Batch) -> torch.Tensor:
         """``(B, L)`` utterances with a usable label. Out-of-range labels are left to the engine's

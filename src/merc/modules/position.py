@@ -7,9 +7,11 @@ import math
 import torch
 
 
-def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """The fixed encoding of Vaswani et al.: ``(length, dim)``, sin on even, cos on odd channels."""
-    pos = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32,
+                         start: int = 0) -> torch.Tensor:
+    """The fixed encoding of Vaswani et al.: ``(length, dim)`` for positions ``start ..
+    start + length - 1``, sin on even, cos on odd channels."""
+    pos = torch.arange(start, start + length, device=device, dtype=torch.float32).unsqueeze(1)
     freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32)
                      * (-math.log(10000.0) / dim))
     pe = torch.zeros(length, dim, device=device)

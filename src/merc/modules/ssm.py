@@ -122,34 +122,42 @@ class BiSSMConv(nn.Module):
     separate parameters, so counting the current utterance twice only over-parametrises a
     per-channel gain and changes nothing else.
 
+    ``bidirectional=False`` keeps the forward direction only (``y_j = sum_{l<=j} Kf_{j-l} x_l +
+    d * x_j``): no output depends on a later input, and :meth:`step` computes the same outputs
+    one position at a time from a fixed-size state (the live predictor's use).
+
     Args:
         dim: Channels ``D``.
         state_size: ``N``.
         dt_min, dt_max: Range of the initial ``Delta``.
+        bidirectional: Both directions (Eq. 11), or the causal forward direction alone.
     """
 
     def __init__(self, dim: int, state_size: int = 16, dt_min: float = 1e-3,
-                 dt_max: float = 1e-1) -> None:
+                 dt_max: float = 1e-1, bidirectional: bool = True) -> None:
         super().__init__()
         self.dim, self.state_size = dim, state_size
+        self.bidirectional = bidirectional
+        n_dir = 2 if bidirectional else 1
         # Index 0 = forward direction, 1 = backward direction.
-        a = torch.arange(1, state_size + 1, dtype=torch.float32).repeat(2, dim, 1)
-        self.A_log = nn.Parameter(torch.log(a))                                 # (2, D, N)
-        self.B = nn.Parameter(torch.ones(2, dim, state_size))                   # (2, D, N)
-        self.C = nn.Parameter(torch.randn(2, dim, state_size))                  # (2, D, N)
-        log_dt = (torch.rand(2, dim) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        self.log_dt = nn.Parameter(log_dt)                                      # (2, D)
+        a = torch.arange(1, state_size + 1, dtype=torch.float32).repeat(n_dir, dim, 1)
+        self.A_log = nn.Parameter(torch.log(a))                                 # (dir, D, N)
+        self.B = nn.Parameter(torch.ones(n_dir, dim, state_size))               # (dir, D, N)
+        self.C = nn.Parameter(torch.randn(n_dir, dim, state_size))              # (dir, D, N)
+        log_dt = (torch.rand(n_dir, dim) * (math.log(dt_max) - math.log(dt_min))
+                  + math.log(dt_min))
+        self.log_dt = nn.Parameter(log_dt)                                      # (dir, D)
         self.D = nn.Parameter(torch.ones(dim))                                  # (D,)
         exempt_from_weight_decay(self.A_log, self.D)
 
     def discretize(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(A_bar, B_bar, C)``, each ``(2, D, N)`` (Eq. 2-3)."""
+        """``(A_bar, B_bar, C)``, each ``(dir, D, N)`` (Eq. 2-3)."""
         dt = torch.exp(self.log_dt).unsqueeze(-1)                               # (2, D, 1)
         A = -torch.exp(self.A_log)
         return torch.exp(dt * A), dt * self.B, self.C
 
     def kernels(self, length: int) -> torch.Tensor:
-        """The Eq. 5 kernels ``(2, D, length)`` for both directions.
+        """The Eq. 5 kernels ``(dir, D, length)`` of each direction.
 
         ``K_k = sum_n c_n exp(k dtA_n)`` with ``c = C * Delta B``. Writing ``k = s + j`` with
         ``s`` a multiple of a block size ``J ~ sqrt(L)`` and ``0 <= j < J`` factorises the
@@ -177,12 +185,29 @@ class BiSSMConv(nn.Module):
         x = _zero_padding(x, mask)
         u = x.transpose(1, 2)                                                   # (B, D, L)
         K = self.kernels(u.shape[-1]).to(u.dtype)
-        y_fwd = fft_causal_conv(u, K[0])
-        # Backward sum over l >= j == causal conv of the time-reversed signal, reversed back.
-        # Reversing the whole padded axis is safe: padding inputs are zero (module docstring).
-        y_bwd = fft_causal_conv(u.flip(-1), K[1]).flip(-1)
-        y = (y_fwd + y_bwd + self.D.unsqueeze(-1) * u).transpose(1, 2)
-        return _zero_padding(y, mask)
+        y = fft_causal_conv(u, K[0])
+        if self.bidirectional:
+            # Backward sum over l >= j == causal conv of the time-reversed signal, reversed
+            # back. Reversing the whole padded axis is safe: padding inputs are zero.
+            y = y + fft_causal_conv(u.flip(-1), K[1]).flip(-1)
+        y = y + self.D.unsqueeze(-1) * u          # (fwd + bwd) + skip: the order is kept
+        return _zero_padding(y.transpose(1, 2), mask)
+
+    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+        """The zero state ``(B, D, N)`` of the forward recurrence before the first input."""
+        return torch.zeros(batch, self.dim, self.state_size, device=device, dtype=dtype)
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One position of the causal SSM (``bidirectional=False`` only): ``x (B, D)``, state
+        ``h (B, D, N)`` -> ``(y (B, D), h')`` with ``h' = A_bar h + B_bar x`` and
+        ``y = C h' + d x`` (Eq. 4): what :meth:`forward` gives at that position, in time and
+        memory independent of how many positions came before."""
+        if self.bidirectional:
+            raise ValueError("step() needs a causal SSM (bidirectional=False): the backward "
+                             "direction reads the future")
+        A_bar, B_bar, C = (t[0].to(x.dtype) for t in self.discretize())
+        h = A_bar * h + B_bar * x.unsqueeze(-1)
+        return (h * C).sum(-1) + self.D.to(x.dtype) * x, h
 
     @torch.no_grad()
     def reference(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -195,10 +220,11 @@ class BiSSMConv(nn.Module):
         lengths = (mask.sum(1) if mask is not None
                    else torch.full((x.shape[0],), x.shape[1], device=x.device))
         A_bar, B_bar, C = (t.to(x.dtype) for t in self.discretize())
-        y_fwd = lti_recurrence(x, A_bar[0], B_bar[0], C[0])
-        y_bwd = flip_padded(lti_recurrence(flip_padded(x, lengths), A_bar[1], B_bar[1], C[1]),
-                            lengths)
-        return _zero_padding(y_fwd + y_bwd + self.D.to(x.dtype) * x, mask)
+        y = lti_recurrence(x, A_bar[0], B_bar[0], C[0])
+        if self.bidirectional:
+            y = y + flip_padded(lti_recurrence(flip_padded(x, lengths), A_bar[1], B_bar[1],
+                                               C[1]), lengths)
+        return _zero_padding(y + self.D.to(x.dtype) * x, mask)
 
 
 def lti_recurrence(x: torch.Tensor, A_bar: torch.Tensor, B_bar: torch.Tensor,

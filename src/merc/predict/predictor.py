@@ -114,9 +114,9 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, *,
                         allow_outside_media: bool = False, device: str = "cpu") -> Predictor:
-        """Load ``path`` -- a checkpoint, or a ``merc train`` run folder (its best seed on
-        *validation*, :func:`merc.checkpoint.resolve_checkpoint`, logged) -- or merc's
-        bundled default model when ``path`` is ``None``."""
+        """Load ``path`` -- a checkpoint, a ``merc train`` run folder (its best seed on
+        *validation*, :func:`merc.checkpoint.resolve_checkpoint`, logged) or the name of a
+        pretrained model -- or merc's default model when ``path`` is ``None``."""
         if path is None:
             from merc.pretrained import bundled_checkpoint
 
@@ -128,6 +128,33 @@ class Predictor:
             if why:
                 log.warning("%s", why)
         return cls(path, allow_outside_media=allow_outside_media, device=device)
+
+    @classmethod
+    def from_pretrained(cls, name: str, *, allow_outside_media: bool = False,
+                        device: str = "cpu") -> Predictor:
+        """Load the zoo model ``name`` (``merc models --pretrained`` lists them).
+
+        Raises:
+            MercInputError: no such model, or the base encoder it needs is not on this machine
+                (the message names the command to run).
+        """
+        from merc.pretrained import get_pretrained
+
+        model = get_pretrained(name)
+        model.require_available()
+        return cls(model.checkpoint, allow_outside_media=allow_outside_media, device=device)
+
+    def session(self, conversation_id: str = "live"):
+        """A :class:`~merc.predict.live.LiveSession`: feed one utterance at a time with
+        ``session.add({"speaker", "text", ...})`` and get its prediction at once, in time
+        independent of how many came before (causal models only).
+
+        Raises:
+            MercInputError: the model or its text encoder reads ahead.
+        """
+        from merc.predict.live import LiveSession
+
+        return LiveSession(self, conversation_id)
 
     def _check_spec(self) -> None:
         """Refuse up front what no conversation file could provide."""
@@ -289,7 +316,7 @@ class Predictor:
             results += batch_predictions(
                 self.loaded.model, batch, [convs[i] for i in idx], label_names=self.label_names,
                 model=self.model_name, checkpoint=str(self.checkpoint),
-                modalities=self.modalities)
+                modalities=self.modalities, temperature=self.loaded.temperature)
         return results
 
 

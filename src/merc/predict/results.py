@@ -11,8 +11,10 @@ are only ever added)::
                      "gold": "<label from the input>" (only when the input had one)}],
      "warnings": ["<one line>", ...] (only when there is something to say)}
 
-``probs`` is the softmax over the model's classes; ``confidence`` is the probability of the
-predicted ``label``. ``modality_weights`` are the per-utterance fusion weights of models that
+``probs`` is the softmax over the model's classes, its logits divided by the checkpoint's
+temperature (fitted on the validation split by ``merc train``; :mod:`merc.calibration`), which
+brings confidences closer to how often the label is right; ``confidence`` is the probability of
+the predicted ``label``. ``modality_weights`` are the per-utterance fusion weights of models that
 have them (Broad Mamba's PFM: each the sigmoid probability a modality's own classifier gives its
 predicted class, in (0, 1); see :mod:`merc.models.broad_mamba`), ``null`` for other models. With
 a single modality there is nothing to fuse: the value is kept here (the schema does not change
@@ -120,16 +122,17 @@ class Prediction:
 
 def batch_predictions(net, batch, convs: Sequence[Conversation], *,
                       label_names: Sequence[str], model: str, checkpoint: str,
-                      modalities: Sequence[str]) -> list[Prediction]:
+                      modalities: Sequence[str], temperature: float = 1.0) -> list[Prediction]:
     """Run the network ``net`` (eval mode; ``model`` is its registered name) on ``batch``,
     the collated ``convs`` in order, and return one :class:`Prediction` per conversation
-    (softmax probabilities and fusion weights cut to its real utterances). Shared by
-    :meth:`Predictor.predict_many` and ``merc evaluate --predictions``."""
+    (softmax probabilities of ``logits / temperature`` -- the checkpoint's validation-fitted
+    temperature, :mod:`merc.calibration` -- and fusion weights, cut to its real utterances).
+    Shared by :meth:`Predictor.predict_many` and ``merc evaluate --predictions``."""
     import torch
 
     with torch.no_grad():
         out = net(batch)
-        probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()        # (B, L, C)
+        probs = torch.softmax(out.logits.float() / temperature, dim=-1).cpu().numpy()  # (B,L,C)
 
     results = []
     for b, conv in enumerate(convs):

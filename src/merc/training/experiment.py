@@ -39,7 +39,7 @@ def summarize(cfg: ExperimentConfig, prepared: PreparedData, results: list[dict]
             for k in dict.fromkeys(("wf1", "acc", "macro_f1", key))}
     test["per_class_f1"] = {lab: mean_std([r["test"]["per_class_f1"][lab] for r in results])
                             for lab in labels}
-    return {
+    summary = {
         "model": cfg.model_name, "corpus": prepared.corpus.name, "modalities": prepared.modalities,
         "seeds": [r["seed"] for r in results], "params": results[0]["params"],
         "valid": {k: mean_std([r["valid"][k] for r in results])
@@ -57,6 +57,25 @@ def summarize(cfg: ExperimentConfig, prepared: PreparedData, results: list[dict]
         # Corpus, split sizes and per-split fingerprints: `merc compare` refuses other corpora.
         "data": data_block(prepared.corpus),
     }
+    calibrated = [r["calibration"] for r in results if r.get("calibration")]
+    if calibrated and len(calibrated) == len(results):
+        # ECE in percent here, like every other figure of the summary.
+        summary["calibration"] = {
+            "temperature": mean_std([c["temperature"] for c in calibrated]),
+            "bins": calibrated[0]["bins"],
+            **{f"{split}_ece_{when}": mean_std([100 * c[split][f"ece_{when}"]
+                                                for c in calibrated])
+               for split in ("valid", "test") for when in ("before", "after")}}
+    return summary
+
+
+def _ece_note(result: dict) -> str:
+    """`` ECE 12.3->3.4% (T 1.52)`` for a calibrated seed's line, else ``""``."""
+    c = result.get("calibration")
+    if not c:
+        return ""
+    return (f"  test ECE {100 * c['test']['ece_before']:.1f}->{100 * c['test']['ece_after']:.1f}%"
+            f" (T {c['temperature']:.2f})")
 
 
 def run_fingerprint(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -209,7 +228,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
             results.append(r)
             echo(f"seed {seed}: valid {chosen(r['valid'])}W-F1 {r['valid']['wf1']:.2f}  "
                  f"test {chosen(r['test'])}W-F1 {r['test']['wf1']:.2f}  "
-                 f"acc {r['test']['acc']:.2f}  (best epoch {r['best_epoch']}"
+                 f"acc {r['test']['acc']:.2f}{_ece_note(r)}  (best epoch {r['best_epoch']}"
                  f"{'' if selection.key == 'wf1' else ' by valid ' + selection.description}, "
                  f"{r['seconds_to_best']:.1f} s to best, {r['train_seconds']:.1f} s total)")
     except Interrupted as e:
@@ -234,7 +253,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *,
     echo(f"{cfg.model_name} on {prepared.corpus.name} ({'+'.join(prepared.modalities)}), "
          f"{len(results)} seed(s), validation-selected: test {sel}W-F1 {t['wf1']['mean']:.2f} ± "
          f"{t['wf1']['std']:.2f}, acc {t['acc']['mean']:.2f} ± {t['acc']['std']:.2f} "
-         f"(valid W-F1 {v['wf1']['mean']:.2f} ± {v['wf1']['std']:.2f})")
+         f"(valid W-F1 {v['wf1']['mean']:.2f} ± {v['wf1']['std']:.2f})"
+         + (f"; test ECE {c['test_ece_before']['mean']:.1f}% -> {c['test_ece_after']['mean']:.1f}% "
+            f"with the validation-fitted temperature"
+            if (c := summary.get("calibration")) else ""))
     for line in warnings if lead else ():
         log.warning("%s", line)
     return summary

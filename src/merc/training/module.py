@@ -47,6 +47,8 @@ class ERCModule(L.LightningModule):
         self._predictions: dict[str, Predictions] = {"val": Predictions(),
                                                      "test": Predictions()}
         self.last_metrics: dict[str, dict] = {}
+        self.last_predictions: dict[str, Predictions] = {}
+        """The last finished stage's :class:`Predictions` (logits and labels), per stage."""
         self.selection = config.train.selection
 
     def forward(self, batch: Batch) -> ModelOutput:
@@ -76,6 +78,7 @@ class ERCModule(L.LightningModule):
             return
         metrics = preds.metrics(self.label_names, self.selection)
         self.last_metrics[stage] = metrics
+        self.last_predictions[stage] = preds
         # Data-parallel: every rank scored the whole split (make_loader), so the values are
         # equal; syncing (a mean of equal numbers) only states that to Lightning.
         sync = self._distributed()

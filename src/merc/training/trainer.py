@@ -16,7 +16,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from merc.checkpoint import CHECKPOINT_KEY
 from merc.config import ConfigError, ExperimentConfig
+from merc.training.loop import Predictions
 from merc.training.prepare import PreparedData, balanced_class_weights, make_loader
 from merc.training.provenance import data_block
 from merc.fileio import atomic_write_bytes, write_json
@@ -61,6 +63,34 @@ class EpochClock(Callback):
             self.at_epoch[trainer.current_epoch] = time.perf_counter() - self.start
 
 
+def calibrate_checkpoint(path: Path, valid: Predictions, test: Predictions, *,
+                         write: bool = True) -> dict[str, Any]:
+    """Fit the softmax temperature of the selected checkpoint ``path`` on its validation logits
+    (never test), store it in the checkpoint's merc metadata (``temperature``) and report
+    calibration before and after it.
+
+    Args:
+        valid, test: The selected checkpoint's predictions on the two splits (logits and labels).
+        write: Rewrite the checkpoint (only one process of a data-parallel run does).
+
+    Returns:
+        ``{"temperature", "bins", "valid": {...}, "test": {...}}``, each split's entry the
+        :func:`merc.calibration.calibration_report` (ECE as a fraction, NLL, reliability bins).
+    """
+    from merc.calibration import ECE_BINS, calibration_report, fit_temperature
+
+    temperature = fit_temperature(valid.logits, valid.y_true)
+    if write:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt[CHECKPOINT_KEY]["temperature"] = temperature
+        buffer = io.BytesIO()
+        torch.save(ckpt, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+    return {"temperature": temperature, "bins": ECE_BINS,
+            "valid": calibration_report(temperature, valid.logits, valid.y_true),
+            "test": calibration_report(temperature, test.logits, test.y_true)}
+
+
 def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_dir: Path,
                *, progress: bool, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one seed, select on the validation selection metric (``cfg.train.selection``),
@@ -73,7 +103,8 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
     Returns:
         The ``metrics.json`` dict: ``seed, best_epoch, epochs_run, train_seconds,
         seconds_to_best, params, valid, test, checkpoint, fingerprint, selection_metric, data``
-        (:func:`merc.training.provenance.data_block`).
+        (:func:`merc.training.provenance.data_block`) and, with ``train.calibrate``,
+        ``calibration`` (:func:`calibrate_checkpoint`).
 
     Raises:
         ConfigError: ``train.ignore_labels`` names a label the corpus does not have.
@@ -144,6 +175,10 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
     trainer.test(module, make_loader(prepared, "test", tc.batch_size), ckpt_path=best_path,
                  verbose=False)
     test_metrics = module.last_metrics["test"]
+    calibration = (calibrate_checkpoint(Path(best_path), module.last_predictions["val"],
+                                        module.last_predictions["test"],
+                                        write=trainer.is_global_zero)
+                   if tc.calibrate else None)
     result = {
         "seed": seed, "best_epoch": best_epoch, "epochs_run": trainer.current_epoch,
         "train_seconds": train_seconds,
@@ -152,6 +187,13 @@ def train_seed(cfg: ExperimentConfig, prepared: PreparedData, seed: int, seed_di
         "checkpoint": str(Path(best_path).name), "fingerprint": fingerprint,
         "selection_metric": selection.to_dict(), "data": data,
     }
+    if calibration is not None:
+        result["calibration"] = calibration
+        if trainer.is_global_zero:
+            from merc.calibration import plot_reliability
+
+            plot_reliability(calibration["test"], seed_dir / "reliability.png",
+                             title=f"seed {seed}, test split")
     # config.yaml first, metrics.json last: metrics.json is what marks the seed finished.
     if trainer.is_global_zero:          # every rank holds the same result; one writes it
         cfg.save(seed_dir / "config.yaml")

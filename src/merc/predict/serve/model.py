@@ -248,10 +248,12 @@ class App:
 
     def _model_card(self) -> str | None:
         try:
-            from merc.pretrained import bundled_checkpoint
+            from merc.pretrained import list_pretrained
 
-            if Path(self.predictor.checkpoint).resolve() == bundled_checkpoint().resolve():
-                return (bundled_checkpoint().parent / "MODEL_CARD.md").read_text()
+            here = Path(self.predictor.checkpoint).resolve()
+            for model in list_pretrained():
+                if model.checkpoint.resolve() == here:
+                    return model.model_card()
         except (OSError, MercInputError):
             pass
         return None
