@@ -198,7 +198,8 @@ def _card(recipe, run: Path, metrics: dict, which: str, size: int, check: dict) 
             metric="uar",
             protocol=(f"leave-one-speaker-out over {len(summary['folds'])} speakers x "
                       f"{len(summary['seeds'])} seeds (mean ± std over folds)"),
-            valid={k: mean_std([m["valid"][k] for m in per]) for k in ("wf1", "acc")},
+            valid={**{k: mean_std([m["valid"][k] for m in per]) for k in ("wf1", "acc")},
+                   "uar": summary["valid"]["uar"]},
             test={k: summary["test"][k] for k in ("uar", "wf1", "acc")},
             shipped={"which": which, "valid": metrics["valid"]["wf1"],
                      "test": metrics["test"]["wf1"], "test_uar": check["uar"]})

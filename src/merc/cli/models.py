@@ -41,8 +41,8 @@ def describe_pretrained(card: dict) -> list[str]:
              + (f"   needs: {card['needs']} (make mpnet)" if card.get("needs") else ""),
              f"    data: {card['data_short']}; licence: {card['licence_short']}",
              f"    {card['protocol']}: validation {name} {_pm(v.get(metric))}, test {name} "
-             f"{_pm(t.get(metric))}; shipped {shipped['which']}: validation "
-             f"{shipped['valid']:.2f}, test {shipped['test']:.2f}"]
+             f"{_pm(t.get(metric))}; shipped {shipped['which']}: validation W-F1 "
+             f"{shipped['valid']:.2f}, test W-F1 {shipped['test']:.2f}"]
     if cal:
         lines.append(f"    test ECE (15 bins) {cal['test_ece_before']:.1f}% uncalibrated -> "
                      f"{cal['test_ece_after']:.1f}% with its validation-fitted temperature "
