@@ -259,12 +259,7 @@ def _predict_live(args: argparse.Namespace) -> int:
                 errors += 1
                 print(f"merc predict: skipped: {e}", file=sys.stderr, flush=True)
                 continue
-            row = {"conversation": session.id, "index": session.count - 1, "id": u.id,
-                   "speaker": u.speaker, "text": u.text, "label": u.label,
-                   "confidence": u.confidence, "probs": u.probs,
-                   "modality_weights": u.modality_weights}
-            if u.gold is not None:
-                row["gold"] = u.gold
+            row = {"conversation": session.id, "index": session.count - 1, **u.to_dict()}
             out.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
             out.flush()
     finally:

@@ -25,11 +25,9 @@ from collections import deque
 from dataclasses import replace
 from typing import Any
 
-import torch
-
 from merc.data.conversation import Conversation
 from merc.errors import MercInputError
-from merc.predict.results import UtterancePrediction, build_prediction
+from merc.predict.results import UtterancePrediction, build_prediction, calibrated_probs
 
 
 def text_context_window(predictor) -> int:
@@ -126,7 +124,7 @@ class LiveSession:
         batch = batch.to(p.device)
         features = {m: batch.features[m][:, -1] for m in p.modalities}          # (1, D_m)
         logits, weights = p.loaded.model.step(features, self.state)
-        probs = torch.softmax(logits.float() / p.loaded.temperature, dim=-1).cpu().numpy()
+        probs = calibrated_probs(logits, p.loaded.temperature)                  # (1, C)
         last = Conversation(id=self.id, split="test", speakers=[conv.speakers[-1]],
                             utterances=[conv.utterances[-1]], labels=None,
                             utterance_ids=[str(uid)])

@@ -61,6 +61,23 @@ class UtterancePrediction:
     gold: str | None = None
     """The input's own label for this utterance (never seen by the model), if it had one."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """One utterance of the stable JSON schema (``gold`` only when the input had one)."""
+        d = {"id": self.id, "speaker": self.speaker, "text": self.text, "label": self.label,
+             "confidence": self.confidence, "probs": self.probs,
+             "modality_weights": self.modality_weights}
+        if self.gold is not None:
+            d["gold"] = self.gold
+        return d
+
+
+def calibrated_probs(logits, temperature: float = 1.0) -> np.ndarray:
+    """``softmax(logits / temperature)`` over the last axis, as float32 numpy: the one rule by
+    which every prediction (batched, live) turns a checkpoint's logits into probabilities."""
+    import torch
+
+    return torch.softmax(logits.float() / temperature, dim=-1).cpu().numpy()
+
 
 @dataclass
 class Prediction:
@@ -80,17 +97,9 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON schema of the module docstring."""
-        def utterance(u: UtterancePrediction) -> dict[str, Any]:
-            d = {"id": u.id, "speaker": u.speaker, "text": u.text, "label": u.label,
-                 "confidence": u.confidence, "probs": u.probs,
-                 "modality_weights": u.modality_weights}
-            if u.gold is not None:
-                d["gold"] = u.gold
-            return d
-
         d = {"id": self.id, "model": self.model, "checkpoint": self.checkpoint,
              "labels": self.labels, "modalities": self.modalities,
-             "utterances": [utterance(u) for u in self.utterances]}
+             "utterances": [u.to_dict() for u in self.utterances]}
         if self.warnings:
             d["warnings"] = list(self.warnings)
         return d
@@ -132,7 +141,7 @@ def batch_predictions(net, batch, convs: Sequence[Conversation], *,
 
     with torch.no_grad():
         out = net(batch)
-        probs = torch.softmax(out.logits.float() / temperature, dim=-1).cpu().numpy()  # (B,L,C)
+    probs = calibrated_probs(out.logits, temperature)                         # (B, L, C)
 
     results = []
     for b, conv in enumerate(convs):

@@ -83,9 +83,7 @@ def calibrate_checkpoint(path: Path, valid: Predictions, test: Predictions, *,
     if write:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         ckpt[CHECKPOINT_KEY]["temperature"] = temperature
-        buffer = io.BytesIO()
-        torch.save(ckpt, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        AtomicCheckpointIO().save_checkpoint(ckpt, path)
     return {"temperature": temperature, "bins": ECE_BINS,
             "valid": calibration_report(temperature, valid.logits, valid.y_true),
             "test": calibration_report(temperature, test.logits, test.y_true)}
