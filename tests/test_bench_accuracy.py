@@ -39,7 +39,8 @@ def test_plan_shares_runs_between_tables(toy_bench):
     full = [r for r in runs if r.model == "broad-mamba" and r.variant == "full"
             and r.modalities == ("text", "audio")]
     assert len(full) == 1, "the full model is trained once for every table it appears in"
-    assert full[0].tables == {"main", "ablation", "modalities", "fusion", "lnorm"}
+    assert full[0].tables == {"main", "ablation", "modalities", "fusion", "lnorm", "paper",
+                              "causal"}
     variants = {r.variant for r in runs if r.model == "broad-mamba"}
     assert {"w/o PE", "w/o BLS", "w/o PFM", "fusion=concat", "fusion=lmf",
             "w/o L_norm"} <= variants
@@ -51,7 +52,26 @@ def test_plan_shares_runs_between_tables(toy_bench):
     # The quick suite keeps only the reference model's ablations.
     full_plan = {r.variant for r in plan_runs(["toy"], ["matav"]) if r.model == "matav"}
     quick_plan = {r.variant for r in plan_runs(["toy"], ["matav"], all_ablations=False)}
-    assert {"w/o Mamba", "w/o MEC"} <= full_plan and quick_plan == {"full"}
+    assert {"w/o Mamba", "w/o MEC", "paper"} <= full_plan and quick_plan == {"full"}
+
+
+def test_paper_and_causal_tables_set_each_reading_beside_the_default(toy_bench, tmp_path):
+    import csv
+
+    out = tmp_path / "results"
+    result = run_accuracy_bench("paper", data_dir=toy_bench, out_dir=out, seeds=2,
+                                models=["broad-mamba"], tables=["paper", "causal"],
+                                echo=_quiet)
+    assert not result["failures"] and len(result["runs"]) == 3     # full, paper, causal
+    for table, variant in (("paper", "paper"), ("causal", "causal")):
+        rows = list(csv.DictReader((out / f"table_{table}.csv").open()))
+        assert [r["variant"] for r in rows] == ["full", variant]
+        base, other = rows
+        assert base["delta_wf1"] == "" and other["against"] == "full"
+        assert float(other["delta_valid_wf1"]) == pytest.approx(
+            float(other["valid_wf1_mean"]) - float(base["valid_wf1_mean"]))
+        md = (out / f"table_{table}.md").read_text()
+        assert "valid W-F1" in md and "Seeds per run: 2" in md
 
 
 def test_bench_writes_every_table_and_resumes(toy_bench, tmp_path, monkeypatch):

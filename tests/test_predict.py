@@ -22,13 +22,14 @@ LABELS = ["anger", "joy", "neutral"]
 
 
 def make_checkpoint(path: Path, spec: FeatureSpec, dims: dict[str, int],
-                    model: str = "broad-mamba") -> Path:
-    """A checkpoint with random weights in exactly the layout ``merc train`` writes."""
+                    model: str = "broad-mamba", **options) -> Path:
+    """A checkpoint with random weights in exactly the layout ``merc train`` writes;
+    ``options`` are the model's (e.g. ``causal=True``)."""
     torch.manual_seed(0)
     cfg = ExperimentConfig()
-    cfg.model = {"name": model}
+    cfg.model = {"name": model, **options}
     spec.stats = {m: {"mean": [0.0] * d, "std": [1.0] * d} for m, d in dims.items()}
-    net = create_model(model, dims, len(LABELS))
+    net = create_model(model, dims, len(LABELS), **options)
     meta = {"config": cfg.to_dict(), "label_names": LABELS, "input_dims": dims,
             "feature_spec": spec.to_dict(), "merc_version": "test"}
     torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},

@@ -50,7 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from merc.bench import suite as bench_suite
-from merc.bench.suite import CORPUS_PLACEHOLDER, FROZEN, FULL, REFERENCE_MODEL, parse_features
+from merc.bench.suite import (CORPUS_PLACEHOLDER, FROZEN, FULL, READING_TABLES, REFERENCE_MODEL,
+                              parse_features)
 from merc.config import ExperimentConfig, default_data_dir
 
 SUITE_SEEDS = {"quick": 1, "paper": 5}
@@ -64,8 +65,11 @@ IEMOCAP seed on one CPU core, and MELD is larger: with it the quick suite would 
 15-minute budget. The paper suite runs every registered model."""
 
 FUSION_VARIANTS = ("fusion=add", "fusion=concat", "fusion=lmf")
-TABLES = ("main", "ablation", "modalities", "fusion", "lnorm")
-"""What a run can be planned for: Table 1, Table 3, Table 4, Fig. 5 and the Fig. 6 L_norm curves."""
+TABLES = ("main", "ablation", "modalities", "fusion", "lnorm", "paper", "causal")
+"""What a run can be planned for: Table 1, Table 3, Table 4, Fig. 5, the Fig. 6 L_norm curves,
+and merc's two comparisons with each model's default
+(:data:`merc.bench.suite.READING_TABLES`)."""
+
 
 
 @dataclass
@@ -107,8 +111,9 @@ def plan_runs(corpora: Sequence[str], models: Sequence[str], *,
               features: dict[str, list[tuple[str, str | None]]] | None = None) -> list[BenchRun]:
     """All runs of a suite, de-duplicated (a run shared by several tables is trained once).
 
-    ``all_ablations=False`` keeps only the reference model's ablations (the quick suite: every
-    table and plot is still written, in 7 min 9 s measured on 2 cores with ``--jobs 2``).
+    ``all_ablations=False`` keeps only the reference model's ablations and leaves out the
+    ``paper`` and ``causal`` tables (the quick suite: every other table and plot is still
+    written, in 7 min 9 s measured on 2 cores with ``--jobs 2``).
 
     ``features`` maps a corpus to its text-feature sources ``[(name, encoder folder or None for
     frozen)]`` (default: frozen only): every run that reads text is planned once per source; a
@@ -133,6 +138,10 @@ def plan_runs(corpora: Sequence[str], models: Sequence[str], *,
                 if ablation in variants and (all_ablations or model == REFERENCE_MODEL):
                     add(name, model, FULL, mods, "ablation")
                     add(name, model, ablation, mods, "ablation")
+            for table, variant in READING_TABLES.items():
+                if variant in variants and all_ablations:     # the paper suite's tables
+                    add(name, model, FULL, mods, table)
+                    add(name, model, variant, mods, table)
             if model == REFERENCE_MODEL:
                 for subset in bc.modality_sets:
                     add(name, model, FULL, subset, "modalities")

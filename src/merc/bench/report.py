@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from merc.bench import suite
-from merc.bench.suite import FROZEN, REFERENCE_MODEL
+from merc.bench.suite import FROZEN, READING_TABLES, REFERENCE_MODEL
 
 ACCURACY_COLUMNS = ["corpus", "model", "variant", "modalities", "seeds", "wf1_mean", "wf1_std",
                     "acc_mean", "acc_std"]
@@ -189,7 +189,8 @@ class _Results:
             if (r.corpus == corpus and r.model == model and r.variant == suite.FULL
                     and (modalities is None or r.modalities == modalities)
                     # the default-modality full run: the one in Table 1 or in Table 3
-                    and (r.tables & {"main", "ablation"} or modalities is not None)
+                    and (r.tables & {"main", "ablation", *READING_TABLES}
+                         or modalities is not None)
                     and (r.features == features or "text" not in r.modalities)):
                 return r
         return None
@@ -210,7 +211,7 @@ def write_accuracy_report(out: Path, runs, summaries: dict, failures: dict, n_se
     res.out.mkdir(parents=True, exist_ok=True)  # every run may have failed before writing one
     written = [_accuracy_csv(res)]
     for writer in (_table_main, _table_ablation, _table_modalities, _fig_fusion,
-                   _significance):
+                   _table_paper, _table_causal, _significance):
         written += writer(res)
     for writer in (_confusions, _loss_curves, _tsne):
         try:
@@ -335,6 +336,72 @@ def _table_ablation(res: _Results) -> list[Path]:
                                           *res.feat_header, "wf1_mean",
                                           "wf1_std", "acc_mean", "acc_std", "delta_wf1",
                                           "delta_acc", "seeds", "overrides"], csv_rows)]
+
+
+def _table_reading(res: _Results, table: str, title: str, explain: str) -> list[Path]:
+    """One of :data:`~merc.bench.suite.READING_TABLES`: each model's variant beside its default
+    on validation *and* test (the variant is not chosen by either, so both are shown), with the
+    paired difference over the shared seeds and its t-test p."""
+    from merc.training.stats import paired_test
+
+    name = f"table_{table}"
+    if not res.in_table(table):
+        return res.skip(name, "no runs planned for this table")
+    md_rows, csv_rows = [], []
+    for corpus in res.corpora(table):
+        for run in res.in_table(table, corpus):
+            base_run = res.full(corpus, run.model, features=run.features)
+            s, base = res.get(run), res.get(base_run) if base_run else None
+            row = [corpus, run.model, run.variant, _mods(run)]
+            tail = [res.seeds(run), res.run_overrides(run)]
+            if not s:
+                md_rows.append([*row, *res.feat_md(run), "failed", "failed", "failed", "", "", ""])
+                csv_rows.append([*row, *res.feat_csv(run), *[None] * 10, *tail])
+                continue
+            v, t = s["valid"]["wf1"], s["test"]["wf1"]
+            dv = dt = p = None
+            if base and run is not base_run:
+                dv = v["mean"] - base["valid"]["wf1"]["mean"]
+                seeds = dict(zip(s["seeds"], t["per_seed"]))
+                ref = dict(zip(base["seeds"], base["test"]["wf1"]["per_seed"]))
+                shared = sorted(set(seeds) & set(ref))
+                test = paired_test([seeds[k] for k in shared], [ref[k] for k in shared])
+                dt, p = test["mean_diff"], test["t_pvalue"]
+            md_rows.append([*row, *res.feat_md(run), _pm(v), _pm(t), _pm(s["test"]["acc"]),
+                            "" if dv is None else f"{dv:+.2f}",
+                            "" if dt is None else f"{dt:+.2f}",
+                            "" if p is None else f"{p:.3f}"])
+            csv_rows.append([*row, *res.feat_csv(run), v["mean"], _std(v), t["mean"], _std(t),
+                             s["test"]["acc"]["mean"], _std(s["test"]["acc"]), dv, dt, p,
+                             base_run.variant if base_run and run is not base_run else None,
+                             *tail])
+    md = [f"# {title}", "", explain, "", res.what(res.in_table(table)), "",
+          _md_table(["corpus", "model", "variant", "mod.", *res.feat_header, "valid W-F1",
+                     "test W-F1", "test Acc", "Δ valid", "Δ test", "p (test)"], md_rows), ""]
+    (res.out / f"{name}.md").write_text("\n".join(md))
+    return [res.out / f"{name}.md", _write_csv(
+        res.out / f"{name}.csv",
+        ["corpus", "model", "variant", "modalities", *res.feat_header, "valid_wf1_mean",
+         "valid_wf1_std", "wf1_mean", "wf1_std", "acc_mean", "acc_std", "delta_valid_wf1",
+         "delta_wf1", "t_pvalue", "against", "seeds", "overrides"], csv_rows)]
+
+
+def _table_paper(res: _Results) -> list[Path]:
+    return _table_reading(
+        res, "paper", "The papers' literal models beside merc's readings (W-F1)",
+        "`paper`: every choice at the paper's literal reading at once (each model's docstring "
+        "lists them). `full`: merc's default. Δ = paper − full (valid: difference of means; "
+        "test: paired over the shared seeds, t-test p). Nothing here chose anything: the "
+        "defaults were chosen on validation before, one setting at a time.")
+
+
+def _table_causal(res: _Results) -> list[Path]:
+    return _table_reading(
+        res, "causal", "Past-only context: the price of predicting live (W-F1)",
+        "`causal`: no future anywhere in the model (forward SSM only, left-padded Conv1D), "
+        "the model `merc predict --live` and `/v1/live` stream. `full`: the bidirectional "
+        "default. Δ = causal − full (valid: difference of means; test: paired over the shared "
+        "seeds, t-test p).")
 
 
 def _table_modalities(res: _Results) -> list[Path]:

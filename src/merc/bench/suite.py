@@ -17,6 +17,11 @@ the inference-time ratios of the efficiency bench, the t-SNE figure."""
 FULL = "full"
 """Variant name of a model in its default configuration."""
 
+READING_TABLES = {"paper": "paper", "causal": "causal"}
+"""Table -> the variant it sets beside each model's default (``full``), on every bench corpus and
+for every model that registers that variant: ``paper`` (the paper's literal model: what merc's
+reading adds) and ``causal`` (past context only: the price of predicting live)."""
+
 
 @dataclass(frozen=True)
 class BenchCorpus:

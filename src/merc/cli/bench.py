@@ -45,7 +45,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "a local Ray instance)")
     ba.add_argument("--cache-dir", help="feature cache (default $MERC_CACHE_DIR)")
     ba.add_argument("--tables", help="comma-separated subset of main,ablation,modalities,fusion,"
-                    "lnorm: plan only their runs (default all)")
+                    "lnorm,paper,causal: plan only their runs (default all; paper and causal: "
+                    "the paper suite only)")
     features = ba.add_argument(
         "--text-encoder", dest="features", metavar="SOURCES",
         help="comma-separated text-feature sources; every run that reads text is done once per "

@@ -13,8 +13,12 @@ Shapes. Input per modality ``m``: ``x^m (B, L, D_m)``; ``mask (B, L)``, True = r
 absent from ``batch.present`` counts as present at every real utterance). ``valid[m] = mask &
 present[m]``. The modalities are the keys of ``input_dims``, sorted; ``M`` is their number,
 ``H = hidden``. ``MLP(n -> k)`` is the official ``Dropout(0.2) -> Linear -> GELU`` with a
-Kaiming-uniform (leaky-ReLU) weight init (``layer.py:7-19``, ``:206-211``, ``model.py:81``).
-Speaker indices are not used (the official ``speaker_embedding``, ``model.py:15``, is never used
+Kaiming-uniform (leaky-ReLU) weight init (``layer.py:7-19``, ``:206-211``). The official model
+re-initialises *every* ``nn.Linear`` weight that way (``self.apply(init_esim_weights)``,
+``model.py:81``, run before RoBERTa is attached; biases, LSTMs and RoBERTa keep PyTorch's
+init), and so does merc (``init_scope="all"``); ``init_scope="heads"`` (variant ``init heads
+only``) is merc's earlier reading, which re-initialised the ``MLP`` heads alone.
+Speaker indices are not used (the official ``speaker_embedding``, ``model.py:16``, is never used
 in ``forward`` either).
 
 0. **Unimodal encoders** ``h^m = Dropout_0.2(tanh(Linear(D_m -> H)(x^m)))`` ``(B, L, H)``
@@ -133,6 +137,9 @@ class DFERCConfig(ModelConfig):
     """Dropout after the unimodal encoders (official 0.2)."""
     classifier_dropout: float = 0.0
     """Dropout before the final linear classifier (official: none)."""
+    init_scope: str = "all"
+    """Which ``nn.Linear`` weights get the official Kaiming-uniform init: ``all`` (official,
+    ``model.py:81``) or ``heads`` (the ``MLP`` heads only; merc's earlier reading)."""
     use_ddm: bool = True
     """DDM contrastive losses; False = the "w/o DDM" ablation (heads kept, no loss)."""
     modality_weight: float = 0.4
@@ -168,6 +175,7 @@ class DFERCConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         require_choice("encoder_activation", self.encoder_activation, sorted(ACTIVATIONS))
+        require_choice("init_scope", self.init_scope, ("all", "heads"))
         require(self.hidden >= 1, "hidden", f"expected >= 1, got {self.hidden}")
         require(self.align_dim >= 1, "align_dim", f"expected >= 1, got {self.align_dim}")
         require(self.temperature > 0, "temperature", f"expected > 0, got {self.temperature}")
@@ -193,9 +201,14 @@ def _mlp(n_in: int, n_out: int, last: nn.Module) -> nn.Sequential:
     """The official ``MLP`` / ``MlpSigmoid``: Dropout(0.2) -> Linear -> GELU / Sigmoid
     (``src/layer.py:7-33``), its weight initialised as the official ``init_esim_weights``
     (Kaiming-uniform, leaky-ReLU gain; ``src/layer.py:206-211``, applied at ``src/model.py:81``)."""
-    linear = nn.Linear(n_in, n_out)
+    return nn.Sequential(nn.Dropout(HEAD_DROPOUT), _esim_init(nn.Linear(n_in, n_out)), last)
+
+
+def _esim_init(linear: nn.Linear) -> nn.Linear:
+    """The official ``init_esim_weights`` on one Linear (``src/layer.py:206-211``): Kaiming-
+    uniform weight with the leaky-ReLU gain at slope 0 (bound ``sqrt(6 / fan_in)``); bias kept."""
     nn.init.kaiming_uniform_(linear.weight, mode="fan_in", nonlinearity="leaky_relu")
-    return nn.Sequential(nn.Dropout(HEAD_DROPOUT), linear, last)
+    return linear
 
 
 def neighbour_context(o: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -222,6 +235,8 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     "w/o DDM": {"use_ddm": False},
     "w/o CFM": {"use_cfm": False},
     "w/o CRM": {"use_crm": False},
+    # merc's earlier reading of the init (heads only); the official code inits every Linear.
+    "init heads only": {"init_scope": "heads"},
 })
 class DFERC(nn.Module):
     """DF-ERC: stacked modality/utterance disentanglement -> confidence fusion -> neighbour context.
@@ -265,6 +280,11 @@ class DFERC(nn.Module):
         # 4. Classifier.
         self.dropout = nn.Dropout(c.classifier_dropout)
         self.classifier = nn.Linear(2 * Fw if c.use_crm else Fw, num_classes)
+        if c.init_scope == "all":
+            # model.py:81: self.apply(init_esim_weights) -- every Linear weight, last.
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    _esim_init(module)
 
     # ---------------------------------------------------------------------------- inputs
 

@@ -112,7 +112,8 @@ class KeyQueue(nn.Module):
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float,
              queue_keys: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None,
-             q_ids: torch.Tensor | None = None, in_batch: bool = False) -> torch.Tensor:
+             q_ids: torch.Tensor | None = None, in_batch: bool = False,
+             include_positive: bool = True) -> torch.Tensor:
     """Mean InfoNCE loss of ``N`` queries against their positives.
 
     For query ``i``: ``l_i = -log( exp(q_i.k_i/tau) / (exp(q_i.k_i/tau) + sum_{j in neg(i)}
@@ -122,6 +123,11 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float,
     other positives ``k_j, j != i`` of the batch (same exclusion by id). Without negatives the
     loss of a query is exactly 0.
 
+    ``include_positive=False`` drops the positive from the denominator: ``l_i = -q_i.k_i/tau +
+    log sum_{j in neg(i)} exp(q_i.n_j/tau)`` (MaTAV's Eq. 5 read literally). No longer a
+    cross-entropy, it can go below 0; with unit-norm vectors (``q.k <= 1``, ``q.n >= -1``) it is
+    bounded below by ``log |neg(i)| - 2/tau``. A query without negatives still contributes 0.
+
     Args:
         q: ``(N, P)`` L2-normalised queries (online heads; gradients flow into them).
         k: ``(N, P)`` L2-normalised positive keys (momentum heads; treated as constants).
@@ -129,6 +135,7 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float,
         queue_keys, queue_ids: ``(M, P)`` keys and ``(M,)`` ids of a :class:`KeyQueue`.
         q_ids: ``(N,)`` utterance ids of the queries (default: all :data:`UNKNOWN_ID`).
         in_batch: Also use the batch's other positives as negatives (ALBEF style).
+        include_positive: Count the positive in the denominator (MoCo; default).
 
     Returns:
         Scalar mean over the ``N`` queries (0 with a graph when ``N == 0``).
@@ -154,8 +161,17 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float,
         eye = torch.eye(q.shape[0], dtype=torch.bool, device=q.device)
         same = (q_ids.unsqueeze(0) == q_ids.unsqueeze(1)) & (q_ids.unsqueeze(1) >= 0)
         parts.append(neg.masked_fill(eye | same, float("-inf")))
-    logits = torch.cat(parts, dim=1)
-    return (torch.logsumexp(logits, dim=1) - pos.squeeze(1)).mean()
+    if include_positive:
+        logits = torch.cat(parts, dim=1)
+        return (torch.logsumexp(logits, dim=1) - pos.squeeze(1)).mean()
+    if len(parts) == 1:
+        return q.sum() * 0.0
+    neg = torch.cat(parts[1:], dim=1)                                           # (N, M')
+    has = torch.isfinite(neg).any(dim=1)                                        # (N,)
+    # Rows without a negative: a finite stand-in keeps logsumexp (and its gradient) finite.
+    lse = torch.logsumexp(neg.masked_fill(~has.unsqueeze(1), 0.0), dim=1)
+    per = torch.where(has, lse - pos.squeeze(1), torch.zeros_like(lse))
+    return per.mean()
 
 
 def supervised_contrastive(z: torch.Tensor, labels: torch.Tensor, temperature: float,

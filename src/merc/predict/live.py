@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from merc.data.conversation import Conversation
+from merc.data.conversation_file import MAX_UTTERANCE_CHARS
 from merc.errors import MercInputError
 from merc.predict.results import UtterancePrediction, build_prediction, calibrated_probs
 
@@ -56,24 +58,44 @@ def text_context_window(predictor) -> int:
     return ctx.past + 1
 
 
+def check_streams(predictor) -> int:
+    """That ``predictor`` can run live: its model streams and its text encoder reads no
+    future. Returns :func:`text_context_window`.
+
+    Raises:
+        MercInputError: one line naming the checkpoint, the field and what would stream.
+    """
+    model = getattr(getattr(predictor, "loaded", None), "model", None)
+    if not hasattr(model, "init_stream") or not getattr(model.config, "causal", False):
+        raise MercInputError(predictor.checkpoint, f"{predictor.model_name} is not a causal "
+                             "model; live prediction needs one trained with the 'causal' "
+                             "variant (merc train --model broad-mamba model.causal=true)",
+                             field="model.causal")
+    return text_context_window(predictor)
+
+
 class LiveSession:
     """One live conversation (see the module docstring). Create with ``Predictor.session()``.
 
     Args:
         predictor: A :class:`~merc.predict.Predictor` whose model streams.
         conversation_id: Reported in the predictions (default ``live``).
+        base_dir: Folder that ``audio``/``video`` paths are resolved against and must stay in
+            (unless the predictor allows outside media); default the current directory.
+        source: Named in input errors (``merc serve`` says ``request``).
+        max_chars: Longest ``text`` accepted (``None``: no limit).
     """
 
-    def __init__(self, predictor, conversation_id: str = "live") -> None:
+    def __init__(self, predictor, conversation_id: str = "live", *,
+                 base_dir: str | Path | None = None, source: str = "<live>",
+                 max_chars: int | None = MAX_UTTERANCE_CHARS) -> None:
+        window = check_streams(predictor)
         model = predictor.loaded.model
-        if not hasattr(model, "init_stream") or not getattr(model.config, "causal", False):
-            raise MercInputError(predictor.checkpoint, f"{predictor.model_name} is not a causal "
-                                 "model; live prediction needs one trained with the 'causal' "
-                                 "variant (merc train --model broad-mamba model.causal=true)",
-                                 field="model.causal")
         self.predictor = predictor
         self.id = str(conversation_id)
-        self.window: deque[dict[str, Any]] = deque(maxlen=text_context_window(predictor))
+        self.base_dir = Path(base_dir) if base_dir is not None else None
+        self.source, self.max_chars = source, max_chars
+        self.window: deque[dict[str, Any]] = deque(maxlen=window)
         self.state = model.init_stream(device=predictor.device)
         self.count = 0
 
@@ -115,8 +137,10 @@ class LiveSession:
         record = dict(utterance)
         # Only the new utterance's media are analysed; earlier ones serve as text context only.
         past = [{k: v for k, v in r.items() if k not in ("audio", "video")} for r in self.window]
-        conv = conversation_from_records(past + [record],
-                                         allow_outside_media=p.allow_outside_media)
+        conv = conversation_from_records(past + [record], source=self.source,
+                                         conversation_id=self.id, base_dir=self.base_dir,
+                                         allow_outside_media=p.allow_outside_media,
+                                         max_chars=self.max_chars)
         uid = record.get("id") or record.get("utterance_id") or default_utterance_id(self.count)
         conv = replace(conv, id=self.id, labels=None)
         ready = p._features([conv], progress=False)

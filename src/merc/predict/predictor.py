@@ -144,17 +144,20 @@ class Predictor:
         model.require_available()
         return cls(model.checkpoint, allow_outside_media=allow_outside_media, device=device)
 
-    def session(self, conversation_id: str = "live"):
+    def session(self, conversation_id: str = "live", **options):
         """A :class:`~merc.predict.live.LiveSession`: feed one utterance at a time with
         ``session.add({"speaker", "text", ...})`` and get its prediction at once, in time
         independent of how many came before (causal models only).
+
+        ``options``: :class:`~merc.predict.live.LiveSession`'s keyword arguments (``base_dir``,
+        ``source``, ``max_chars``).
 
         Raises:
             MercInputError: the model or its text encoder reads ahead.
         """
         from merc.predict.live import LiveSession
 
-        return LiveSession(self, conversation_id)
+        return LiveSession(self, conversation_id, **options)
 
     def _check_spec(self) -> None:
         """Refuse up front what no conversation file could provide."""

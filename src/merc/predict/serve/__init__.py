@@ -11,8 +11,12 @@ Endpoints (``/docs`` lists them offline; ``/openapi.json`` is the machine-readab
 * ``POST /v1/timeline`` -- a result of ``/v1/predict`` -> the self-contained HTML timeline of
   ``merc predict --html`` (the page shows it; no model call). Probabilities, confidences and
   fusion weights must be finite numbers in [0, 1], labels among the result's labels.
-* ``GET /v1/model`` -- name, labels, modalities, limits, model card; ``GET /healthz`` (with the
-  model queue's length); ``GET /`` -- the page; ``GET /docs`` -- the endpoint list.
+* ``WS /v1/live`` -- one live conversation: an utterance per frame in, its prediction out at
+  once, in time independent of the conversation's length (causal models only; protocol and
+  bounds in :mod:`merc.predict.serve.live`).
+* ``GET /v1/model`` -- name, labels, modalities, limits, model card, whether it runs live;
+  ``GET /healthz`` (with the model queue's length); ``GET /`` -- the page; ``GET /docs`` -- the
+  endpoint list.
 
 Safety. The server never reads a path named in a request: media arrive only as uploads, written
 to a fresh temporary folder under merc-chosen names, and an ``audio`` value must be exactly the
@@ -61,6 +65,7 @@ from merc.predict.serve.bodies import (MAX_JSON_DEPTH, RequestError, check_predi
                                        require_json)
 from merc.predict.serve.guards import (LOOPBACK_HOSTS, SameOrigin, TrustedHosts, check_host,
                                        check_origin, check_port)
+from merc.predict.serve.live import add_live_route
 from merc.predict.serve.model import DEFAULT_MAX_QUEUE, App, Limits
 
 __all__ = ["App", "DEFAULT_MAX_QUEUE", "LOOPBACK_HOSTS", "Limits", "MAX_JSON_DEPTH",
@@ -179,6 +184,8 @@ def create_app(predictor: Predictor, limits: Limits | None = None, *,
 
     page_html = PAGE.read_text(encoding="utf-8")
 
+    add_live_route(api, core)
+
     @api.get("/", response_class=HTMLResponse)
     async def page():
         return HTMLResponse(page_html)
@@ -255,11 +262,13 @@ def _version() -> str:
 def serve(checkpoint: str | None = None, *, host: str = "127.0.0.1", port: int = 8000,
           limits: Limits | None = None, device: str = "cpu",
           allow_origins: list[str] | tuple[str, ...] = (),
-          allow_hosts: list[str] | tuple[str, ...] = (), max_queue: int | None = None) -> None:
+          allow_hosts: list[str] | tuple[str, ...] = (), max_queue: int | None = None,
+          max_live: int | None = None, live_idle: float | None = None) -> None:
     """Load the model once and serve until interrupted (uvicorn).
 
     ``host`` is also accepted as a ``Host`` name unless it is a wildcard address (0.0.0.0,
-    ::); ``max_queue`` overrides ``limits.max_queue``.
+    ::); ``max_queue``, ``max_live`` and ``live_idle`` override ``limits.max_queue``,
+    ``limits.max_live_sessions`` and ``limits.live_idle_seconds``.
     """
     import uvicorn
 
@@ -269,9 +278,19 @@ def serve(checkpoint: str | None = None, *, host: str = "127.0.0.1", port: int =
         if max_queue < 1:
             raise ValueError(f"max_queue {max_queue}: must be >= 1")
         limits = replace(limits, max_queue=max_queue)
+    if max_live is not None:
+        if max_live < 1:
+            raise ValueError(f"max_live {max_live}: must be >= 1")
+        limits = replace(limits, max_live_sessions=max_live)
+    if live_idle is not None:
+        if not live_idle > 0:
+            raise ValueError(f"live_idle {live_idle}: must be > 0 seconds")
+        limits = replace(limits, live_idle_seconds=live_idle)
     bound = [] if host.strip("[]") in ("0.0.0.0", "::", "") else [host]
     hosts = [check_host(h) for h in (*bound, *allow_hosts)]
     origins = [check_origin(o) for o in allow_origins]
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     uvicorn.run(create_app(predictor, limits, allow_origins=origins, allow_hosts=hosts),
-                host=host, port=port, log_level="info")
+                host=host, port=port, log_level="info",
+                # A live session's wav arrives as one WebSocket frame.
+                ws_max_size=max(limits.max_upload_bytes, limits.max_body_bytes))

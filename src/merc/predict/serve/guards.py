@@ -77,12 +77,15 @@ class SameOrigin:
         self.allowed = {_origin_key(o) for o in allow_origins}
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
+        # A WebSocket handshake too: browsers send Origin on every one, and no CORS guards it.
+        if scope["type"] in ("http", "websocket"):
             headers = Headers(scope=scope)
             origin = headers.get("origin")
             if origin is not None:
                 key = _origin_key(origin)
-                own = _origin_key(f"{scope.get('scheme', 'http')}://{headers.get('host', '')}")
+                scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"),
+                                                            scope.get("scheme", "http"))
+                own = _origin_key(f"{scheme}://{headers.get('host', '')}")
                 if key is None or (key != own and key not in self.allowed):
                     answer = refusal(403, f"cross-origin request from {origin[:100]!r} "
                                      "refused: this server answers its own page only (merc "
@@ -105,14 +108,15 @@ class TrustedHosts(TrustedHostMiddleware):
         super().__init__(trusted, allowed_hosts=allowed_hosts, www_redirect=False)
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await super().__call__(scope, receive, send)
             return
 
         async def send_or_refuse(message) -> None:
             if scope.get("merc.trusted_host"):
                 await send(message)
-            elif message["type"] == "http.response.start":   # the middleware's own 400
+            # The middleware's own 400 (to a WebSocket handshake: Starlette's denial response).
+            elif message["type"] in ("http.response.start", "websocket.http.response.start"):
                 host = Headers(scope=scope).get("host", "")
                 await refusal(400, f"Host {host[:100]!r} is not a name of this server (a "
                                "page on another site pointing its name here is refused; merc "

@@ -40,6 +40,11 @@ class Limits:
     """Bytes of a JSON request body."""
     max_upload_bytes: int = 50_000_000
     """Bytes of all uploaded files of one request together."""
+    max_live_sessions: int = 8
+    """Live conversations (``/v1/live`` WebSockets) open at once; the next handshake answers 503.
+    Each holds a few KB of model state and a folder of its uploads."""
+    live_idle_seconds: float = 300.0
+    """Seconds a live conversation may stay silent before the server closes it."""
     max_queue: int = DEFAULT_MAX_QUEUE
     """Requests admitted to the model at once (running + waiting); more answer 503 at once. An
     admitted request waits for about this many requests' model time. On 2 cores the bundled
@@ -103,6 +108,9 @@ class App:
         self.seconds_per_call = 0.1   # moving average of one model call, for Retry-After
         self.checkpoint_name = Path(str(predictor.checkpoint)).name
         self._card = self._model_card()
+        # Live conversations: whether the model streams at all, and how many are open.
+        self.live_problem = _live_problem(predictor)
+        self.live_open = 0
 
     def conversation(self, payload: Any, uploads: dict[str, Path] | None = None,
                      folder: Path | None = None) -> Conversation:
@@ -172,6 +180,67 @@ class App:
         if ticket.error is not None:
             raise ticket.error
         return ticket.results
+
+    def exclusive(self, fn, *args):
+        """``fn(*args)`` as one model call (blocking: call it from a worker thread): it waits
+        for the running call, like a batch of :meth:`predict`, and nothing runs beside it."""
+        with self._model:
+            while self._running:
+                self._model.wait()
+            self._running = True
+        try:
+            return fn(*args)
+        finally:
+            with self._model:
+                self._running = False
+                self._model.notify_all()
+
+    async def call_queued(self, fn, *args):
+        """:meth:`exclusive` off the event loop, through the bounded queue (503 when full)."""
+        from starlette.concurrency import run_in_threadpool
+
+        with self.admitted():
+            return await run_in_threadpool(self.exclusive, fn, *args)
+
+    def open_live(self) -> None:
+        """Take one live-session place, or raise the handshake's refusal: 501 when the model
+        cannot stream, 503 when ``max_live_sessions`` are open."""
+        if self.live_problem is not None:
+            raise RequestError(501, f"this server's model cannot predict live: "
+                               f"{self.live_problem}", "model.causal")
+        with self._queue_lock:
+            if self.live_open >= self.limits.max_live_sessions:
+                raise RequestError(503, f"{self.live_open} live conversations are open (the "
+                                   "limit, merc serve --max-live); retry when one ends", None,
+                                   {"Retry-After": "5"})
+            self.live_open += 1
+
+    def close_live(self) -> None:
+        with self._queue_lock:
+            self.live_open -= 1
+
+    def live_record(self, payload: Any, uploads: dict[str, Path], index: int) -> dict:
+        """One live utterance validated as an utterance of :meth:`conversation`: its ``audio``
+        must name an upload of the session (replaced by the file's name in the session's
+        folder); ``index`` names it in errors until it has an id."""
+        if not isinstance(payload, dict):
+            raise RequestError(422, "expected one utterance object {\"speaker\": ..., "
+                               "\"text\": ...}", "utterance")
+        uid = str(payload.get("id", default_utterance_id(index)))[:80]
+        text = payload.get("text")
+        if isinstance(text, str) and len(text) > self.limits.max_chars:
+            raise RequestError(413, f"utterance {uid}: {len(text)} characters; the limit is "
+                               f"{self.limits.max_chars}", "text")
+        if payload.get("video") is not None:
+            raise RequestError(422, "video is not accepted by this server", "video")
+        audio = payload.get("audio")
+        if audio is None:
+            return payload
+        if not isinstance(audio, str) or audio not in uploads:
+            raise RequestError(422, f"utterance {uid}: audio {str(audio)[:80]!r} is not the "
+                               "name of a file uploaded in this session (the server reads no "
+                               "paths)", "audio")
+        return dict(payload, audio=uploads[audio].name)
 
     def _take_batch(self) -> list[_Ticket]:
         """The oldest pending requests, up to :data:`MAX_BATCH_UTTERANCES` (at least one)."""
@@ -262,4 +331,18 @@ class App:
         p = self.predictor
         return {"model": p.model_name, "checkpoint": self.checkpoint_name,
                 "labels": p.label_names, "modalities": p.modalities,
-                "limits": asdict(self.limits), "model_card": self._card}
+                "limits": asdict(self.limits), "model_card": self._card,
+                "live": self.live_problem is None, "live_problem": self.live_problem}
+
+
+def _live_problem(predictor: Predictor) -> str | None:
+    """Why ``predictor`` cannot run live (one line), or ``None`` when it can."""
+    from merc.predict.live import check_streams
+
+    try:
+        check_streams(predictor)
+    except MercInputError as e:
+        # The checkpoint's file name only, as everywhere in the API (not where it is installed).
+        path = str(predictor.checkpoint)
+        return str(e).replace(path, Path(path).name)
+    return None
