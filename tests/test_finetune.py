@@ -85,6 +85,22 @@ def test_future_context_and_no_context_layouts(tokenizer):
         2 + len(p) for p in alone.pieces(["a b", "c"], ["A", "B"])]
 
 
+def test_a_past_only_window_never_reads_ahead_and_packing_does(tokenizer):
+    """The live path's encoder input (window layout, future=0): utterance i's input is the same
+    whether or not later utterances exist. The packed layout shares one input between
+    consecutive utterances, so an earlier one sees later ones: live prediction refuses it."""
+    def inputs(layout, n):
+        f = InputFormatter(tokenizer, ContextFormat(past=2, future=0, max_tokens=64,
+                                                    layout=layout), cls_id=CLS, sep_id=SEP)
+        return [x.ids for x in f.conversation(TEXTS[:n], SPEAKERS[:n])]
+
+    whole = inputs("window", len(TEXTS))
+    for n in range(1, len(TEXTS)):
+        assert inputs("window", n) == whole[:n]
+    packed = inputs("packed", len(TEXTS))
+    assert any(inputs("packed", n) != packed[:n] for n in range(1, len(TEXTS)))
+
+
 @pytest.mark.parametrize("layout", ["window", "packed"])
 def test_a_target_longer_than_the_model_is_counted(tokenizer, layout):
     f = InputFormatter(tokenizer, ContextFormat(past=2, max_tokens=16, layout=layout),
