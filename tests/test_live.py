@@ -204,3 +204,55 @@ def test_bench_live_writes_both_curves(tmp_path):
         (m, n) for m in ("stream", "rerun") for n in ("5", "20")}
     assert all(float(r["ms_median"]) > 0 for r in rows)
     assert "| 20 |" in (tmp_path / "live.md").read_text()
+
+
+def test_a_past_only_fine_tuned_encoder_streams_and_a_packed_one_is_refused(tmp_path):
+    """A merc finetune folder with the window layout and future=0 runs live: each utterance's
+    features come from the session's last ``past`` utterances, and the probabilities equal the
+    causal model's offline. The same weights in the packed layout are refused."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from merc.data import load_corpus
+    from merc.data.conversation import ensure_validation_split
+    from merc.errors import MercInputError
+    from merc.features.spec import FeatureSpec
+    from merc.finetune import FinetuneConfig, finetune_encoder
+    from merc.predict import Predictor
+    from merc.text.input_format import ContextFormat
+
+    from test_finetune import write_text_corpus
+    from test_predict import make_checkpoint
+
+    corpus = ensure_validation_split(load_corpus("jsonl", write_text_corpus(tmp_path / "c")),
+                                     0.1, 0)
+    enc = tmp_path / "enc"
+    cfg = FinetuneConfig(context=ContextFormat(past=2, future=0, max_tokens=48,
+                                               layout="window"),
+                         train_layers=1, max_epochs=1, batch_size=8, accelerator="cpu")
+    finetune_encoder(corpus, cfg, enc, echo=lambda s: None)
+    ckpt = make_checkpoint(tmp_path / "live.ckpt", FeatureSpec(text=str(enc)), {"text": 384},
+                           causal=True, conv_kernel=3)
+    predictor = Predictor.from_checkpoint(ckpt)
+    records = [{"speaker": "AB"[i % 2], "text": t} for i, t in enumerate(
+        ["we won, wonderful", "how dare you", "the bus leaves at nine", "furious, really",
+         "what a lovely day", "fine", "no way"])]
+    offline = predictor.predict(records)
+    session = predictor.session()
+    live = [session.add(r) for r in records]
+    assert session.window.maxlen == 3                          # past 2 + the new utterance
+    want = np.array([[u.probs[lab] for lab in offline.labels] for u in offline.utterances])
+    got = np.array([[u.probs[lab] for lab in offline.labels] for u in live])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    packed = tmp_path / "packed"
+    shutil.copytree(enc, packed)
+    record = json.loads((packed / "merc_encoder.json").read_text())
+    record["context"]["layout"] = "packed"
+    (packed / "merc_encoder.json").write_text(json.dumps(record))
+    ckpt2 = make_checkpoint(tmp_path / "packed.ckpt", FeatureSpec(text=str(packed)),
+                            {"text": 384}, causal=True)
+    with pytest.raises(MercInputError, match="reads ahead"):
+        Predictor.from_checkpoint(ckpt2).session()

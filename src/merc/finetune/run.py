@@ -107,6 +107,13 @@ def run_finetune(cfg: ExperimentConfig, out_dir: str | Path, *,
     will use: same ``valid_fraction``/``valid_seed``), fine-tune per ``cfg.finetune`` and write
     the encoder folder ``out_dir`` (plus ``finetune.yaml``, the resolved config)."""
     data = cfg.data.resolved()
+    ctx = cfg.finetune.context
+    if ctx.future == 0 and ctx.layout == "packed":
+        # future=0 is how one asks for a past-only encoder; packing still shares one input
+        # between consecutive utterances (tests/test_finetune.py shows it), so say so up front.
+        echo("note: the packed layout lets an utterance attend to later ones of its packed run "
+             "even with context.future=0; for a past-only encoder (merc predict --live, "
+             "/v1/live) use finetune.context.layout=window")
     corpus = _load_corpus(data)
     if progress is None:
         import sys
