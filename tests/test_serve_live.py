@@ -188,3 +188,26 @@ def test_a_session_flood_gets_clean_refusals_and_the_server_stays_up(live_predic
         assert json.loads(again.recv(timeout=30))["type"] == "prediction"
         for ws in [*open_, again]:
             ws.close()
+
+
+def test_a_failing_model_call_ends_only_its_session(live_predictor, monkeypatch):
+    from merc.predict.live import LiveSession
+
+    client = _client(live_predictor)
+
+    def broken(self, utterance):
+        raise RuntimeError("boom at /secret/path")
+
+    with monkeypatch.context() as m:
+        m.setattr(LiveSession, "add", broken)
+        with client.websocket_connect(WS + "/v1/live") as ws:
+            ws.send_text(json.dumps(TALK[0]))
+            err = ws.receive_json()
+            assert err["status"] == 500 and err["detail"] == "internal error (RuntimeError)"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1011
+    with client.websocket_connect(WS + "/v1/live") as ws:         # the server goes on
+        ws.send_text(json.dumps(TALK[0]))
+        assert ws.receive_json()["type"] == "prediction"
+    assert client.get("/docs").text.count("/v1/live") == 1

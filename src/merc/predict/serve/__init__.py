@@ -240,6 +240,10 @@ def _docs_page(schema: dict) -> str:
             text = (op.get("description") or op.get("summary") or "").strip()
             rows.append(f"<tr><td><code>{esc(method.upper())}</code></td><td><code>{esc(path)}"
                         f"</code></td><td>{esc(text)}</td></tr>")
+    # WebSockets are not in OpenAPI: /v1/live is listed by hand.
+    rows.append("<tr><td><code>WS</code></td><td><code>/v1/live</code></td><td>One live "
+                "conversation: one utterance per JSON frame in, its prediction out at once "
+                "(causal models; /v1/model says whether this one streams).</td></tr>")
     info = schema.get("info", {})
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>merc API"
             "</title><style>body{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:auto;"

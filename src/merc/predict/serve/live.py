@@ -125,12 +125,12 @@ async def _converse(ws: WebSocket, core: App, cid: str, folder: Path) -> None:
             except MercInputError as e:
                 await ws.send_json(_error(422, str(e), e.field))
     except _Close as e:
-        await ws.send_json(_error(413 if e.code == 1008 else 408, e.reason, None))
-        await ws.close(e.code, e.reason[:120])
+        await _close_quietly(ws, e.code, e.reason, 413 if e.code == 1008 else 408)
     except WebSocketDisconnect:
         return
     except Exception as e:  # noqa: BLE001 - never a traceback to a client; the server stays up
-        await _close_quietly(ws, 1011, f"internal error ({type(e).__name__})")
+        # The session's state may be half-updated: it ends here, the server goes on.
+        await _close_quietly(ws, 1011, f"internal error ({type(e).__name__})", 500)
 
 
 async def _receive(ws: WebSocket, idle: float) -> dict[str, Any] | None:
@@ -162,9 +162,10 @@ def _error(status: int, detail: str, field: str | None) -> dict:
             "field": field}
 
 
-async def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
+async def _close_quietly(ws: WebSocket, code: int, reason: str, status: int) -> None:
+    """An error frame, then the close; nothing if the client is gone already."""
     try:
-        await ws.send_text(json.dumps(_error(500, reason, None)))
-        await ws.close(code, reason)
+        await ws.send_text(json.dumps(_error(status, reason, None)))
+        await ws.close(code, reason[:120])     # a close reason is at most 123 bytes
     except Exception:  # noqa: BLE001 - the client may be gone already
         pass
