@@ -211,7 +211,7 @@ def write_accuracy_report(out: Path, runs, summaries: dict, failures: dict, n_se
     res.out.mkdir(parents=True, exist_ok=True)  # every run may have failed before writing one
     written = [_accuracy_csv(res)]
     for writer in (_table_main, _table_ablation, _table_modalities, _fig_fusion,
-                   _table_paper, _table_causal, _significance):
+                   _reading_tables, _significance):
         written += writer(res)
     for writer in (_confusions, _loss_curves, _tsne):
         try:
@@ -386,22 +386,27 @@ def _table_reading(res: _Results, table: str, title: str, explain: str) -> list[
          "delta_wf1", "t_pvalue", "against", "seeds", "overrides"], csv_rows)]
 
 
-def _table_paper(res: _Results) -> list[Path]:
-    return _table_reading(
-        res, "paper", "The papers' literal models beside merc's readings (W-F1)",
-        "`paper`: every choice at the paper's literal reading at once (each model's docstring "
-        "lists them). `full`: merc's default. Δ = paper − full (valid: difference of means; "
-        "test: paired over the shared seeds, t-test p). Nothing here chose anything: the "
-        "defaults were chosen on validation before, one setting at a time.")
+_READING_TEXT = {
+    "paper": ("The papers' literal models beside merc's readings (W-F1)",
+              "`paper`: every choice at the paper's literal reading at once (each model's "
+              "docstring lists them). `full`: merc's default. Δ = paper − full (valid: "
+              "difference of means; test: paired over the shared seeds, t-test p). Nothing here "
+              "chose anything: the defaults were chosen on validation before, one setting at a "
+              "time."),
+    "causal": ("Past-only context: the price of predicting live (W-F1)",
+               "`causal`: no future anywhere in the model (forward SSM only, left-padded "
+               "Conv1D), the model `merc predict --live` and `/v1/live` stream. `full`: the "
+               "bidirectional default. Δ = causal − full (valid: difference of means; test: "
+               "paired over the shared seeds, t-test p)."),
+}
+"""Title and explanation of each table of :data:`~merc.bench.suite.READING_TABLES`."""
 
 
-def _table_causal(res: _Results) -> list[Path]:
-    return _table_reading(
-        res, "causal", "Past-only context: the price of predicting live (W-F1)",
-        "`causal`: no future anywhere in the model (forward SSM only, left-padded Conv1D), "
-        "the model `merc predict --live` and `/v1/live` stream. `full`: the bidirectional "
-        "default. Δ = causal − full (valid: difference of means; test: paired over the shared "
-        "seeds, t-test p).")
+def _reading_tables(res: _Results) -> list[Path]:
+    written: list[Path] = []
+    for table in READING_TABLES:
+        written += _table_reading(res, table, *_READING_TEXT[table])
+    return written
 
 
 def _table_modalities(res: _Results) -> list[Path]:
