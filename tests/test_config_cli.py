@@ -164,6 +164,28 @@ def test_config_errors_come_first_in_one_line(tmp_path, capsys, bad, key):
     assert not (tmp_path / "R").exists()
 
 
+def test_variant_flag_sets_the_registered_options_and_overrides_win(tmp_path, capsys):
+    import argparse
+
+    from merc.cli.args import experiment_config
+    from merc.models import get_entry
+
+    def cfg(*argv, model="broad-mamba"):
+        args = argparse.Namespace(config=None, corpus="iemocap", data_dir=None, text=None,
+                                  audio=None, video=None, cache_dir=None, modalities=None,
+                                  model=model, variant="paper", seeds=None, overrides=list(argv))
+        return experiment_config(args)
+
+    paper = cfg()
+    for key, value in get_entry("broad-mamba").variants["paper"].items():
+        assert getattr(paper.model, key) == value
+    assert cfg("model.pe_scale=0.5").model.pe_scale == 0.5          # key=value still wins
+    code = main(["train", "--corpus", "iemocap", "--data-dir", str(tmp_path / "none"),
+                 "--model", "mlp", "--variant", "paper", "--out", str(tmp_path / "R")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "not a variant of mlp" in err, err
+
+
 def test_cli_and_python_api_resolve_the_same_config(generic_corpus, tmp_path, capsys):
     """The README's Python API (``cfg.model = {"name": "matav"}``) and ``merc train`` run with the
     same resolved config, the paper's training settings included."""

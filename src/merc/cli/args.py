@@ -146,6 +146,9 @@ def experiment_config(args: argparse.Namespace):
     settings: dict = {"data": data}
     if args.model:
         settings["model"] = {"name": args.model}
+    if getattr(args, "variant", None):
+        settings["model"] = {**settings.get("model", {}), **_variant(args.variant, args.model
+                                                                     or cfg.model_name)}
     # --metric/--ignore-labels belong to the training commands (train, crossval), not extract.
     train = {"metric": args.metric} if getattr(args, "metric", None) else {}
     if getattr(args, "ignore_labels", None) is not None:
@@ -162,6 +165,25 @@ def experiment_config(args: argparse.Namespace):
                              f"got {args.seeds}")
         settings["seeds"] = list(range(args.seeds))
     return cfg.with_overrides(args.overrides, settings=settings)
+
+
+def _variant(variant: str, model: str) -> dict:
+    """``--variant NAME``: the model section of ``model``'s registered variant (``merc models``
+    lists them), e.g. ``{"name": "broad-mamba", "causal": True}``; ``key=value`` still wins."""
+    from merc.models import get_entry
+
+    variants = get_entry(model).variants
+    if variant not in variants:
+        known = ", ".join(repr(v) for v in variants) or "none"
+        raise ValueError(f"--variant {variant!r}: not a variant of {model} (its variants: "
+                         f"{known}; see `merc models`)")
+    return {"name": model, **variants[variant]}
+
+
+def variant_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", metavar="NAME",
+                        help="a registered variant of the model, e.g. paper or causal for "
+                             "broad-mamba (see `merc models`); key=value overrides still win")
 
 
 # ------------------------------------------------------------------- the table in `merc --help`

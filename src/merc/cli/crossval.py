@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from merc.cli.args import data_args, experiment_config, run_args
+from merc.cli.args import data_args, experiment_config, run_args, variant_arg
 
 HELP = ("speaker-independent cross-validation (leave speakers out) for corpora without a split, "
         "e.g. EmoDB; reports UAR")
@@ -32,6 +32,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         epilog=CROSSVAL_EPILOG)
     data_args(cv, required=True)
     cv.add_argument("--model", help="registered model name (default mlp)")
+    variant_arg(cv)
     cv.add_argument("--folds", type=int, help="number of speaker groups (default: one per "
                     "speaker, i.e. leave-one-speaker-out)")
     run_args(cv, seeds_help="number of seeds per fold, 0..N-1 (default 1)")

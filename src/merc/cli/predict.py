@@ -77,7 +77,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     pr.add_argument("--live", action="store_true",
                     help="one live conversation on stdin: each JSON line is one utterance, "
                     "and its prediction is written (one JSON line, flushed) as soon as it is "
-                    "made; needs a causal model (model.causal=true)")
+                    "made; needs a causal model (merc train --variant causal, or the zoo's "
+                    "meld-emotion-live)")
     pr.add_argument("--allow-outside-media", action="store_true",
                     help="let audio/video paths point outside the conversation file's folder "
                     "(absolute, '..', symlinks out); refused by default")

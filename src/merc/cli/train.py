@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from merc.cli.args import data_args, experiment_config, run_args
+from merc.cli.args import data_args, experiment_config, run_args, variant_arg
 
 HELP = "train a model over seeds; validation-selected test metrics"
 
@@ -25,6 +25,8 @@ every file written is complete, and the same command again reuses those seeds (-
 examples:
   merc train --corpus iemocap --data-dir ../shared/data/iemocap --model bc-lstm --seeds 5 \\
       --out runs/iemocap-bclstm
+  merc train --corpus meld --data-dir ../shared/data --model broad-mamba --variant causal \\
+      --seeds 5 --out runs/meld-causal
   merc train --corpus jsonl --data-dir dailydialog/ --metric micro_f1 --ignore-labels no_emotion \\
       --out runs/dd-bclstm
 """
@@ -51,6 +53,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        epilog=_train_epilog())
     data_args(t, required=False)
     t.add_argument("--model", help="registered model name (see `merc models`; default bc-lstm)")
+    variant_arg(t)
     t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="reuse seeds already finished in RUN_DIR with the same config "
                    "fingerprint, e.g. after an interrupted run (default: on)")

@@ -69,7 +69,7 @@ def check_streams(predictor) -> int:
     if not hasattr(model, "init_stream") or not getattr(model.config, "causal", False):
         raise MercInputError(predictor.checkpoint, f"{predictor.model_name} is not a causal "
                              "model; live prediction needs one trained with the 'causal' "
-                             "variant (merc train --model broad-mamba model.causal=true)",
+                             "variant (merc train --model broad-mamba --variant causal)",
                              field="model.causal")
     return text_context_window(predictor)
 
