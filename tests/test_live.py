@@ -67,6 +67,20 @@ def test_streaming_equals_the_causal_model_offline(dims, options):
                                    for t in state["tail"].values())
 
 
+@pytest.mark.parametrize("dims", [{"text": 6}, {"text": 6, "audio": 4}])
+def test_the_causal_bc_lstm_streams_like_its_offline_pass(dims):
+    torch.manual_seed(0)
+    model = create_model("bc-lstm", dims, 4, causal=True, hidden_size=8, num_layers=2).eval()
+    feats = {m: torch.randn(1, 9, d) for m, d in dims.items()}
+    offline = model(_batch(feats)).logits
+    state = model.init_stream()
+    steps = [model.step({m: f[:, t] for m, f in feats.items()}, state)[0] for t in range(9)]
+    torch.testing.assert_close(torch.stack(steps, 1), offline, atol=1e-5, rtol=1e-5)
+    assert state["t"] == 9 and state["hc"][0].shape == (2, 1, 8)
+    with pytest.raises(ValueError, match="causal"):
+        create_model("bc-lstm", dims, 4).init_stream()
+
+
 def test_a_later_utterance_never_changes_an_earlier_prediction():
     dims = {"text": 6, "audio": 4}
     model = _model(dims, conv_kernel=3)
