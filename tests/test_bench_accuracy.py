@@ -47,7 +47,8 @@ def test_plan_shares_runs_between_tables(toy_bench):
     # "w/o PFM" and "fusion=add" are the same model; planned once.
     add = [r for r in runs if r.options == {"fusion": "add"}]
     assert len(add) == 1 and add[0].tables == {"ablation", "fusion"}
-    assert [r for r in runs if r.model == "bc-lstm"][0].tables == {"main"}
+    # bc-LSTM's default run serves Table 1 and sits beside its causal variant.
+    assert [r for r in runs if r.model == "bc-lstm"][0].tables == {"main", "causal"}
     assert len({r.folder for r in runs}) == len(runs)
     # The quick suite keeps only the reference model's ablations.
     full_plan = {r.variant for r in plan_runs(["toy"], ["matav"]) if r.model == "matav"}
