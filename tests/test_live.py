@@ -256,7 +256,7 @@ def test_a_past_only_fine_tuned_encoder_streams_and_a_packed_one_is_refused(tmp_
     offline = predictor.predict(records)
     session = predictor.session()
     live = [session.add(r) for r in records]
-    assert session.window.maxlen == 3                          # past 2 + the new utterance
+    assert session.window.maxlen == 2                          # the past 2 it reads
     want = np.array([[u.probs[lab] for lab in offline.labels] for u in offline.utterances])
     got = np.array([[u.probs[lab] for lab in offline.labels] for u in live])
     np.testing.assert_allclose(got, want, atol=1e-5)

@@ -95,7 +95,9 @@ class LiveSession:
         self.id = str(conversation_id)
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self.source, self.max_chars = source, max_chars
-        self.window: deque[dict[str, Any]] = deque(maxlen=window)
+        # The utterances before the new one that its text features read (none for a sentence
+        # encoder): each add extracts features for these plus the new one, never more.
+        self.window: deque[dict[str, Any]] = deque(maxlen=window - 1)
         self.state = model.init_stream(device=predictor.device)
         self.count = 0
 
@@ -129,7 +131,9 @@ class LiveSession:
     def add(self, utterance: dict[str, Any]) -> UtterancePrediction:
         """Predict one new utterance: ``{"speaker", "text"}`` plus optional ``audio`` /
         ``video`` paths (relative to the current directory) and ``id``, as one line of a
-        ``merc predict`` conversation file. Cost independent of how many came before."""
+        ``merc predict`` conversation file. Cost independent of how many came before: the
+        features of the new utterance and of the few earlier ones its text encoder reads. A
+        model that hears needs each utterance's wav (one line names the field otherwise)."""
         from merc.data.collate import DialogueDataset, collate_dialogues
         from merc.data.conversation_file import conversation_from_records, default_utterance_id
 
@@ -143,6 +147,7 @@ class LiveSession:
                                          max_chars=self.max_chars)
         uid = record.get("id") or record.get("utterance_id") or default_utterance_id(self.count)
         conv = replace(conv, id=self.id, labels=None)
+        # A model that hears needs each live utterance's wav (its features are computed alone).
         ready = p._features([conv], progress=False)
         batch = collate_dialogues([DialogueDataset(ready, p.label_names, p.modalities)[0]])
         batch = batch.to(p.device)
