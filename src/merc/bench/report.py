@@ -353,10 +353,11 @@ def _table_reading(res: _Results, table: str, title: str, explain: str) -> list[
             base_run = res.full(corpus, run.model, features=run.features)
             s, base = res.get(run), res.get(base_run) if base_run else None
             row = [corpus, run.model, run.variant, _mods(run)]
+            csv_row = [corpus, run.model, run.variant, "+".join(run.modalities)]
             tail = [res.seeds(run), res.run_overrides(run)]
             if not s:
                 md_rows.append([*row, *res.feat_md(run), "failed", "failed", "failed", "", "", ""])
-                csv_rows.append([*row, *res.feat_csv(run), *[None] * 10, *tail])
+                csv_rows.append([*csv_row, *res.feat_csv(run), *[None] * 10, *tail])
                 continue
             v, t = s["valid"]["wf1"], s["test"]["wf1"]
             dv = dt = p = None
@@ -371,7 +372,7 @@ def _table_reading(res: _Results, table: str, title: str, explain: str) -> list[
                             "" if dv is None else f"{dv:+.2f}",
                             "" if dt is None else f"{dt:+.2f}",
                             "" if p is None else f"{p:.3f}"])
-            csv_rows.append([*row, *res.feat_csv(run), v["mean"], _std(v), t["mean"], _std(t),
+            csv_rows.append([*csv_row, *res.feat_csv(run), v["mean"], _std(v), t["mean"], _std(t),
                              s["test"]["acc"]["mean"], _std(s["test"]["acc"]), dv, dt, p,
                              base_run.variant if base_run and run is not base_run else None,
                              *tail])
