@@ -81,11 +81,11 @@ async def _converse(ws: WebSocket, core: App, cid: str, folder: Path) -> None:
     from starlette.concurrency import run_in_threadpool
 
     lim = core.limits
-    session = await run_in_threadpool(
-        core.predictor.session, cid, base_dir=folder, source="request", max_chars=lim.max_chars)
     uploads: dict[str, Path] = {}
     uploaded = 0
     try:
+        session = await run_in_threadpool(core.predictor.session, cid, base_dir=folder,
+                                          source="request", max_chars=lim.max_chars)
         while True:
             message = await _receive(ws, lim.live_idle_seconds)
             if message is None:
