@@ -395,8 +395,9 @@ _READING_TEXT = {
               "chose anything: the defaults were chosen on validation before, one setting at a "
               "time."),
     "causal": ("Past-only context: the price of predicting live (W-F1)",
-               "`causal`: no future anywhere in the model (forward SSM only, left-padded "
-               "Conv1D), the model `merc predict --live` and `/v1/live` stream. `full`: the "
+               "`causal`: no future anywhere in the model (Broad Mamba: forward SSM only, "
+               "left-padded Conv1D; bc-LSTM: forward LSTM), the models `merc predict --live` "
+               "and `/v1/live` stream. `full`: the "
                "bidirectional default. Δ = causal − full (valid: difference of means; test: "
                "paired over the shared seeds, t-test p)."),
 }

@@ -97,6 +97,27 @@ warm-up steps then linear decay (``tools.py:66-68``); batch 2 dialogues (``iemo_
 ``data.valid_fraction`` = 0.1 does the same). The encoder's own lr (2e-5) applies to the official
 end-to-end RoBERTa, which merc's pre-extracted features do not have.
 
+Departures from the official code, in one table (IEMOCAP text + 8-d audio validation W-F1
+where measured; the test split chose nothing):
+
+========================== ================================ ======== ===========================
+what                       official code                    merc     why; validation figure
+========================== ================================ ======== ===========================
+modality labels of L_mod   1, 1, 2 (``model.py:120``)       0, 1, 2  a bug (text and audio
+                                                                     positives of each other);
+                                                                     not measured
+class weights              [1.0] + [1.3] * (C - 1)          none     tied to one label order;
+                           (``model.py:78-79``)                      ``train.class_weights``
+recurrent DropConnect      0.3 (``model.py:47``)            none     not implemented; not
+                                                                     measured
+``hidden``                 300 (``iemo_config.yaml:50``)    256      not measured
+``init_scope``             every Linear (``model.py:81``)   ``all``  same as official since
+                                                                     issue 30: 60.65 +- 0.97 vs
+                                                                     60.91 +- 0.58 heads only
+                                                                     (5 seeds, p 0.52)
+text encoder               RoBERTa-large, end to end        features ``data.text``; a CPU stand-in
+========================== ================================ ======== ===========================
+
 Outputs: ``logits (B, L, C)``; ``aux_loss`` = DDM + CFM + alignment losses (training mode only,
 ``None`` when none applies); ``hidden = r`` (zero at padding); ``modality_weights`` = modality ->
 ``(B, L)`` CFM weights (sum to 1 over the present modalities of each real utterance, 0 for absent
