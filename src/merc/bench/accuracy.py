@@ -71,7 +71,6 @@ and merc's two comparisons with each model's default
 (:data:`merc.bench.suite.READING_TABLES`)."""
 
 
-
 @dataclass
 class BenchRun:
     """One planned run; several tables may share it (e.g. the full model)."""
