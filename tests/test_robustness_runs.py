@@ -24,7 +24,7 @@ from helpers import write_generic_corpus
 from merc.cli import main
 
 TRAIN = ["train", "--corpus", "jsonl", "--model", "mlp", "--no-progress"]
-EPOCHS = ["train.max_epochs=300", "train.patience=300"]
+EPOCHS = ["train.max_epochs=100", "train.patience=100"]
 
 
 def _merc(args, env) -> subprocess.Popen:
