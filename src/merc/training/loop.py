@@ -106,16 +106,14 @@ class Predictions:
     def __init__(self, keep_hidden: bool = False) -> None:
         self.keep_hidden = keep_hidden
         self._true: list[torch.Tensor] = []
-        self._pred: list[torch.Tensor] = []
         self._logits: list[torch.Tensor] = []
         self._hidden: list[torch.Tensor] = []
 
     def add(self, batch: Batch, out: ModelOutput) -> None:
-        """Record ``out.logits (B, L, C)`` and their argmaxes (and ``out.hidden (B, L, H)``) where
+        """Record ``out.logits (B, L, C)`` (and ``out.hidden (B, L, H)``) where
         ``batch.labels (B, L)`` holds a label."""
         valid = batch.labels != IGNORE_INDEX
         self._true.append(batch.labels[valid].detach().cpu())
-        self._pred.append(out.logits[valid].argmax(-1).detach().cpu())
         self._logits.append(out.logits[valid].detach().float().cpu())
         if self.keep_hidden:
             if out.hidden is None:
@@ -132,8 +130,9 @@ class Predictions:
 
     @property
     def y_pred(self) -> np.ndarray:
-        """``(N,)`` predicted class indices."""
-        return torch.cat(self._pred).numpy() if self._pred else np.zeros(0, dtype=np.int64)
+        """``(N,)`` predicted class indices: the arg-max of :attr:`logits`."""
+        return (torch.cat(self._logits).argmax(-1).numpy() if self._logits
+                else np.zeros(0, dtype=np.int64))
 
     @property
     def logits(self) -> np.ndarray:
