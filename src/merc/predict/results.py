@@ -72,11 +72,13 @@ class UtterancePrediction:
 
 
 def calibrated_probs(logits, temperature: float = 1.0) -> np.ndarray:
-    """``softmax(logits / temperature)`` over the last axis, as float32 numpy: the one rule by
-    which every prediction (batched, live) turns a checkpoint's logits into probabilities."""
-    import torch
+    """``softmax(logits / temperature)`` over the last axis of a torch tensor, as float32 numpy:
+    every prediction (batched, live) turns a checkpoint's logits into probabilities with
+    :func:`merc.calibration.softmax`, the rule its temperature was fitted and its ECE measured
+    with."""
+    from merc.calibration import softmax
 
-    return torch.softmax(logits.float() / temperature, dim=-1).cpu().numpy()
+    return softmax(logits.detach().float().cpu().numpy(), temperature).astype(np.float32)
 
 
 @dataclass
