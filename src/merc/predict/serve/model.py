@@ -122,26 +122,8 @@ class App:
                                f"{lim.max_utterances} per conversation", "utterances")
         uploads = uploads or {}
         for i, rec in enumerate(records):
-            if not isinstance(rec, dict):
-                continue                       # conversation_from_records names the problem
-            text = rec.get("text")
-            if isinstance(text, str) and len(text) > lim.max_chars:
-                raise RequestError(413, f"utterance {str(rec.get('id', default_utterance_id(i)))[:80]}: "
-                                   f"{len(text)} characters; the limit is {lim.max_chars}",
-                                   "text")
-            for kind in ("audio", "video"):
-                value = rec.get(kind)
-                if value is None:
-                    continue
-                if kind == "video":
-                    raise RequestError(422, "video is not accepted by this server", "video")
-                if not isinstance(value, str) or value not in uploads:
-                    # Never resolved as a path: only the names of this request's uploads count.
-                    uid = str(rec.get('id', default_utterance_id(i)))[:80]
-                    raise RequestError(422, f"utterance {uid}: "
-                                       f"{kind} {str(value)[:80]!r} is not the name of a file "
-                                       "uploaded with this request (the server reads no "
-                                       "paths)", kind)
+            if isinstance(rec, dict):          # else conversation_from_records names the problem
+                self._check_record(rec, i, uploads, "with this request")
         renamed = [dict(rec, audio=uploads[rec["audio"]].name)
                    if isinstance(rec, dict) and rec.get("audio") is not None else rec
                    for rec in records]
@@ -226,21 +208,30 @@ class App:
         if not isinstance(payload, dict):
             raise RequestError(422, "expected one utterance object {\"speaker\": ..., "
                                "\"text\": ...}", "utterance")
-        uid = str(payload.get("id", default_utterance_id(index)))[:80]
-        text = payload.get("text")
+        self._check_record(payload, index, uploads, "in this session")
+        if payload.get("audio") is None:
+            return payload
+        return dict(payload, audio=uploads[payload["audio"]].name)
+
+    def _check_record(self, rec: dict, index: int, uploads: dict[str, Path], where: str) -> None:
+        """The server's own limits on one utterance record: its text length (413), no video,
+        and an ``audio`` that is the name of an upload (never resolved as a path); ``where``
+        says which uploads count ("with this request")."""
+        uid = str(rec.get("id", default_utterance_id(index)))[:80]
+        text = rec.get("text")
         if isinstance(text, str) and len(text) > self.limits.max_chars:
             raise RequestError(413, f"utterance {uid}: {len(text)} characters; the limit is "
                                f"{self.limits.max_chars}", "text")
-        if payload.get("video") is not None:
-            raise RequestError(422, "video is not accepted by this server", "video")
-        audio = payload.get("audio")
-        if audio is None:
-            return payload
-        if not isinstance(audio, str) or audio not in uploads:
-            raise RequestError(422, f"utterance {uid}: audio {str(audio)[:80]!r} is not the "
-                               "name of a file uploaded in this session (the server reads no "
-                               "paths)", "audio")
-        return dict(payload, audio=uploads[audio].name)
+        for kind in ("audio", "video"):
+            value = rec.get(kind)
+            if value is None:
+                continue
+            if kind == "video":
+                raise RequestError(422, "video is not accepted by this server", "video")
+            if not isinstance(value, str) or value not in uploads:
+                raise RequestError(422, f"utterance {uid}: {kind} {str(value)[:80]!r} is not "
+                                   f"the name of a file uploaded {where} (the server reads no "
+                                   "paths)", kind)
 
     def _take_batch(self) -> list[_Ticket]:
         """The oldest pending requests, up to :data:`MAX_BATCH_UTTERANCES` (at least one)."""
