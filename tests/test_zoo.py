@@ -55,6 +55,23 @@ def test_card_package_and_calibration(model):
     assert (model.folder / "reliability.png").is_file()
 
 
+SHARING = [m for m in ZOO if m.card.get("encoder_of")]
+
+
+@pytest.mark.parametrize("model", SHARING, ids=[m.name for m in SHARING])
+def test_a_model_reading_another_models_encoder_points_at_its_adapter(model):
+    from merc.checkpoint import load_checkpoint
+
+    owner = get_pretrained(model.card["encoder_of"])
+    assert not (model.folder / "encoder").exists()          # shipped once, with its owner
+    meta = torch.load(model.checkpoint, map_location="cpu", weights_only=True)["merc"]
+    assert meta["feature_spec"]["text"] == f"../{owner.name}/encoder"
+    assert (owner.folder / "encoder" / "adapter.safetensors").is_file()
+    spec = load_checkpoint(model.checkpoint).feature_spec
+    assert spec.text == str((owner.folder / "encoder").resolve())
+    assert model.needs == owner.needs
+
+
 @pytest.mark.parametrize("model", [m for m in ZOO if "text" in m.modalities],
                          ids=[m.name for m in ZOO if "text" in m.modalities])
 def test_text_models_predict_the_demo_by_name(model, tmp_path, capsys):

@@ -181,9 +181,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise MercInputError(path, f"expected a positive finite number, got {temperature!r}",
                              field="merc.temperature")
     spec = FeatureSpec.from_dict(meta["feature_spec"])
-    if isinstance(spec.text, str) and spec.text.startswith("./"):
-        # An encoder folder shipped beside the checkpoint (e.g. the bundled model's): relative
-        # to the checkpoint's own folder, never to the working directory.
+    if isinstance(spec.text, str) and spec.text.startswith(("./", "../")):
+        # An encoder folder shipped with the checkpoint (the zoo's: ``./encoder`` beside it, or
+        # ``../<model>/encoder`` when two zoo models share one adapter): relative to the
+        # checkpoint's own folder, never to the working directory.
         spec.text = str((Path(path).parent / spec.text).resolve())
     return LoadedCheckpoint(model=model.eval(), config=config,
                             label_names=list(meta["label_names"]),
