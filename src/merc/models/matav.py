@@ -119,9 +119,10 @@ field                        paper (literal reading)        default what chose t
 The four rows not measured alone enter the ``paper`` row of docs/results.md ("The papers'
 literal models"), which measures all six together against the default: IEMOCAP validation
 58.15 +- 1.22 vs 59.43 +- 1.94, test 60.97 +- 1.30 vs 61.98 +- 1.08 (5 seeds, paired p 0.12 on
-test; 2-core CPU). Where the paper is
-silent (``queue_size``, ``momentum``, ``attn_heads``, ``fused_dim``, ``d_model``, the Mamba
-sizes, ``dropout``, the ``sqrt(P)`` rescale of the tokens) ``paper`` keeps merc's choice.
+test); MELD (text alone, so no MEC term) validation 53.69 +- 0.46 vs 53.63 +- 0.64, test 56.42
++- 0.65 vs 56.48 +- 0.61 (p 0.87); 2-core CPU. Where the paper is silent (``queue_size``,
+``momentum``, ``attn_heads``, ``fused_dim``, ``d_model``, the Mamba sizes, ``dropout``, the
+``sqrt(P)`` rescale of the tokens) ``paper`` keeps merc's choice.
 
 Optimiser (§III-B: batch 64, lr 1e-4, weight decay 1e-5, 100 epochs) lives in the training config,
 not here: :data:`PAPER_TRAIN` is registered as the model's ``train_defaults``, so ``merc train
