@@ -25,5 +25,7 @@ mpnet: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/merc demo
 
+# Two workers, one per core of the CI machine; a file's tests stay together on one worker
+# (--dist loadfile), so module-scoped fixtures are built once.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
