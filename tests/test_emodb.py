@@ -19,6 +19,7 @@ from merc.data.emodb import EMODB_LABELS, load_emodb
 from merc.training.prepare import extract_features, load_configured
 from merc.training.crossval import (conversation_speakers, make_speaker_folds,
                                   metrics_from_confusion, prepare_fold)
+from merc.calibration import pool_reliability
 from merc.metrics import classification_metrics
 from merc.errors import MercInputError
 
@@ -158,6 +159,21 @@ def test_speaker_folds_never_mix_roles(folds):
         assert [f.test for f in plan[:2]] == [("03",), ("08",)] and plan[0].valid == ("08",)
 
 
+@pytest.mark.parametrize("folds", [None, 4])
+def test_two_validation_groups_are_the_two_after_the_test_group(folds):
+    speakers = ["16", "03", "08", "09", "10", "11", "12", "13", "14", "15"]
+    plan = make_speaker_folds(speakers, folds, valid_groups=2)
+    for k, f in enumerate(plan):
+        after = plan[(k + 1) % len(plan)].test + plan[(k + 2) % len(plan)].test
+        assert f.valid == tuple(sorted(after))
+        assert not set(f.train) & (set(f.test) | set(f.valid))
+        assert set(f.test) | set(f.valid) | set(f.train) == set(speakers)
+    with pytest.raises(ValueError, match="at least 4 speakers"):
+        make_speaker_folds(["a", "b", "c"], valid_groups=2)
+    with pytest.raises(ValueError, match="valid_groups must be >= 1"):
+        make_speaker_folds(speakers, valid_groups=0)
+
+
 def test_speaker_folds_reject_too_few():
     with pytest.raises(ValueError, match="at least 3 speakers"):
         make_speaker_folds(["a", "b", "a"])
@@ -257,6 +273,15 @@ def test_crossval_cli_end_to_end_with_opensmile(emodb_dir, tmp_path, monkeypatch
     assert summary["pooled"]["uar"]["per_seed"][0] == pytest.approx(
         metrics_from_confusion(summary["per_seed"][0]["pooled_confusion"])["uar"])
     assert np.sum(summary["per_seed"][0]["pooled_confusion"]) == 24  # each wav tested once
+    # Calibration pooled over the folds: every test wav once, the ECE that of the union.
+    pooled_cal = summary["per_seed"][0]["calibration"]["test"]
+    assert sum(b["count"] for b in pooled_cal["reliability_after"]) == 24
+    fold_tables = [json.loads((out / f"fold_{k}" / "seed_0" / "metrics.json").read_text())
+                   ["calibration"]["test"]["reliability_after"] for k in range(4)]
+    assert pooled_cal["ece_after"] == pytest.approx(pool_reliability(fold_tables)["ece"])
+    assert summary["calibration"]["test_ece_after"]["mean"] == pytest.approx(pooled_cal["ece_after"])
+    assert 0 < summary["calibration"]["test_ece_floor_after"]["mean"] < 1
+    assert "test ECE pooled over the folds" in printed
 
     # Normalisation statistics came from each fold's train speakers, never valid/test.
     assert fitted_on == [set(f["train_speakers"]) for f in summary["folds"]]

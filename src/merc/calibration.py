@@ -13,6 +13,14 @@ Expected calibration error (Naeini et al., 2015; Guo et al., Eq. 3): the predict
 ``n_bins`` equal-width bins of confidence (the probability of the predicted class) and
 ``ECE = sum_b |B_b| / N * |acc(B_b) - conf(B_b)|``; merc reports it with 15 bins, the number
 the temperature-scaling paper uses, as a fraction in [0, 1].
+
+ECE has a sampling floor. Even a perfectly calibrated model shows a positive ECE on a finite
+set, because each bin's accuracy is a binomial proportion around its confidence:
+:func:`ece_floor` is that expected value. It is about 1-2% on MELD's 2,610 test utterances,
+5% on EmoDB's 535 and 15% on one EmoDB speaker's 50. An ECE is only evidence of miscalibration
+where it stands clearly above its floor. Reliability tables of disjoint sets, such as the test
+speakers of cross-validation folds, pool exactly into the table of their union
+(:func:`pool_reliability`).
 """
 
 from __future__ import annotations
@@ -100,15 +108,73 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
     return reliability(probs, labels, n_bins)["ece"]
 
 
+def pool_reliability(tables: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """The reliability table of the union of disjoint prediction sets, from their tables.
+
+    Args:
+        tables: One ``bins`` list of :func:`reliability` per set, all with the same bin edges.
+
+    Returns:
+        ``{"ece", "bins"}`` as :func:`reliability` would give on the pooled predictions:
+        counts add up, and confidence and accuracy are count-weighted means, so this is exact.
+    """
+    if not tables:
+        raise ValueError("pool_reliability needs at least one table")
+    edges = [(b["lo"], b["hi"]) for b in tables[0]]
+    if any([(b["lo"], b["hi"]) for b in t] != edges for t in tables[1:]):
+        raise ValueError("pool_reliability: the tables have different bin edges")
+    bins, total = [], sum(b["count"] for t in tables for b in t)
+    ece = 0.0
+    for i, (lo, hi) in enumerate(edges):
+        parts = [t[i] for t in tables if t[i]["count"]]
+        n = sum(b["count"] for b in parts)
+        c = sum(b["count"] * b["confidence"] for b in parts) / n if n else None
+        a = sum(b["count"] * b["accuracy"] for b in parts) / n if n else None
+        if n:
+            ece += n / total * abs(a - c)
+        bins.append({"lo": lo, "hi": hi, "count": n, "confidence": c, "accuracy": a})
+    return {"ece": float(ece), "bins": bins}
+
+
+def ece_floor(bins: list[dict[str, Any]]) -> float:
+    """The expected ECE of a *perfectly calibrated* model with this reliability table's shape.
+
+    Each bin ``b`` keeps its count ``n_b`` and mean confidence ``c_b``; a calibrated model's
+    right answers in it are ``Binomial(n_b, c_b)``, so its expected ECE is
+    ``sum_b n_b / N * E|X_b / n_b - c_b|``, computed exactly from the binomial pmf. (Treating a
+    bin's confidences as their mean is the one approximation; a bin is 1/15 wide.) An observed
+    ECE near this value is what sampling alone produces.
+
+    Args:
+        bins: The ``bins`` of :func:`reliability` (or :func:`pool_reliability`).
+
+    Returns:
+        The floor as a fraction; 0 for an empty table.
+    """
+    from scipy.stats import binom
+
+    total = sum(b["count"] for b in bins)
+    floor = 0.0
+    for b in bins:
+        n = b["count"]
+        if not n:
+            continue
+        c = min(max(float(b["confidence"]), 0.0), 1.0)
+        k = np.arange(n + 1)
+        floor += n / total * float((binom.pmf(k, n, c) * np.abs(k / n - c)).sum())
+    return floor
+
+
 def calibration_report(temperature: float, logits: np.ndarray, labels: np.ndarray,
                        n_bins: int = ECE_BINS) -> dict[str, Any]:
     """ECE, NLL and reliability tables of ``logits (N, C)`` before (``T = 1``) and after
-    dividing by ``temperature``: ``{"ece_before", "ece_after", "nll_before", "nll_after",
-    "reliability_before", "reliability_after"}`` (reliability: the ``bins`` of
-    :func:`reliability`)."""
+    dividing by ``temperature``: ``{"ece_before", "ece_after", "ece_floor_after", "nll_before",
+    "nll_after", "reliability_before", "reliability_after"}`` (reliability: the ``bins`` of
+    :func:`reliability`; ``ece_floor_after``: :func:`ece_floor` of the scaled table)."""
     before = reliability(softmax(logits), labels, n_bins)
     after = reliability(softmax(logits, temperature), labels, n_bins)
     return {"ece_before": before["ece"], "ece_after": after["ece"],
+            "ece_floor_after": ece_floor(after["bins"]),
             "nll_before": nll(logits, labels), "nll_after": nll(logits, labels, temperature),
             "reliability_before": before["bins"], "reliability_after": after["bins"]}
 

@@ -17,8 +17,9 @@ MAIN_FLAGS = ("--corpus NAME", "--data-dir DIR", "--model NAME", "--folds K",
 
 CROSSVAL_EPILOG = (
     "folds: fold k tests speaker group k, validates (checkpoint "
-    "selection, early stopping)\non group k+1 (wrapping) and trains on the "
-    "rest; normalisation is fitted on the train\nspeakers only.\n"
+    "selection, early stopping,\ntemperature) on group k+1 (wrapping; "
+    "--valid-groups 2: k+1 and k+2) and trains on the\nrest; normalisation is "
+    "fitted on the train speakers only.\n"
     "outputs: RUN_DIR/summary.json (UAR, W-F1, acc per fold; mean ± std over "
     "folds;\npooled over folds), RUN_DIR/fold_<k>/fold.json and "
     "RUN_DIR/fold_<k>/seed_<s>/.\nexample:\n"
@@ -35,6 +36,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     variant_arg(cv)
     cv.add_argument("--folds", type=int, help="number of speaker groups (default: one per "
                     "speaker, i.e. leave-one-speaker-out)")
+    cv.add_argument("--valid-groups", type=int, default=1, metavar="N",
+                    help="speaker groups validating each fold, the N after its test group "
+                         "(default 1; 2 doubles the utterances the checkpoint choice and the "
+                         "temperature are fitted on)")
     run_args(cv, seeds_help="number of seeds per fold, 0..N-1 (default 1)")
     return cv
 
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = next((p for p in (args.progress, cfg.train.progress) if p is not None),
                     sys.stderr.isatty())
-    run_speaker_cv(cfg, args.out, folds=args.folds, progress=progress)
+    run_speaker_cv(cfg, args.out, folds=args.folds, valid_groups=args.valid_groups,
+                   progress=progress)
     print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0

@@ -3,9 +3,12 @@
 Protocol. The corpus' speakers are sorted and split into groups: one speaker per group
 (leave-one-speaker-out, the default) or ``folds`` groups filled round-robin (sorted speaker
 ``i`` goes to group ``i % folds``). Fold ``k`` tests on group ``k``; the *next* group in that
-order (``k + 1``, wrapping around to the first) is the validation set used for checkpoint
-selection and early stopping; all other groups train. No speaker is ever in two roles of the
-same fold, and every utterance is tested exactly once per seed.
+order (``k + 1``, wrapping around to the first), or the next ``valid_groups`` groups, is the
+validation set used for checkpoint selection, early stopping and the temperature; all other
+groups train. One validation speaker is the most training data; two give the checkpoint choice
+and the temperature twice the utterances and a second voice (a temperature fitted on one
+speaker tracks how hard that speaker is: docs/results.md, "EmoDB's calibration"). No speaker
+is ever in two roles of the same fold, and every utterance is tested exactly once per seed.
 
 Honesty. Features are extracted once, unnormalised, for the whole corpus (a cached, label-free
 transform of each wav on its own). Standardisation statistics are then fitted per fold on that
@@ -17,7 +20,13 @@ Reporting (all in percent). UAR, the unweighted average recall (mean per-class r
 ``100 / C``), W-F1, accuracy and macro F1 of every fold; ``test`` holds their mean ± sample std
 over folds (each fold's value averaged over seeds first), ``per_seed`` the same per seed, and
 ``pooled`` the metrics of the confusion matrix summed over all folds of a seed (every utterance
-once), as mean ± std over seeds.
+once), as mean ± std over seeds. With ``train.calibrate`` (the default) each fold's temperature
+is fitted on its validation speakers; ``calibration`` pools the folds' reliability tables per
+seed (:func:`merc.calibration.pool_reliability`): ECE over every utterance of the corpus, each
+predicted by a model that never heard its speaker, before and after the temperature, with the
+ECE a perfectly calibrated model would show on as many predictions
+(:func:`merc.calibration.ece_floor`). One speaker's 50 utterances give ECE a floor near 15%;
+the pooled figure is the one to read.
 
 Output layout::
 
@@ -68,35 +77,43 @@ class SpeakerFold:
         return "train"
 
 
-def make_speaker_folds(speakers: Sequence[str], folds: int | None = None) -> list[SpeakerFold]:
+def make_speaker_folds(speakers: Sequence[str], folds: int | None = None,
+                       valid_groups: int = 1) -> list[SpeakerFold]:
     """Deterministic speaker folds (see the module docstring for the protocol).
 
     Args:
         speakers: Speaker names (repeats allowed; order does not matter).
         folds: ``None`` for leave-one-speaker-out, else the number of speaker groups
-            (3 <= ``folds`` <= number of speakers).
+            (``valid_groups + 2`` <= ``folds`` <= number of speakers).
+        valid_groups: How many groups validate each fold: the ones following the test group.
 
     Returns:
         One :class:`SpeakerFold` per group, fold ``k`` testing group ``k`` and validating on
-        group ``(k + 1) % n_groups``.
+        groups ``(k + 1) % n_groups`` ... ``(k + valid_groups) % n_groups``.
 
     Raises:
-        ValueError: fewer than 3 speakers, or ``folds`` out of range.
+        ValueError: too few speakers for a test, a validation and a train group, or ``folds``
+            or ``valid_groups`` out of range.
     """
     names = sorted(set(speakers))
-    if len(names) < 3:
-        raise ValueError(f"speaker cross-validation needs at least 3 speakers (test, validation, "
-                         f"train), found {len(names)}: {names}")
+    if valid_groups < 1:
+        raise ValueError(f"valid_groups must be >= 1, got {valid_groups}")
+    least = valid_groups + 2
+    if len(names) < least:
+        raise ValueError(f"speaker cross-validation with {valid_groups} validation group(s) "
+                         f"needs at least {least} speakers (test, validation, train), found "
+                         f"{len(names)}: {names}")
     n_groups = len(names) if folds is None else folds
-    if not 3 <= n_groups <= len(names):
-        raise ValueError(f"folds must be between 3 and the number of speakers ({len(names)}), "
-                         f"got {folds}")
+    if not least <= n_groups <= len(names):
+        raise ValueError(f"folds must be between {least} and the number of speakers "
+                         f"({len(names)}), got {folds}")
     groups = [tuple(names[i::n_groups]) for i in range(n_groups)]
     out = []
     for k, test in enumerate(groups):
-        valid = groups[(k + 1) % n_groups]
-        train = tuple(s for g in groups if g is not test and g is not valid for s in g)
-        out.append(SpeakerFold(index=k, test=test, valid=valid, train=tuple(sorted(train))))
+        valid = tuple(sorted(s for j in range(1, valid_groups + 1)
+                             for s in groups[(k + j) % n_groups]))
+        train = tuple(s for s in names if s not in test and s not in valid)
+        out.append(SpeakerFold(index=k, test=test, valid=valid, train=train))
     return out
 
 
@@ -173,7 +190,8 @@ def _over(values: Sequence[float], key: str) -> dict[str, Any]:
 
 
 def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | None = None,
-                   progress: bool = False, echo: Callable[[str], None] = print) -> dict:
+                   valid_groups: int = 1, progress: bool = False,
+                   echo: Callable[[str], None] = print) -> dict:
     """Speaker-independent cross-validation of ``cfg``'s model; writes ``out_dir/summary.json``.
 
     Args:
@@ -182,6 +200,7 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
             are ``data.valid_fraction``/``data.valid_seed`` (validation is a speaker group).
         out_dir: Run folder (layout in the module docstring).
         folds: ``None`` = leave-one-speaker-out; else the number of speaker groups.
+        valid_groups: Speaker groups validating each fold (:func:`make_speaker_folds`).
         progress: Progress bars for feature extraction and training.
         echo: Receives one line per finished fold and a final summary line.
 
@@ -198,9 +217,11 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
     progress = bool(progress)
     corpus, spec = extract_features(load_configured(cfg.data), cfg.data, progress=progress)
     speaker_of = conversation_speakers(corpus)
-    plan = make_speaker_folds(list(speaker_of.values()), folds)
+    plan = make_speaker_folds(list(speaker_of.values()), folds, valid_groups)
     protocol = ("leave-one-speaker-out" if all(len(f.test) == 1 for f in plan)
                 else f"{len(plan)} speaker groups")
+    if valid_groups > 1:
+        protocol += f", {valid_groups} validation groups"
     labels = corpus.label_names
     n_utt = sum(len(c) for c in corpus.conversations)
     echo(f"{corpus.name}: {n_utt} utterances, {len(set(speaker_of.values()))} speakers; "
@@ -211,6 +232,7 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
 
     fold_records: list[dict[str, Any]] = []
     pooled = {s: np.zeros((len(labels), len(labels)), dtype=np.int64) for s in cfg.seeds}
+    tables: dict[int, list[dict[str, Any]]] = {s: [] for s in cfg.seeds}
     params = None
     for fold in plan:
         prepared = prepare_fold(corpus, spec, fold, speaker_of)
@@ -227,6 +249,8 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
                            fingerprint=fingerprint)
             params = r["params"]
             pooled[seed] += np.asarray(r["test"]["confusion"], dtype=np.int64)
+            if r.get("calibration"):
+                tables[seed].append(r["calibration"])
             runs.append({"seed": seed, "best_epoch": r["best_epoch"],
                          "train_seconds": r["train_seconds"],
                          "valid": {k: r["valid"][k] for k in METRICS},
@@ -247,13 +271,17 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
             row[k] = _over([f["per_seed"][i]["test"][k] for f in fold_records], "per_fold")
         row["pooled"] = metrics_from_confusion(pooled[seed])
         row["pooled_confusion"] = pooled[seed].tolist()
+        if len(tables[seed]) == len(plan):
+            row["calibration"] = pooled_calibration(tables[seed])
         per_seed.append(row)
     summary = {
         "model": cfg.model_name, "corpus": corpus.name, "modalities": spec.modalities(),
         "protocol": protocol, "n_folds": len(plan), "seeds": list(cfg.seeds), "params": params,
         "label_names": labels, "chance_uar": 100.0 / len(labels),
+        "valid_groups": valid_groups,
         "selection": f"per fold and seed: checkpoint with the best validation "
-                     f"{cfg.train.selection.description} (validation = the next speaker group), "
+                     f"{cfg.train.selection.description} (validation = the next "
+                     f"{'speaker group' if valid_groups == 1 else f'{valid_groups} speaker groups'}), "
                      "early stopping on it; test evaluated once",
         "selection_metric": cfg.train.selection.to_dict(),
         "normalisation": "fitted per fold on the train speakers only" if spec.normalize
@@ -263,6 +291,11 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
                   for k in ("uar", "wf1")},
         "pooled": {k: _over([r["pooled"][k] for r in per_seed], "per_seed") for k in METRICS},
         "per_seed": per_seed,
+        **({"calibration": {f"{split}_{k}": _over([r["calibration"][split][k] for r in per_seed],
+                                                  "per_seed")
+                            for split in ("valid", "test")
+                            for k in ("ece_before", "ece_after", "ece_floor_after")}}
+           if all("calibration" in r for r in per_seed) else {}),
         "folds": fold_records,
         "train_seconds": float(sum(r["train_seconds"] for f in fold_records
                                    for r in f["per_seed"])),
@@ -276,4 +309,31 @@ def run_speaker_cv(cfg: ExperimentConfig, out_dir: str | Path, *, folds: int | N
          f"{t['uar']['std']:.2f} over folds (pooled {p['uar']['mean']:.2f}), W-F1 "
          f"{t['wf1']['mean']:.2f} ± {t['wf1']['std']:.2f}, acc {t['acc']['mean']:.2f} ± "
          f"{t['acc']['std']:.2f}; chance UAR {summary['chance_uar']:.2f}")
+    if "calibration" in summary:
+        c = summary["calibration"]
+        echo(f"test ECE pooled over the folds, raw -> temperature-scaled: "
+             f"{100 * c['test_ece_before']['mean']:.2f}% -> {100 * c['test_ece_after']['mean']:.2f}% "
+             f"(mean over seeds; a perfectly calibrated model would show "
+             f"{100 * c['test_ece_floor_after']['mean']:.2f}% on {n_utt} utterances)")
     return summary
+
+
+def pooled_calibration(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One seed's calibration over all folds, from each fold's
+    :func:`merc.calibration.calibration_report` (fractions).
+
+    Returns:
+        ``{"valid"|"test": {"ece_before", "ece_after", "ece_floor_after", "reliability_before",
+        "reliability_after"}}``: the folds' reliability tables pooled (each utterance counted
+        once), and their ECE.
+    """
+    from merc.calibration import ece_floor, pool_reliability
+
+    out: dict[str, dict[str, Any]] = {}
+    for split in ("valid", "test"):
+        before = pool_reliability([r[split]["reliability_before"] for r in reports])
+        after = pool_reliability([r[split]["reliability_after"] for r in reports])
+        out[split] = {"ece_before": before["ece"], "ece_after": after["ece"],
+                      "ece_floor_after": ece_floor(after["bins"]),
+                      "reliability_before": before["bins"], "reliability_after": after["bins"]}
+    return out
