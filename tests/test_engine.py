@@ -173,6 +173,33 @@ def test_warmup_schedule_and_optimizer_settings_by_hand():
     assert len(make_optimizer(model, 1e-3, 0.01).param_groups) == 1
 
 
+def test_label_smoothing_shapes_the_training_loss_only():
+    from merc.data.collate import IGNORE_INDEX
+    from merc.models import ModelOutput
+    from merc.training.loop import masked_loss
+
+    logits = torch.tensor([[[4.0, 0.0, -2.0], [0.5, 1.0, 0.0], [9.0, 9.0, 9.0]]])
+    labels = torch.tensor([[0, 1, IGNORE_INDEX]])  # the padded third position never counts
+
+    class _Batch:
+        pass
+
+    batch = _Batch()
+    batch.labels = labels
+    out = ModelOutput(logits=logits)
+    plain, _ = masked_loss(out, batch)
+    smooth, _ = masked_loss(out, batch, label_smoothing=0.2)
+    # By hand: target 0.8 on the gold class + 0.2 / 3 on every class.
+    logp = torch.log_softmax(logits[0, :2], -1)
+    target = torch.full((2, 3), 0.2 / 3) + 0.8 * torch.nn.functional.one_hot(labels[0, :2], 3)
+    assert smooth.item() == pytest.approx(-(target * logp).sum(-1).mean().item(), rel=1e-6)
+    assert plain.item() == pytest.approx(-logp[[0, 1], [0, 1]].mean().item(), rel=1e-6)
+    from merc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.label_smoothing: expected \[0, 1\)"):
+        ExperimentConfig.from_dict({"train": {"label_smoothing": 1.0}})
+
+
 def test_training_with_warmup_and_linear_decay(generic_corpus, tmp_path):
     cfg = _config(generic_corpus, seeds=(0,), epochs=3)
     cfg.train.warmup_steps = 2

@@ -16,8 +16,8 @@ the temperature-scaling paper uses, as a fraction in [0, 1].
 
 ECE has a sampling floor. Even a perfectly calibrated model shows a positive ECE on a finite
 set, because each bin's accuracy is a binomial proportion around its confidence:
-:func:`ece_floor` is that expected value. It is about 1-2% on MELD's 2,610 test utterances,
-5% on EmoDB's 535 and 15% on one EmoDB speaker's 50. An ECE is only evidence of miscalibration
+:func:`ece_floor` is that expected value. It is about 2% on MELD's 2,610 test utterances,
+5% on EmoDB's 535 and 13-15% on one EmoDB speaker's 50. An ECE is evidence of miscalibration only
 where it stands clearly above its floor. Reliability tables of disjoint sets, such as the test
 speakers of cross-validation folds, pool exactly into the table of their union
 (:func:`pool_reliability`).

@@ -153,6 +153,10 @@ class TrainConfig:
     ``A_log`` and ``D``; see :func:`merc.training.loop.make_optimizer`)."""
     class_weights: bool = False
     """Weight the cross-entropy by inverse train-class frequency (sklearn 'balanced')."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the training cross-entropy (Szegedy et al., 2016): the target puts
+    ``1 - eps`` on the gold class and spreads ``eps`` uniformly over all classes. Validation
+    and test losses, selection and calibration are unaffected; 0 disables."""
     grad_clip: float | None = None
     """Gradient-norm clipping (0 disables)."""
     adam_betas: list[float] | None = None
@@ -209,7 +213,7 @@ class TrainConfig:
     FINGERPRINT_IF_SET: ClassVar[dict[str, Any]] = {
         "metric": "wf1", "ignore_labels": [], "adam_betas": [0.9, 0.999], "adam_eps": 1e-8,
         "warmup_steps": 0, "lr_decay": "none", "decay_bias_norm": True, "devices": 1,
-        "num_nodes": 1, "strategy": "auto"}
+        "num_nodes": 1, "strategy": "auto", "label_smoothing": 0.0}
     """Fields added after runs were recorded: left out of the run fingerprint while they hold
     this (default) value, so those runs still resume; any other value changes the fingerprint."""
 
@@ -233,6 +237,8 @@ class TrainConfig:
             require(value is None or math.isfinite(value), name, f"expected a finite number, "
                     f"got {value}")
         require(self.lr is None or self.lr > 0, "lr", f"expected > 0, got {self.lr}")
+        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
+                f"expected [0, 1), got {self.label_smoothing}")
         _check_upper_bounds(self, {"lr": MAX_LR, "weight_decay": MAX_WEIGHT_DECAY,
                                    "adam_eps": 1.0}, {"max_epochs": MAX_EPOCHS,
                                                       "patience": MAX_EPOCHS})

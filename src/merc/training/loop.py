@@ -29,13 +29,14 @@ from merc.metrics import SelectionMetric, classification_metrics
 from merc.models import ModelOutput
 
 
-def masked_loss(out: ModelOutput, batch: Batch, class_weights: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(total, ce)``: the class-weighted cross-entropy of ``out.logits (B, L, C)`` over the
-    utterances with a label (``batch.labels != IGNORE_INDEX``; padding never counts), and that
-    plus ``out.aux_loss``."""
+def masked_loss(out: ModelOutput, batch: Batch, class_weights: torch.Tensor | None = None,
+                label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(total, ce)``: the class-weighted (optionally label-smoothed) cross-entropy of
+    ``out.logits (B, L, C)`` over the utterances with a label (``batch.labels !=
+    IGNORE_INDEX``; padding never counts), and that plus ``out.aux_loss``."""
     valid = batch.labels != IGNORE_INDEX
-    ce = F.cross_entropy(out.logits[valid], batch.labels[valid], weight=class_weights)
+    ce = F.cross_entropy(out.logits[valid], batch.labels[valid], weight=class_weights,
+                         label_smoothing=label_smoothing)
     total = ce + out.aux_loss if out.aux_loss is not None else ce
     return total, ce
 

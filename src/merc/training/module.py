@@ -56,7 +56,9 @@ class ERCModule(L.LightningModule):
 
     def _step(self, batch: Batch, stage: str) -> tuple[ModelOutput, torch.Tensor]:
         out = self(batch)
-        loss, ce = masked_loss(out, batch, self.class_weights)
+        # Smoothing shapes the training target only; validation losses stay the plain NLL.
+        smoothing = self.config.train.label_smoothing if stage == "train" else 0.0
+        loss, ce = masked_loss(out, batch, self.class_weights, smoothing)
         n = int(batch.mask.sum())
         sync = self._distributed()
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
